@@ -17,6 +17,13 @@ from pathlib import Path
 TMP_PREFIX = ".tmp-"
 
 
+def _umask() -> int:
+    """The process umask (mkstemp/mkdtemp create 0o600/0o700; outputs get the modes open()/mkdir() would give)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -42,6 +49,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
                                dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
@@ -86,6 +94,7 @@ def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path
         raise FileExistsError(f"{path} already exists (pass overwrite=True to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         for f in tmp.rglob("*"):

@@ -1,0 +1,219 @@
+"""The `textless` command.
+
+Subcommands live in `COMMANDS` (a registry: each entry adds its arguments and runs). Commands that take a config
+compose it with Hydra (`textless.config.compose`): dataclass defaults <- recipe YAML (``--config``, default
+``experiments/<command>.yaml``) <- ``key=value`` overrides. User errors exit with status 2 and a one-line
+``textless: error: ...`` message; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from textless import __version__
+from textless.errors import ConfigError, TextlessError
+
+
+@dataclass
+class Command:
+    help: str
+    description: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None]
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="RECIPE", help="recipe YAML path, or a name under experiments/")
+    parser.add_argument("--print-config", action="store_true", help="print the composed config and exit")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides, e.g. frame_rate=25")
+
+
+def _composed(schema, command: str, args: argparse.Namespace):
+    from textless.config import compose, to_yaml
+
+    cfg = compose(schema, command, args.overrides, args.config)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return None
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------------------- demo
+def _run_demo(args: argparse.Namespace) -> int:
+    from textless.demo import DemoConfig, run_demo
+
+    cfg = _composed(DemoConfig, "demo", args)
+    if cfg is not None:
+        run_demo(cfg)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------- info
+def _info_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="an audio directory, a manifest (.tsv/.jsonl/fairseq .tsv) or a unit dataset")
+    parser.add_argument("--durations", action="store_true", help="read audio headers to fill unknown durations")
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    path = Path(args.path)
+    if (path / "meta.json").exists():
+        from textless.data.units import read_units
+        from textless.eval.unit_stats import unit_statistics
+
+        units = read_units(path)
+        meta = units.meta
+        stats = unit_statistics(units, meta.frame_rate, meta.vocab_size)
+        print(f"unit dataset {path} ({units.encoding}): tokenizer {meta.tokenizer.get('name', '?')}, "
+              f"vocabulary {meta.vocab_size}, {meta.frame_rate:g} Hz, "
+              f"{'deduplicated' if meta.deduplicated else 'frame-level'}")
+        for key, value in stats.to_dict().items():
+            print(f"  {key:18s} {value:,.3f}" if isinstance(value, float) else f"  {key:18s} {value:,}")
+        return 0
+    from textless.data.manifest import load_manifest
+
+    manifest = load_manifest(path)
+    if args.durations:
+        manifest = manifest.with_durations()
+    total = manifest.total_duration
+    print(f"audio dataset {path}: {len(manifest)} utterances, {len(manifest.speakers)} speakers, "
+          + (f"{total / 3600:.3f} h" if total is not None else "duration unknown (use --durations)"))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------ manifest
+def _manifest_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="audio directory or manifest")
+    parser.add_argument("output", help="manifest to write (.tsv or .jsonl)")
+    parser.add_argument("--no-durations", action="store_true", help="do not read audio headers for durations")
+
+
+def _run_manifest(args: argparse.Namespace) -> int:
+    from textless.data.manifest import load_manifest
+
+    manifest = load_manifest(args.source)
+    if not args.no_durations:
+        manifest = manifest.with_durations()
+    manifest.save(args.output)
+    print(f"wrote {args.output}: {len(manifest)} utterances")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------- units
+def _units_arguments(parser: argparse.ArgumentParser) -> None:
+    from textless.data.convert import REGISTRY
+
+    formats = sorted(REGISTRY)
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = sub.add_parser("import", help="anchor unit file -> textless unit dataset")
+    p.add_argument("format", choices=formats)
+    p.add_argument("source", help="the .km / gslm lines / slamkit features.jsonl file")
+    p.add_argument("output", help="unit dataset directory to create")
+    p.add_argument("--frame-rate", type=float, metavar="HZ", help="unit frame rate in Hz (default: the format's usual rate)")
+    p.add_argument("--vocab-size", type=int, metavar="K", help="number of units (default: from dict.km.txt or max + 1)")
+    p.add_argument("--deduplicate", action="store_true", help="run-length encode frame-level units on import")
+    p.add_argument("--manifest", dest="manifest_tsv", metavar="TSV", help="fairseq_km: the parallel fairseq manifest (.tsv) for ids")
+    p.add_argument("--ids", dest="ids_path", metavar="FILE", help="fairseq_km: a file with one utterance id per line")
+    p.add_argument("--dict", dest="dict_path", metavar="FILE", help="fairseq_km: dict.km.txt (sets the vocabulary size)")
+    p.add_argument("--encoding", choices=["jsonl", "binary"], default="binary")
+    p.add_argument("--overwrite", action="store_true")
+    p = sub.add_parser("export", help="textless unit dataset -> anchor unit file")
+    p.add_argument("format", choices=formats)
+    p.add_argument("source", help="unit dataset directory")
+    p.add_argument("output", help="file to write")
+    p.add_argument("--ids", dest="ids_path", metavar="FILE", help="fairseq_km: also write the ids, one per line")
+    p.add_argument("--dict", dest="dict_path", metavar="FILE", help="fairseq_km: also write dict.km.txt")
+    p = sub.add_parser("convert", help="re-encode a unit dataset (jsonl <-> binary)")
+    p.add_argument("source")
+    p.add_argument("output")
+    p.add_argument("--encoding", choices=["jsonl", "binary"], required=True)
+    p.add_argument("--overwrite", action="store_true")
+
+
+def _format_options(function, args: argparse.Namespace, names: tuple[str, ...]) -> dict:
+    """The options the user gave, refusing those that `function` (a format's reader/writer) does not take."""
+    import inspect
+
+    accepted = inspect.signature(function).parameters
+    given = {name: getattr(args, name) for name in names if getattr(args, name, None) not in (None, False)}
+    for name in given:
+        if name not in accepted:
+            flag = {"manifest_tsv": "manifest", "ids_path": "ids", "dict_path": "dict"}.get(name, name)
+            raise ConfigError(f"--{flag.replace('_', '-')} does not apply to format '{args.format}'")
+    return given
+
+
+def _run_units(args: argparse.Namespace) -> int:
+    from textless.data.convert import export_units, get_format, import_units
+    from textless.data.units import convert_encoding
+
+    if args.action == "import":
+        options = _format_options(get_format(args.format).read, args,
+                                  ("frame_rate", "vocab_size", "deduplicate", "manifest_tsv", "ids_path", "dict_path"))
+        out = import_units(args.source, args.output, args.format, encoding=args.encoding, overwrite=args.overwrite,
+                           **options)
+    elif args.action == "export":
+        options = _format_options(get_format(args.format).write, args, ("ids_path", "dict_path"))
+        out = export_units(args.source, args.output, args.format, **options)
+    else:
+        out = convert_encoding(args.source, args.output, args.encoding, overwrite=args.overwrite)
+    print(f"wrote {out}")
+    return 0
+
+
+COMMANDS: dict[str, Command] = {
+    "demo": Command(
+        help="run the main job on the bundled corpus",
+        description="Tokenize the bundled corpus and print corpus and unit statistics (grows into "
+                    "audio -> units -> LM continuation -> audio as the library does).",
+        add_arguments=_add_config_arguments, run=_run_demo),
+    "info": Command(
+        help="describe an audio dataset or a unit dataset",
+        description="Print size, speakers and duration of an audio dataset, or vocabulary, rate and unit "
+                    "statistics (units/s, run length, entropy, bitrate) of a unit dataset.",
+        add_arguments=_info_arguments, run=_run_info),
+    "manifest": Command(
+        help="write a TSV/JSONL manifest for an audio directory or another manifest",
+        description="Scan a directory (or read a manifest, fairseq's included) and write a textless manifest "
+                    "with deterministic ids and durations read from the audio headers.",
+        add_arguments=_manifest_arguments, run=_run_manifest),
+    "units": Command(
+        help="import/export/convert unit datasets (fairseq .km, gslm, slamkit)",
+        description="Lossless conversion between textless unit datasets and the anchors' unit files: fairseq .km "
+                    "(+ dict.km.txt), gslm 'name|u u u' lines, slamkit features.jsonl; and jsonl <-> binary.",
+        add_arguments=_units_arguments, run=_run_units),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="textless", description="Textless spoken language modeling.")
+    parser.add_argument("--version", action="version", version=f"textless {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.description)
+        command.add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command].run(args) or 0
+    except (TextlessError, FileExistsError) as e:  # FileExistsError: an output exists and --overwrite was not given
+        if args.debug:
+            raise
+        message = f"{e} (pass --overwrite to replace it)" if isinstance(e, FileExistsError) else str(e)
+        print(f"textless: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("textless: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

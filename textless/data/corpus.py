@@ -1,0 +1,42 @@
+"""The bundled speech corpus: the embedded default dataset that tests and `make demo` use (nothing is downloaded).
+
+About 15 minutes of English TTS speech from a dozen voices, 16 kHz FLAC, with transcripts, speaker ids and phone
+alignments for the engines that give them. Splits: ``train``; ``valid`` (held-out utterances of the training speakers);
+``valid_unseen`` (held-out speakers). ``experiments/data/make_corpus.py`` regenerates or enlarges it; its README lists
+the voices and their licences.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from textless.data.alignments import Alignment, load_alignments
+from textless.data.manifest import Manifest, load_manifest
+from textless.errors import TextlessError
+
+SPLITS = ("train", "valid", "valid_unseen")
+
+
+def bundled_corpus_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "assets" / "corpus"
+
+
+def load_bundled_corpus(split: str = "train") -> Manifest:
+    """Manifest of one split of the bundled corpus (durations, speakers and transcripts filled in)."""
+    if split not in SPLITS:
+        raise TextlessError(f"unknown bundled-corpus split '{split}' (choose from {', '.join(SPLITS)})")
+    path = bundled_corpus_dir() / f"{split}.tsv"
+    if not path.exists():
+        raise TextlessError(f"the bundled corpus is missing ({path}); regenerate it with experiments/data/make_corpus.py")
+    return load_manifest(path)
+
+
+def load_bundled_alignments() -> dict[str, Alignment]:
+    """Phone (and word) alignments of every bundled utterance whose TTS engine reports timings."""
+    return load_alignments(bundled_corpus_dir() / "alignments.jsonl")
+
+
+def load_bundled_speakers() -> dict[str, dict]:
+    """``{speaker: {"engine", "voice", "sex", "alignments", "split"}}``."""
+    return json.loads((bundled_corpus_dir() / "speakers.json").read_text())

@@ -1,0 +1,1 @@
+"""Evaluation: likelihood suites, tokenizer metrics, generative metrics."""

@@ -1,0 +1,5 @@
+"""Speech tokenizers: audio (or alignments) -> discrete units."""
+
+from textless.tokenizers.phones import OraclePhoneTokenizer
+
+__all__ = ["OraclePhoneTokenizer"]
