@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,7 @@ def load_alignments(path: str | Path) -> dict[str, Alignment]:
             if record["id"] in alignments:
                 raise FormatError(path, f"duplicate id '{record['id']}'", n)
             phones = _segments(record["phones"], path, n, "phones", check_phones=True)
-            for (_, prev_end, _), (start, _, _) in zip(phones, phones[1:]):
+            for (_, prev_end, _), (start, _, _) in pairwise(phones):
                 if abs(start - prev_end) > 1e-3:
                     raise FormatError(path, f"phones of '{record['id']}' are not contiguous at {start:.4f} s", n)
             words = _segments(record.get("words", []), path, n, "words", check_phones=False)
