@@ -4,6 +4,9 @@ Every command declares a dataclass config (its schema and defaults). A recipe is
 (or any path given with ``--config``); it may use Hydra defaults lists and config groups. Overrides use Hydra's grammar
 (``lr=1e-3``, ``+new.key=1``, ``group=option``). The result is validated against the schema: unknown keys and wrong
 types are user errors with a one-line message.
+
+Hydra treats every sub-directory of the recipe directory as a config group, so a schema field must not share its name
+with one (``experiments/data/`` holds the corpus script: job configs say ``dataset``, not ``data``).
 """
 
 from __future__ import annotations

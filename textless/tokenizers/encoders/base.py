@@ -1,0 +1,286 @@
+"""Speech encoders: waveform -> frame features, the first stage of a speech tokenizer.
+
+Every encoder is a `SpeechEncoder` (a `torch.nn.Module`) with the same batch interface::
+
+    features, feature_lengths = encoder(wavs, lengths)
+    # wavs     float32 [B, T]  zero-padded waveforms at `encoder.sample_rate` Hz
+    # lengths  int64   [B]     valid samples per item (None: all T)
+    # features float32 [B, F, D], frames beyond feature_lengths[b] are 0; feature_lengths int64 [B]
+
+Padding never changes the features of an item: a batch gives the same features as encoding each item alone (up to
+float rounding). `num_frames(T)` is the exact frame count for T samples; it raises `TextlessError` when T is too short
+for the encoder to produce a frame.
+
+Encoders are built by `load_encoder(source, layer)`, which dispatches on the kind of `source` through registries
+(no if/elif chains):
+
+* ``"mfcc"`` -> `MFCCEncoder` (kind "mfcc");
+* a directory holding ``config.json`` -> a Hugging Face model (kind "huggingface"), whose ``model_type`` picks the
+  loader in `HF_MODEL_LOADERS` (hubert, wav2vec2, wavlm -> `SSLEncoder`; whisper -> `WhisperFeatureEncoder`);
+* a ``*.pt`` file -> a fairseq checkpoint (kind "fairseq", registered by ``encoders/fairseq.py``, imported lazily).
+
+A new kind plugs in with ``@register_encoder("kind")`` on a ``loader(source, layer, **kw) -> SpeechEncoder``; a new
+Hugging Face architecture with ``@register_hf_model_type("model_type")`` on a
+``loader(directory, config, layer, **kw) -> SpeechEncoder``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from textless.audio import resample
+from textless.errors import ConfigError, FormatError, TextlessError
+
+__all__ = [
+    "ENCODER_LOADERS",
+    "HF_MODEL_LOADERS",
+    "SpeechEncoder",
+    "autocast_context",
+    "check_batch",
+    "check_layer",
+    "frame_mask",
+    "load_encoder",
+    "read_preprocessor_config",
+    "register_encoder",
+    "register_hf_model_type",
+    "source_kind",
+]
+
+EncoderLoader = Callable[..., "SpeechEncoder"]
+
+ENCODER_LOADERS: dict[str, EncoderLoader] = {}
+"""kind -> ``loader(source, layer, **kw) -> SpeechEncoder``."""
+
+HF_MODEL_LOADERS: dict[str, EncoderLoader] = {}
+"""Hugging Face ``model_type`` -> ``loader(directory: Path, config, layer, **kw) -> SpeechEncoder``."""
+
+_LAZY_KINDS: dict[str, str] = {"fairseq": "textless.tokenizers.encoders.fairseq"}
+"""Kinds whose loader lives in a module imported only when that kind is first requested."""
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+class SpeechEncoder(torch.nn.Module):
+    """Base class: a batch of waveforms -> a batch of frame features (see the module docstring for shapes).
+
+    Subclasses set `sample_rate` (Hz of the input waveform), `frame_rate` (Hz of the output frames) and `dim` (D), and
+    implement `forward`, `num_frames` and `identity`. `max_samples` is the longest input accepted in one call (None:
+    unbounded; Whisper: 30 s), which `chunking.encode_long` respects.
+    """
+
+    sample_rate: int
+    frame_rate: float
+    dim: int
+    max_samples: int | None = None
+
+    def forward(self, wavs: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """`wavs` float32 [B, T], `lengths` int64 [B] samples -> features float32 [B, F, D], lengths int64 [B]."""
+        raise NotImplementedError
+
+    def num_frames(self, num_samples: int) -> int:
+        """Exact number of output frames for `num_samples` input samples; `TextlessError` if too short."""
+        raise NotImplementedError
+
+    def identity(self) -> dict:
+        """JSON-able description {"name", "source", "layer", ...} recorded in unit datasets and tokenizer bundles."""
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the encoder's parameters (or buffers); cpu when it has none."""
+        for tensor in (*self.parameters(), *self.buffers()):
+            return tensor.device
+        return torch.device("cpu")
+
+    def encode(self, wav: Tensor, sample_rate: int | None = None) -> Tensor:
+        """One utterance: `wav` float [T] at `sample_rate` Hz (None: already `self.sample_rate`) -> features [F, D].
+
+        The waveform is resampled with `textless.audio.resample` when the rates differ. The features are on the
+        encoder's device.
+        """
+        wav = torch.as_tensor(wav)
+        if wav.ndim != 1:
+            raise ValueError(f"encode() takes one mono waveform [T], got shape {tuple(wav.shape)}")
+        if sample_rate is not None:
+            wav = resample(wav, sample_rate, self.sample_rate)
+        features, lengths = self(wav[None].to(torch.float32))
+        return features[0, : int(lengths[0])]
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def check_batch(wavs: Tensor, lengths: Tensor | None, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Validate a padded batch; returns (wavs float32 [B, T'] on `device`, lengths int64 [B]).
+
+    The batch is cut to T' = max(lengths) (extra padding costs nothing then) and samples beyond `lengths` are set to
+    zero, so callers passing non-zero padding get the same features.
+    """
+    if not isinstance(wavs, Tensor) or wavs.ndim != 2 or wavs.shape[0] == 0:
+        shape = tuple(wavs.shape) if isinstance(wavs, Tensor) else type(wavs).__name__
+        raise ValueError(f"expected a waveform batch [B, T], got {shape}")
+    wavs = wavs.to(device=device, dtype=torch.float32)
+    batch, total = wavs.shape
+    if lengths is None:
+        return wavs, torch.full((batch,), total, dtype=torch.long, device=device)
+    lengths = torch.as_tensor(lengths).to(device=device, dtype=torch.long)
+    if lengths.shape != (batch,):
+        raise ValueError(f"lengths must have shape [{batch}], got {tuple(lengths.shape)}")
+    if bool((lengths > total).any()) or bool((lengths < 0).any()):
+        raise ValueError(f"lengths must lie in [0, {total}] (the padded length), got {lengths.tolist()}")
+    longest = int(lengths.max())
+    wavs = wavs[:, :longest]
+    if bool((lengths < longest).any()):
+        wavs = wavs * frame_mask(lengths, longest).to(wavs.dtype)
+    return wavs, lengths
+
+
+def frame_mask(lengths: Tensor, size: int) -> Tensor:
+    """Bool [B, size]: True at positions < lengths[b]."""
+    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def check_layer(layer: Any, num_layers: int, name: str) -> int:
+    """`layer` as an int in [0, num_layers], else `ConfigError` naming the model and the valid range."""
+    valid = isinstance(layer, int) and not isinstance(layer, bool) and 0 <= layer <= num_layers
+    if not valid:
+        raise ConfigError(f"layer {layer!r} is out of range for {name}: it has {num_layers} transformer blocks, "
+                          f"so layer must be an integer in 0..{num_layers} (1-based block output; 0 = before the "
+                          f"first block)")
+    return layer
+
+
+def check_dtype(dtype: torch.dtype | None) -> torch.dtype | None:
+    """None / float32 (full precision) or float16 / bfloat16 (autocast on CUDA); anything else -> ConfigError."""
+    if dtype in (None, torch.float32, *_HALF_DTYPES):
+        return dtype
+    raise ConfigError(f"dtype must be None, torch.float32, torch.float16 or torch.bfloat16, got {dtype!r}")
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """`torch.autocast("cuda", dtype)` for half dtypes on CUDA; a no-op otherwise (CPU always runs float32)."""
+    if device.type == "cuda" and dtype in _HALF_DTYPES:
+        return torch.autocast(device_type="cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def read_preprocessor_config(directory: str | Path) -> dict:
+    """The Hugging Face ``preprocessor_config.json`` of `directory` as a dict ({} when absent)."""
+    path = Path(directory) / "preprocessor_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise FormatError(path, f"cannot read the feature extractor config: {e}") from e
+
+
+# ------------------------------------------------------------------------------------------------ registries
+
+
+def register_encoder(kind: str) -> Callable[[EncoderLoader], EncoderLoader]:
+    """Decorator: register ``loader(source, layer, **kw) -> SpeechEncoder`` for `kind` in `ENCODER_LOADERS`."""
+
+    def decorator(loader: EncoderLoader) -> EncoderLoader:
+        ENCODER_LOADERS[kind] = loader
+        return loader
+
+    return decorator
+
+
+def register_hf_model_type(*model_types: str) -> Callable[[EncoderLoader], EncoderLoader]:
+    """Decorator: register ``loader(directory, config, layer, **kw)`` for Hugging Face `model_types`."""
+
+    def decorator(loader: EncoderLoader) -> EncoderLoader:
+        for model_type in model_types:
+            HF_MODEL_LOADERS[model_type] = loader
+        return loader
+
+    return decorator
+
+
+def _is_mfcc(source: Path | str) -> bool:
+    return str(source) == "mfcc"
+
+
+def _is_hf_directory(source: Path | str) -> bool:
+    return Path(source).is_dir() and (Path(source) / "config.json").is_file()
+
+
+def _is_checkpoint_file(source: Path | str) -> bool:
+    return Path(source).suffix == ".pt" and Path(source).is_file()
+
+
+_SOURCE_KINDS: tuple[tuple[Callable[[Path | str], bool], str], ...] = (
+    (_is_mfcc, "mfcc"),
+    (_is_hf_directory, "huggingface"),
+    (_is_checkpoint_file, "fairseq"),
+)
+"""(predicate on the source, kind), tried in order by `load_encoder`."""
+
+_ACCEPTED = ("'mfcc', a Hugging Face model directory containing config.json (model_type hubert, wav2vec2, wavlm or "
+             "whisper), or a fairseq checkpoint file (*.pt)")
+
+
+def _why_not(source: str | Path) -> str:
+    """Why `source` matched no kind: a short reason for the error message."""
+    path = Path(source)
+    reasons = (
+        (not path.exists(), "no such file or directory"),
+        (path.is_dir(), "the directory has no config.json"),
+        (path.is_file(), f"unrecognised file type '{path.suffix or path.name}'"),
+    )
+    return next((reason for failed, reason in reasons if failed), "not a recognised encoder source")
+
+
+def source_kind(source: str | Path) -> str:
+    """The registry kind of `source` ("mfcc", "huggingface", "fairseq"); `TextlessError` when none matches."""
+    for matches, kind in _SOURCE_KINDS:
+        if matches(source):
+            return kind
+    raise TextlessError(f"cannot load a speech encoder from '{source}': {_why_not(source)}. Accepted: {_ACCEPTED}")
+
+
+def _loader_for(kind: str) -> EncoderLoader:
+    if kind not in ENCODER_LOADERS and kind in _LAZY_KINDS:
+        importlib.import_module(_LAZY_KINDS[kind])
+    if kind not in ENCODER_LOADERS:
+        raise TextlessError(f"no loader is registered for speech encoders of kind '{kind}' "
+                            f"(registered: {', '.join(sorted(ENCODER_LOADERS))})")
+    return ENCODER_LOADERS[kind]
+
+
+def load_encoder(source: str | Path, layer: int | None = None, **kw) -> SpeechEncoder:
+    """Build the speech encoder described by `source` (see the module docstring for what is accepted).
+
+    `layer` is the 1-based transformer block whose output is taken (fairseq ``output_layer`` = Hugging Face
+    ``hidden_states[layer]``; 0 = before the first block); None picks the model's last block (for pre-LN models
+    without the final layer norm, see `SSLEncoder`). It must be None for MFCC. `kw` goes to the kind's loader
+    (e.g. ``normalize``, ``dtype``, or `MFCCEncoder`'s options). The encoder is returned in eval mode on the CPU.
+    """
+    return _loader_for(source_kind(source))(source, layer, **kw)
+
+
+@register_encoder("huggingface")
+def load_huggingface_encoder(source: str | Path, layer: int | None = None, **kw) -> SpeechEncoder:
+    """A local Hugging Face directory: `AutoConfig` -> ``HF_MODEL_LOADERS[config.model_type]``."""
+    from transformers import AutoConfig
+
+    directory = Path(source)
+    try:
+        config = AutoConfig.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise FormatError(directory / "config.json", f"cannot read the Hugging Face config: {e}") from e
+    loader = HF_MODEL_LOADERS.get(config.model_type)
+    if loader is None:
+        raise TextlessError(f"'{directory}': Hugging Face model_type '{config.model_type}' is not a supported speech "
+                            f"encoder (supported: {', '.join(sorted(HF_MODEL_LOADERS))})")
+    return loader(directory, config, layer, **kw)
