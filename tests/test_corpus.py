@@ -7,8 +7,13 @@ import pytest
 import soundfile as sf
 
 from textless.data import load_dataset
-from textless.data.corpus import (SPLITS, bundled_corpus_dir, load_bundled_alignments, load_bundled_corpus,
-                                  load_bundled_speakers)
+from textless.data.corpus import (
+    SPLITS,
+    bundled_corpus_dir,
+    load_bundled_alignments,
+    load_bundled_corpus,
+    load_bundled_speakers,
+)
 from textless.demo import DemoConfig, run_demo
 
 
@@ -63,19 +68,23 @@ def test_bundled_dataset_spec():
     assert load_dataset("bundled:valid").ids == load_bundled_corpus("valid").ids
 
 
-def test_demo_writes_units_and_summary(tmp_path):
+def test_demo_fits_a_tokenizer_and_writes_units(tmp_path):
     lines = []
-    summary = run_demo(DemoConfig(output_dir=str(tmp_path), progress=False), log=lines.append)
-    assert set(summary["splits"]) == set(SPLITS) and not summary["failures"]
-    train = summary["splits"]["train"]
-    assert train["units"]["utterances"] == train["utterances"] - train["without_alignment"]
-    assert 5 < train["units"]["units_per_second"] < 20  # phones per second of read speech
-    assert (tmp_path / "units" / "train" / "units.bin").exists()
-    assert (tmp_path / "units" / "valid" / "units.jsonl").exists()
+    summary = run_demo(DemoConfig(output_dir=str(tmp_path), k=20, splits=["valid", "valid_unseen"], progress=False),
+                       log=lines.append)
+    assert summary["tokenizer"]["name"] == "mfcc-km20"
+    assert set(summary["splits"]) == {"valid", "valid_unseen"}
+    for split, result in summary["splits"].items():
+        assert not result["failures"]
+        assert result["units"]["utterances"] == len(load_bundled_corpus(split))
+        assert 10 < result["units"]["units_per_second"] < 60  # 100 Hz MFCC frames, deduplicated
+        assert 5 < result["oracle_phones"]["units_per_second"] < 20  # phones per second of read speech
+        assert (tmp_path / "units" / split / "meta.json").exists()
+    assert (tmp_path / "tokenizer" / "tokenizer.json").exists()
     assert any("bitrate" in line for line in lines)
 
 
 def test_make_corpus_script_documents_its_requirements():
     script = bundled_corpus_dir().parents[2] / "experiments" / "data" / "make_corpus.py"
-    out = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and "--minutes" in out.stdout

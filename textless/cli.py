@@ -51,6 +51,25 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------------- kmeans / tokenize
+def _run_kmeans(args: argparse.Namespace) -> int:
+    from textless.tokenizers.fit_job import KMeansJobConfig, fit_tokenizer
+
+    cfg = _composed(KMeansJobConfig, "kmeans", args)
+    if cfg is not None:
+        fit_tokenizer(cfg)
+    return 0
+
+
+def _run_tokenize(args: argparse.Namespace) -> int:
+    from textless.tokenizers.tokenize_job import TokenizeConfig, tokenize_dataset
+
+    cfg = _composed(TokenizeConfig, "tokenize", args)
+    if cfg is not None:
+        tokenize_dataset(cfg)  # failures are listed in the output's meta.json and printed; the rest completes
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------------- info
 def _info_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="an audio directory, a manifest (.tsv/.jsonl/fairseq .tsv) or a unit dataset")
@@ -171,6 +190,21 @@ COMMANDS: dict[str, Command] = {
         description="Tokenize the bundled corpus and print corpus and unit statistics (grows into "
                     "audio -> units -> LM continuation -> audio as the library does).",
         add_arguments=_add_config_arguments, run=_run_demo),
+    "kmeans": Command(
+        help="fit k-means on encoder features and save a speech tokenizer bundle",
+        description="Sample features of an SSL encoder layer (HF dir, fairseq .pt) or MFCC over a dataset, fit "
+                    "k-means (faiss | torch | sklearn), optionally BPE, and save encoder reference + layer + "
+                    "centroids + dedup/BPE as one tokenizer directory. init_from=km.bin trust_pickle=true imports "
+                    "an anchor's k-means instead of fitting. Example: textless kmeans encoder=mfcc k=100 "
+                    "output=tok/",
+        add_arguments=_add_config_arguments, run=_run_kmeans),
+    "tokenize": Command(
+        help="tokenize an audio dataset into a unit dataset (sharded, resumable)",
+        description="Run a tokenizer bundle over a dataset (directory, manifest or bundled:<split>) and write a "
+                    "unit dataset. Ranks come from torchrun/SLURM (or rank=/world_size=); a re-run resumes where "
+                    "it stopped; unreadable files are reported and skipped. Example: textless tokenize "
+                    "tokenizer=tok/ dataset=bundled:train output=units/train",
+        add_arguments=_add_config_arguments, run=_run_tokenize),
     "info": Command(
         help="describe an audio dataset or a unit dataset",
         description="Print size, speakers and duration of an audio dataset, or vocabulary, rate and unit "

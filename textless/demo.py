@@ -1,9 +1,9 @@
 """The main job on the embedded default, run by `make demo` / `textless demo`.
 
-At this stage of the library it reads the bundled corpus (decoding every file, as a tokenizer would), tokenizes it with
-the oracle phone tokenizer (frame-level phones from the alignments; the topline learned units are compared against),
-writes each split as a unit dataset (binary encoding for ``train``, JSONL for the others) and prints a summary of the
-corpus and of the units. Later stages grow it into audio -> units -> LM continuation -> audio.
+At this stage of the library: fit a speech tokenizer on the bundled corpus' training split (encoder features ->
+k-means -> dedup), tokenize every split into unit datasets with `textless tokenize`'s job, and print corpus and unit
+statistics (frame rate, units per second, run lengths, entropy, bitrate) next to the oracle-phone topline (frame-level
+phones from the alignments). Later stages grow it into audio -> units -> LM continuation -> audio.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
-from textless.audio import load_audio
 from textless.data.corpus import SPLITS, load_bundled_alignments, load_bundled_corpus
 from textless.data.units import UnitWriter, read_units
 from textless.errors import TextlessError
-from textless.eval.unit_stats import unit_statistics
+from textless.eval.unit_stats import UnitStats, unit_statistics
+from textless.tokenizers.fit_job import KMeansJobConfig, fit_tokenizer
 from textless.tokenizers.phones import OraclePhoneTokenizer
+from textless.tokenizers.tokenize_job import TokenizeConfig, tokenize_dataset
 from textless.utils.atomic import atomic_write_text
 from textless.utils.table import format_table
 
@@ -29,11 +28,27 @@ from textless.utils.table import format_table
 class DemoConfig:
     splits: list[str] = field(default_factory=lambda: list(SPLITS))
     output_dir: str = "outputs/demo"
-    sample_rate: int = 16000
-    frame_rate: float = 50.0
-    deduplicate: bool = True
-    overwrite: bool = True
+    encoder: str = "mfcc"            # "mfcc", a Hugging Face directory or a fairseq .pt
+    layer: int | None = None
+    k: int = 100
+    backend: str = "faiss"
+    oracle_frame_rate: float = 50.0
     progress: bool = True
+
+
+def _oracle_units(split: str, out: Path, tokenizer: OraclePhoneTokenizer) -> Path:
+    alignments = load_bundled_alignments()
+    path = out / "oracle_phones" / split
+    with UnitWriter(path, tokenizer.meta(), encoding="jsonl", overwrite=True) as writer:
+        for item in load_bundled_corpus(split):
+            if item.id in alignments:
+                writer.add(tokenizer.encode(alignments[item.id], duration=item.duration))
+    return path
+
+
+def _stats_row(name: str, split: str, frame_rate: float, vocab: int, stats: UnitStats) -> list:
+    return [name, split, f"{frame_rate:g}", vocab, stats.utterances, stats.units_per_second, stats.mean_run_frames,
+            stats.used_units, stats.entropy_bits, stats.bitrate]
 
 
 def run_demo(cfg: DemoConfig, log=print) -> dict:
@@ -42,50 +57,43 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     if unknown:
         raise TextlessError(f"unknown split(s) {unknown}; the bundled corpus has {list(SPLITS)}")
     out = Path(cfg.output_dir)
-    tokenizer = OraclePhoneTokenizer(frame_rate=cfg.frame_rate, deduplicate=cfg.deduplicate)
-    alignments = load_bundled_alignments()
-    summary: dict = {"tokenizer": tokenizer.identity(), "splits": {}, "failures": []}
-    corpus_rows, unit_rows = [], []
-    for split in cfg.splits:
-        manifest = load_bundled_corpus(split)
-        t0 = time.perf_counter()
-        seconds_read, failures, no_alignment = 0.0, [], 0
-        encoding = "binary" if split == "train" else "jsonl"
-        with UnitWriter(out / "units" / split, tokenizer.meta(), encoding=encoding, overwrite=cfg.overwrite) as writer:
-            for item in tqdm(manifest, desc=f"tokenize {split}", unit="utt", disable=not cfg.progress):
-                try:
-                    wav, _ = load_audio(item.path, cfg.sample_rate)
-                except TextlessError as e:  # report, skip, keep going
-                    failures.append({"id": item.id, "error": str(e)})
-                    continue
-                seconds = wav.shape[-1] / cfg.sample_rate
-                seconds_read += seconds
-                if item.id not in alignments:
-                    no_alignment += 1
-                    continue
-                writer.add(tokenizer.encode(alignments[item.id], duration=seconds))
-        elapsed = time.perf_counter() - t0
-        units = read_units(out / "units" / split)
-        stats = unit_statistics(units, cfg.frame_rate, tokenizer.vocab_size) if len(units) else None
-        summary["failures"] += failures
-        summary["splits"][split] = {
-            "utterances": len(manifest), "speakers": len(manifest.speakers), "minutes": seconds_read / 60,
-            "without_alignment": no_alignment, "failed": len(failures), "seconds_to_process": elapsed,
-            "units": stats.to_dict() if stats else None, "unit_dataset": str(out / "units" / split),
-        }
-        corpus_rows.append([split, len(manifest), len(manifest.speakers), seconds_read / 60, no_alignment,
-                            len(failures), seconds_read / max(elapsed, 1e-9)])
-        if stats:
-            unit_rows.append([split, stats.utterances, stats.units, stats.units_per_second, stats.mean_run_frames,
-                              stats.used_units, stats.entropy_bits, stats.bitrate])
+    timings: dict[str, float] = {}
+    manifests = {split: load_bundled_corpus(split) for split in cfg.splits}
     log("Bundled corpus (16 kHz FLAC, TTS voices; see textless/assets/corpus/README.md)")
-    log(format_table(["split", "utts", "speakers", "minutes", "no-align", "failed", "x realtime"], corpus_rows))
+    log(format_table(["split", "utterances", "speakers", "minutes"],
+                     [[s, len(m), len(m.speakers), m.total_duration / 60] for s, m in manifests.items()]))
+
+    t0 = time.perf_counter()
+    tokenizer = fit_tokenizer(KMeansJobConfig(dataset="bundled:train", encoder=cfg.encoder, layer=cfg.layer, k=cfg.k,
+                                              backend=cfg.backend, output=str(out / "tokenizer"), overwrite=True,
+                                              progress=cfg.progress), log=log)
+    timings["fit_tokenizer"] = time.perf_counter() - t0
+
+    summary: dict = {"tokenizer": tokenizer.identity(), "splits": {}, "timings_s": timings}
+    oracle = OraclePhoneTokenizer(frame_rate=cfg.oracle_frame_rate)
+    rows = []
+    for split in cfg.splits:
+        t0 = time.perf_counter()
+        result = tokenize_dataset(TokenizeConfig(dataset=f"bundled:{split}", tokenizer=str(out / "tokenizer"),
+                                                 output=str(out / "units" / split), overwrite=True,
+                                                 progress=cfg.progress), log=log)
+        timings[f"tokenize_{split}"] = time.perf_counter() - t0
+        units = read_units(result.output)
+        stats = unit_statistics(units, units.meta.frame_rate, units.meta.vocab_size)
+        oracle_stats = unit_statistics(read_units(_oracle_units(split, out, oracle)), oracle.frame_rate,
+                                       oracle.vocab_size)
+        rows.append(_stats_row(tokenizer.identity()["name"], split, tokenizer.frame_rate, tokenizer.vocab_size,
+                               stats))
+        rows.append(_stats_row("oracle-phones", split, oracle.frame_rate, oracle.vocab_size, oracle_stats))
+        summary["splits"][split] = {"units": stats.to_dict(), "oracle_phones": oracle_stats.to_dict(),
+                                    "failures": units.meta.extra.get("failures", []),
+                                    "x_realtime": stats.seconds / timings[f"tokenize_{split}"]}
     log("")
-    log(f"Units: oracle phones at {cfg.frame_rate:g} Hz, vocabulary {tokenizer.vocab_size}, "
-        f"{'deduplicated' if cfg.deduplicate else 'frame-level'} (utterances without alignments are skipped)")
-    log(format_table(["split", "utts", "units", "units/s", "frames/unit", "used", "H bits", "bitrate b/s"], unit_rows))
-    for failure in summary["failures"]:
-        log(f"skipped {failure['id']}: {failure['error']}")
+    log("Units (deduplicated; oracle-phones = frame-level phones from the alignments, aligned utterances only)")
+    log(format_table(["tokenizer", "split", "Hz", "vocab", "utts", "units/s", "frames/unit", "used", "H bits",
+                      "bitrate b/s"], rows))
+    log("")
+    log("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    log(f"\nwrote {out / 'units'}/<split> and {out / 'summary.json'}")
+    log(f"wrote {out / 'tokenizer'}, {out / 'units'}/<split> and {out / 'summary.json'}")
     return summary

@@ -1,0 +1,170 @@
+"""Whole tokenization throughput: audio -> HuBERT-base layer 6 -> k-means (K=500) -> dedup, against anchor baselines.
+
+    python benchmarks/tokenize.py              # CPU: ~3 min of the bundled corpus
+    python benchmarks/tokenize.py --device cuda --minutes 10
+    python benchmarks/tokenize.py --kernels    # also run benchmarks/tokenize_kernels.py (assignment, dedup, fit)
+
+Writes ``benchmarks/results/tokenize_<device>.json``. The encoder is HuBERT-base-sized (transformers' default
+HubertConfig: 12 layers, 768 dims, group-norm CNN) with random weights (speed does not depend on the weights); the
+k-means has K=500 float64 centroids as in real km.bin files. All pipelines see the same utterances (real speech of the
+bundled corpus, 16 kHz) and report audio seconds per second (x real time):
+
+- ``anchor_hf_full``: slamkit-style: batch 1, fp32, Hugging Face HubertModel(output_hidden_states=True) running all
+  12 blocks, hidden_states[6] -> numpy -> sklearn ``predict`` -> Python dedup loop, per utterance;
+- ``anchor_early_exit``: fairseq/textlesslib-style: as above but the encoder stops after block 6 (torchaudio's
+  ``extract_features(num_layers=6)``, the fairseq ``output_layer`` behaviour);
+- ``textless``: ``SpeechTokenizer.encode_batch`` on duration-sorted batches (early exit, exact GEMM assignment,
+  numba dedup); on CUDA also with bf16 autocast.
+Label agreement with ``anchor_hf_full`` is reported (fp32 paths must agree exactly up to float ties).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# This file is named like the standard library's `tokenize` (which torch imports): keep its directory behind the
+# standard library on sys.path, so `import tokenize` still finds the real one.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from tokenize_kernels import RESULTS, machine_info, python_loop_dedup, sklearn_model
+
+from textless.audio import load_audio
+from textless.data.corpus import load_bundled_corpus
+from textless.tokenizers.bundle import SpeechTokenizer
+from textless.tokenizers.encoders.ssl import SSLEncoder
+from textless.tokenizers.kmeans import KMeans
+
+LAYER, K = 6, 500
+
+
+def corpus_audio(minutes: float) -> list[torch.Tensor]:
+    wavs, total = [], 0.0
+    for item in load_bundled_corpus("train"):
+        if total >= minutes * 60:
+            break
+        wav, _ = load_audio(item.path, 16000)
+        wavs.append(wav)
+        total += len(wav) / 16000
+    return wavs
+
+
+def hubert_base(seed: int = 0):
+    from transformers import HubertConfig, HubertModel
+
+    torch.manual_seed(seed)
+    return HubertModel(HubertConfig()).eval()
+
+
+def torchaudio_twin(hf_model):
+    """torchaudio's HuBERT-base with the same weights (the fairseq-style early-exit reference)."""
+    from torchaudio.models.wav2vec2.utils import import_huggingface_model
+
+    return import_huggingface_model(hf_model).eval()
+
+
+def run_anchor(wavs, features_fn, km) -> tuple[float, list[list[int]]]:
+    start = time.perf_counter()
+    out = []
+    for wav in wavs:
+        with torch.inference_mode():
+            feats = features_fn(wav[None]).squeeze(0).numpy()
+        labels = km.predict(feats.astype(km.cluster_centers_.dtype))  # km.bin centroids are float64
+        out.append(python_loop_dedup(labels.tolist())[0])
+    return time.perf_counter() - start, out
+
+
+def run_textless(wavs, tokenizer, batch_seconds: float) -> tuple[float, list[list[int]]]:
+    # the batching of `textless tokenize`: sort by duration, group up to batch_seconds of audio
+    order = sorted(range(len(wavs)), key=lambda i: len(wavs[i]))
+    start = time.perf_counter()
+    out: dict[int, list[int]] = {}
+    batch: list[int] = []
+    seconds = 0.0
+    for i in order + [None]:
+        if i is None or (batch and seconds + len(wavs[i]) / 16000 > batch_seconds):
+            for j, units in zip(batch, tokenizer.encode_batch([wavs[j] for j in batch], 16000)):
+                out[j] = units.ids.tolist()
+            batch, seconds = [], 0.0
+        if i is not None:
+            batch.append(i)
+            seconds += len(wavs[i]) / 16000
+    return time.perf_counter() - start, [out[i] for i in range(len(wavs))]
+
+
+def agreement(a: list[list[int]], b: list[list[int]]) -> float:
+    same = sum(x == y for x, y in zip(a, b))
+    return same / len(a)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--minutes", type=float, default=3.0, help="minutes of bundled speech to tokenize")
+    parser.add_argument("--batch-seconds", type=float, default=60.0)
+    parser.add_argument("--kernels", action="store_true", help="also run benchmarks/tokenize_kernels.py")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    wavs = corpus_audio(args.minutes)
+    audio_seconds = sum(len(w) for w in wavs) / 16000
+    rng = np.random.default_rng(0)
+    hf = hubert_base().to(device)
+    ta = torchaudio_twin(hubert_base()).to(device)
+
+    def hf_full(x):
+        return hf(x.to(device), output_hidden_states=True).hidden_states[LAYER].float().cpu()
+
+    def ta_early(x):
+        return ta.extract_features(x.to(device), num_layers=LAYER)[0][-1].float().cpu()
+
+    # float64 centroids (as in km.bin) at the scale of the features: K random frames of this encoder's output
+    with torch.inference_mode():
+        frames = torch.cat([hf_full(w[None])[0] for w in wavs[:4]]).numpy().astype(np.float64)
+    centroids = frames[rng.choice(len(frames), K, replace=False)]
+    km_sklearn = sklearn_model(centroids)
+    tokenizer = SpeechTokenizer(SSLEncoder(hf, LAYER), KMeans.from_centroids(centroids), device=device)
+
+    results: dict = {"machine": machine_info(str(device)), "audio_seconds": round(audio_seconds, 2),
+                     "utterances": len(wavs), "encoder": "HuBERT-base config, random weights", "layer": LAYER,
+                     "k": K, "threads": torch.get_num_threads(), "pipelines": {}}
+    run_anchor(wavs[:2], hf_full, km_sklearn)  # warm-up (allocator, numba, MKL)
+    run_textless(wavs[:2], tokenizer, args.batch_seconds)
+    t_full, ref = run_anchor(wavs, hf_full, km_sklearn)
+    t_early, early = run_anchor(wavs, ta_early, km_sklearn)
+    t_ours, ours = run_textless(wavs, tokenizer, args.batch_seconds)
+    pipelines = {"anchor_hf_full": (t_full, ref), "anchor_early_exit": (t_early, early), "textless": (t_ours, ours)}
+    if device.type == "cuda":
+        tokenizer_bf16 = SpeechTokenizer(SSLEncoder(hf, LAYER, dtype=torch.bfloat16), tokenizer.kmeans, device=device)
+        run_textless(wavs[:2], tokenizer_bf16, args.batch_seconds)
+        pipelines["textless_bf16"] = run_textless(wavs, tokenizer_bf16, args.batch_seconds)
+    for name, (seconds, units) in pipelines.items():
+        results["pipelines"][name] = {
+            "seconds": round(seconds, 3), "x_realtime": round(audio_seconds / seconds, 1),
+            "speedup_vs_anchor_hf_full": round(t_full / seconds, 2),
+            "speedup_vs_anchor_early_exit": round(t_early / seconds, 2),
+            "utterances_identical_to_anchor_hf_full": round(agreement(units, ref), 4)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"tokenize_{device.type}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"{audio_seconds:.0f} s of audio, {len(wavs)} utterances, {device}, {torch.get_num_threads()} threads")
+    for name, r in results["pipelines"].items():
+        print(f"  {name:18s} {r['seconds']:8.2f} s  {r['x_realtime']:7.1f}x real time  "
+              f"x{r['speedup_vs_anchor_hf_full']:.2f} vs anchor_hf_full  x{r['speedup_vs_anchor_early_exit']:.2f} vs "
+              f"anchor_early_exit  identical {r['utterances_identical_to_anchor_hf_full']:.1%}")
+    print(f"wrote {out}")
+    if args.kernels:
+        import tokenize_kernels
+
+        tokenize_kernels.main(["--device", device.type])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""SpeechTokenizer: encoder + layer + k-means + dedup + optional BPE, saved as one directory.
+
+Layout of a bundle directory (``save_pretrained`` / ``from_pretrained``)::
+
+    tokenizer.json        {"format": "textless.speech_tokenizer", "version": 1, "encoder": {"source", "layer", ...},
+                           "deduplicate": bool, "sample_rate": Hz, "frame_rate": Hz, "vocab_size": K or BPE size}
+    kmeans.safetensors    centroids [K, D] + metadata (see textless.tokenizers.kmeans)
+    bpe/                  optional UnitBPE (textless.tokenizers.bpe)
+    encoder/              optional copy of a Hugging Face encoder directory (``embed_encoder=True``)
+
+The encoder is stored by reference (its ``source``: "mfcc", a Hugging Face directory or a fairseq ``.pt``) unless it was
+embedded; a relative reference is resolved against the bundle directory first, then the working directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from textless.audio import resample
+from textless.errors import FormatError, TextlessError
+from textless.tokenizers.encoders import SpeechEncoder, load_encoder
+from textless.tokenizers.kernels import dedup
+from textless.tokenizers.kmeans import KMeans
+from textless.utils.atomic import atomic_directory
+
+FORMAT_NAME = "textless.speech_tokenizer"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Units:
+    """Units of one utterance: ``ids`` int64 [L]; ``durations`` int64 [L] frames per unit (None if not deduplicated).
+
+    With BPE, ``ids`` are BPE tokens and ``durations`` the frames each token covers.
+    """
+
+    ids: np.ndarray
+    durations: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class SpeechTokenizer:
+    """Waveform -> units. `encode(wav, sample_rate)` for one utterance, `encode_batch` for many (padded batches)."""
+
+    def __init__(self, encoder: SpeechEncoder, kmeans: KMeans, deduplicate: bool = True, bpe=None,
+                 device: str | torch.device = "cpu"):
+        if kmeans.centroids.shape[1] != encoder.dim:
+            raise TextlessError(f"k-means centroids have dimension {kmeans.centroids.shape[1]} but the encoder "
+                                f"{encoder.identity().get('name')} gives {encoder.dim}-d features")
+        if bpe is not None and not deduplicate:
+            raise TextlessError("BPE over units needs deduplicate=True")
+        self.encoder = encoder.to(device)
+        self.kmeans = kmeans
+        self.deduplicate = deduplicate
+        self.bpe = bpe
+        self.device = torch.device(device)
+
+    # ------------------------------------------------------------------------------------------------ properties
+    @property
+    def sample_rate(self) -> int:
+        return self.encoder.sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        return self.encoder.frame_rate
+
+    @property
+    def num_units(self) -> int:
+        """k of the k-means (the base unit vocabulary)."""
+        return int(self.kmeans.centroids.shape[0])
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the vocabulary of `encode`'s ids: BPE tokens if a BPE is attached, else k."""
+        return self.bpe.vocab_size if self.bpe is not None else self.num_units
+
+    def identity(self) -> dict:
+        """What produced the units: recorded in unit datasets and checked by unit LMs."""
+        digest = hashlib.sha256(np.ascontiguousarray(self.kmeans.centroids).tobytes()).hexdigest()[:16]
+        enc = self.encoder.identity()
+        layer = f"-l{enc['layer']}" if enc.get("layer") is not None else ""
+        identity = {"name": f"{enc.get('name', 'encoder')}{layer}-km{self.num_units}",
+                    "encoder": enc, "kmeans_sha256": digest, "num_units": self.num_units,
+                    "deduplicate": self.deduplicate}
+        if self.bpe is not None:
+            identity["bpe_vocab_size"] = self.bpe.vocab_size
+            identity["name"] += f"-bpe{self.bpe.vocab_size}"
+        return identity
+
+    # ---------------------------------------------------------------------------------------------------- encode
+    def _to_tensor(self, wav, sample_rate: int) -> torch.Tensor:
+        wav = torch.as_tensor(wav, dtype=torch.float32)
+        if wav.ndim != 1:
+            raise TextlessError(f"expected a mono waveform [T], got shape {tuple(wav.shape)}")
+        return resample(wav, sample_rate, self.sample_rate)
+
+    def units_from_labels(self, labels: np.ndarray) -> Units:
+        """Frame labels -> (deduplicated, BPE-encoded) units."""
+        if not self.deduplicate:
+            return Units(labels.astype(np.int64))
+        units, durations = dedup(labels)
+        if self.bpe is None:
+            return Units(units, durations)
+        encoded = self.bpe.encode(units, durations)
+        return Units(encoded.tokens, encoded.token_durations)
+
+    def frame_labels_batch(self, wavs: Sequence[torch.Tensor]) -> list[np.ndarray]:
+        """k-means labels per frame for already-resampled waveforms (one padded batch through the encoder)."""
+        lengths = torch.tensor([len(w) for w in wavs], dtype=torch.long)
+        batch = torch.zeros(len(wavs), int(lengths.max()), dtype=torch.float32)
+        for i, w in enumerate(wavs):
+            batch[i, : len(w)] = w
+        feats, feat_lengths = self.encoder(batch.to(self.device), lengths.to(self.device))
+        flat = torch.cat([feats[i, : int(n)] for i, n in enumerate(feat_lengths)])
+        labels = self.kmeans.predict(flat if flat.is_cuda else flat.numpy())
+        if isinstance(labels, torch.Tensor):
+            labels = labels.cpu().numpy()
+        bounds = np.cumsum([0] + [int(n) for n in feat_lengths])
+        return [labels[a:b] for a, b in pairwise(bounds)]
+
+    def encode(self, wav, sample_rate: int) -> Units:
+        """One waveform ([T] float, any rate) -> `Units`."""
+        return self.encode_batch([wav], sample_rate)[0]
+
+    def encode_batch(self, wavs: Sequence, sample_rate: int) -> list[Units]:
+        """Several waveforms (same rate) -> `Units` each; identical to calling `encode` one by one."""
+        if not wavs:
+            return []
+        tensors = [self._to_tensor(w, sample_rate) for w in wavs]
+        return [self.units_from_labels(labels) for labels in self.frame_labels_batch(tensors)]
+
+    # ---------------------------------------------------------------------------------------------- persistence
+    def save_pretrained(self, path: str | Path, *, embed_encoder: bool = False, overwrite: bool = False) -> Path:
+        path = Path(path)
+        enc = self.encoder.identity()
+        config = {"format": FORMAT_NAME, "version": FORMAT_VERSION,
+                  "encoder": {"source": str(enc.get("source", "")), "layer": enc.get("layer"), "identity": enc},
+                  "deduplicate": self.deduplicate, "sample_rate": self.sample_rate, "frame_rate": self.frame_rate,
+                  "num_units": self.num_units, "vocab_size": self.vocab_size, "bpe": self.bpe is not None}
+        with atomic_directory(path, overwrite=overwrite) as tmp:
+            self.kmeans.save(tmp / "kmeans.safetensors")
+            if self.bpe is not None:
+                self.bpe.save(tmp / "bpe")
+            if embed_encoder:
+                source = Path(config["encoder"]["source"])
+                if not source.is_dir():
+                    raise TextlessError(f"embed_encoder=True needs a Hugging Face encoder directory, got '{source}'")
+                shutil.copytree(source, tmp / "encoder")
+                config["encoder"]["source"] = "encoder"
+            (tmp / "tokenizer.json").write_text(json.dumps(config, indent=2))
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu", **encoder_kw) -> SpeechTokenizer:
+        from textless.tokenizers.bpe import UnitBPE
+
+        path = Path(path)
+        config_path = path / "tokenizer.json"
+        if not config_path.exists():
+            raise TextlessError(f"'{path}' is not a speech tokenizer bundle (no tokenizer.json)")
+        try:
+            config = json.loads(config_path.read_text())
+        except json.JSONDecodeError as e:
+            raise FormatError(config_path, f"invalid JSON ({e.msg})") from None
+        if config.get("format") != FORMAT_NAME:
+            raise FormatError(config_path, f"not a speech tokenizer (format {config.get('format')!r})")
+        if config.get("version", 0) > FORMAT_VERSION:
+            raise FormatError(config_path, f"written by a newer textless (version {config['version']})")
+        source = config["encoder"]["source"]
+        if source != "mfcc" and not Path(source).is_absolute() and (path / source).exists():
+            source = str(path / source)
+        encoder = load_encoder(source, config["encoder"].get("layer"), **encoder_kw)
+        kmeans = KMeans.load(path / "kmeans.safetensors")
+        bpe = UnitBPE.load(path / "bpe") if config.get("bpe") else None
+        return cls(encoder, kmeans, deduplicate=config["deduplicate"], bpe=bpe, device=device)
