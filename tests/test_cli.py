@@ -56,20 +56,20 @@ def test_missing_recipe():
 
 
 def test_demo_print_config_uses_experiments_recipe(capsys):
-    assert main(["demo", "--print-config", "frame_rate=25", "splits=[valid]"]) == 0
+    assert main(["demo", "--print-config", "k=25", "splits=[valid]"]) == 0
     out = capsys.readouterr().out
-    assert "frame_rate: 25.0" in out and "- valid" in out and "output_dir: outputs/demo" in out
+    assert "k: 25" in out and "- valid" in out and "output_dir: outputs/demo" in out
 
 
 def test_user_error_is_one_line_and_exit_2(capsys):
-    assert main(["demo", "frame_rate=fast"]) == 2
+    assert main(["demo", "k=fast"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("textless: error: invalid config for 'demo'")
 
 
 def test_debug_flag_shows_the_exception():
     with pytest.raises(ConfigError):
-        main(["--debug", "demo", "frame_rate=fast"])
+        main(["--debug", "demo", "k=fast"])
 
 
 def test_info_on_missing_path(capsys, tmp_path):
@@ -121,3 +121,14 @@ def test_manifest_command_writes_durations(tmp_path, capsys):
     assert (tmp_path / "m.tsv").read_text().splitlines() == ["id\tpath\tduration", "a\twavs/a.wav\t0.5"]
     assert main(["info", str(tmp_path / "m.tsv")]) == 0
     assert "1 utterances" in capsys.readouterr().out
+
+
+@dataclass
+class NamedLikePackages:
+    lm: str = ""
+    data: str = ""
+
+
+def test_fields_named_like_package_directories_compose_without_a_recipe():
+    # without a recipe nothing is a Hydra config group, even names of textless sub-packages
+    assert compose(NamedLikePackages, "no_recipe_here", ["lm=/x", "data=y"]) == NamedLikePackages("/x", "y")

@@ -70,6 +70,25 @@ def _run_tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- train / generate
+def _run_train(args: argparse.Namespace) -> int:
+    from textless.lm.train import TrainConfig, train
+
+    cfg = _composed(TrainConfig, "train", args)
+    if cfg is not None:
+        train(cfg)
+    return 0
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from textless.lm.generate_job import GenerateConfig, generate
+
+    cfg = _composed(GenerateConfig, "generate", args)
+    if cfg is not None:
+        generate(cfg)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------------- info
 def _info_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="an audio directory, a manifest (.tsv/.jsonl/fairseq .tsv) or a unit dataset")
@@ -205,6 +224,20 @@ COMMANDS: dict[str, Command] = {
                     "it stopped; unreadable files are reported and skipped. Example: textless tokenize "
                     "tokenizer=tok/ dataset=bundled:train output=units/train",
         add_arguments=_add_config_arguments, run=_run_tokenize),
+    "train": Command(
+        help="train a unit LM (GSLM from scratch or TWIST from a text LM); resumes automatically",
+        description="Train a unit language model on binary unit datasets: packed contexts, AdamW + warmup/cosine, "
+                    "clipping, grad accumulation, bf16 on GPU, token and wall-clock budgets, validation loss, "
+                    "TensorBoard, atomic checkpoints with exact resume; DDP/FSDP under torchrun/accelerate. "
+                    "Recipes: --config gslm | twist | lm_tiny.",
+        add_arguments=_add_config_arguments, run=_run_train),
+    "generate": Command(
+        help="continue speech prompts (audio or units) with a unit LM",
+        description="Tokenize audio prompts (or read a unit dataset), keep the first prompt_seconds, sample "
+                    "continuations (temperature, top_k, top_p, max_new_tokens, num_samples, seed; KV cache, "
+                    "batched) and write a generations directory. Example: textless generate lm=outputs/lm/final "
+                    "prompts=bundled:valid tokenizer=tok/",
+        add_arguments=_add_config_arguments, run=_run_generate),
     "info": Command(
         help="describe an audio dataset or a unit dataset",
         description="Print size, speakers and duration of an audio dataset, or vocabulary, rate and unit "

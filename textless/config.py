@@ -12,6 +12,7 @@ with one (``experiments/data/`` holds the corpus script: job configs say ``datas
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import is_dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -68,10 +69,10 @@ def compose(schema: type[T], command: str, overrides: list[str] | None = None, r
     store.store(group="_textless_schema", name=command, node=schema, package="_global_")
     defaults: list = [{"_textless_schema": command}] + ([path.stem] if path else []) + ["_self_"]
     store.store(name=f"_textless_{command}", node={"defaults": defaults})
-    config_dir = path.parent if path else Path(__file__).parent
     try:
-        with initialize_config_dir(config_dir=str(config_dir), version_base=None):
-            composed = hydra_compose(config_name=f"_textless_{command}", overrides=overrides)
+        with tempfile.TemporaryDirectory() as empty:  # without a recipe, search an empty directory: no groups
+            with initialize_config_dir(config_dir=str(path.parent if path else empty), version_base=None):
+                composed = hydra_compose(config_name=f"_textless_{command}", overrides=overrides)
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), composed))  # type: ignore[return-value]
     except (HydraException, OmegaConfBaseException) as e:
         reasons = [str(x).strip().splitlines()[0] for x in (e, e.__cause__) if x is not None and str(x).strip()]

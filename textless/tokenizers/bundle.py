@@ -116,17 +116,24 @@ class SpeechTokenizer:
         return Units(encoded.tokens, encoded.token_durations)
 
     def frame_labels_batch(self, wavs: Sequence[torch.Tensor]) -> list[np.ndarray]:
-        """k-means labels per frame for already-resampled waveforms (one padded batch through the encoder)."""
-        lengths = torch.tensor([len(w) for w in wavs], dtype=torch.long)
-        batch = torch.zeros(len(wavs), int(lengths.max()), dtype=torch.float32)
-        for i, w in enumerate(wavs):
-            batch[i, : len(w)] = w
-        feats, feat_lengths = self.encoder(batch.to(self.device), lengths.to(self.device))
-        flat = torch.cat([feats[i, : int(n)] for i, n in enumerate(feat_lengths)])
+        """k-means labels per frame for already-resampled waveforms [T] (features of all of them assigned at once).
+
+        On a GPU the waveforms go through the encoder as one padded batch. On the CPU they go one by one: batching
+        does not make the CPU's matrix products more efficient at these sizes, while the padded batch's first-layer
+        CNN activations (512 channels at 3.2 kHz) overflow the caches; the features are the same either way.
+        """
+        if self.device.type == "cpu":
+            feats = [self.encoder(w[None].to(self.device))[0][0] for w in wavs]
+        else:
+            lengths = torch.tensor([len(w) for w in wavs], dtype=torch.long)
+            batch = torch.nn.utils.rnn.pad_sequence(list(wavs), batch_first=True).to(self.device)
+            padded, feat_lengths = self.encoder(batch, lengths.to(self.device))
+            feats = [padded[i, : int(n)] for i, n in enumerate(feat_lengths)]
+        flat = torch.cat(feats)
         labels = self.kmeans.predict(flat if flat.is_cuda else flat.numpy())
         if isinstance(labels, torch.Tensor):
             labels = labels.cpu().numpy()
-        bounds = np.cumsum([0] + [int(n) for n in feat_lengths])
+        bounds = np.cumsum([0] + [len(f) for f in feats])
         return [labels[a:b] for a, b in pairwise(bounds)]
 
     def encode(self, wav, sample_rate: int) -> Units:

@@ -36,7 +36,7 @@ near-ties. How (float32 speed, float64 answers):
 
 Two implementations of the same algorithm (identical labels, tested):
 
-- CPU path (``device=None`` with numpy input or a CPU tensor): chunks of ``CPU_CHUNK`` = 2048 rows are spread over a
+- CPU path (``device=None`` with numpy input or a CPU tensor): chunks of ``CPU_CHUNK`` = 512 rows are spread over a
   pool of threads (one per CPU); per chunk, a numba kernel shifts the rows to float32 and takes their norms, numpy's
   float32 GEMM runs single-threaded on the chunk, and one more numba pass forms the scores, finds best and
   runner-up, flags rows and re-scores the flagged ones in float64 (all numba kernels ``nogil``). This is
@@ -527,7 +527,8 @@ class Codebook:
             return self._cpu_parts
 
 
-CPU_CHUNK = 2048  # rows per task on the CPU path: a chunk's [rows, D] + [rows, K] float32 blocks stay in cache
+# rows per task on the CPU path: the [rows, K] scores stay in L2 for the label pass (best of 256-4096 at D=768, K=500)
+CPU_CHUNK = 512
 DEVICE_CHUNK = 65536  # rows per step of the torch implementation (large GEMMs keep a GPU busy)
 
 
@@ -538,7 +539,7 @@ def assign(features, centroids, *, device=None, chunk_size: int | None = None, e
     `features` ``[N, D]`` and `centroids` ``[K, D]``: float32 or float64 numpy arrays or torch tensors (float16 and
     bfloat16 are widened to float32); `centroids` may also be a `Codebook` (prepared once, for repeated calls). With ``exact=True`` (default) the labels equal `brute_force_assign` exactly; see
     the module docstring for the algorithm and the error bound. Labels do not depend on `chunk_size` (rows per
-    step; default 2048 on the CPU path, 65536 for the torch implementation; memory ~ ``chunk_size * (D + K) * 4``
+    step; default 512 on the CPU path, 65536 for the torch implementation; memory ~ ``chunk_size * (D + K) * 4``
     bytes per thread besides the inputs).
 
     `device=None`: the CPU path (numba + numpy BLAS, `num_threads` worker threads, default: the CPUs this process may

@@ -114,24 +114,16 @@ def masked_layer_norm(wavs: Tensor, lengths: Tensor, eps: float = WAVEFORM_NORM_
 
 
 def masked_group_norm(x: Tensor, valid: Tensor, norm: nn.GroupNorm) -> Tensor:
-    """`norm` (a GroupNorm with one group per channel) with statistics over each item's first valid[b] frames only.
+    """`norm` with statistics over each item's first valid[b] frames only: x [B, C, F], valid int64 [B] frames.
 
-    x: [B, C, F]; valid: int64 [B] frames. Statistics are taken in float32. Frames beyond `valid` get arbitrary
-    (finite) values: callers never read them.
+    Each item's valid part goes through the fused GroupNorm kernel on its own, so the result is bitwise what the
+    item gives unbatched (and ~5x faster than masked arithmetic over the padded batch, which is memory-bound at the
+    first conv layer's 3.2 kHz frame rate). Frames beyond `valid` keep their (finite) inputs: callers never read them.
     """
-    if norm.num_groups != norm.num_channels:
-        raise NotImplementedError(f"masked GroupNorm needs one group per channel, got {norm.num_groups} groups for "
-                                  f"{norm.num_channels} channels")
-    xf = x.float()
-    mask = frame_mask(valid, x.shape[-1]).to(xf.dtype)[:, None, :]
-    count = valid.clamp(min=1).to(xf.dtype)[:, None, None]
-    mean = (xf * mask).sum(dim=-1, keepdim=True) / count
-    centred = xf - mean
-    var = (centred * centred * mask).sum(dim=-1, keepdim=True) / count
-    y = centred * torch.rsqrt(var + norm.eps)
-    if norm.affine:
-        y = y * norm.weight.float()[None, :, None] + norm.bias.float()[None, :, None]
-    return y.to(x.dtype)
+    out = x.clone()
+    for b, n in enumerate(valid.tolist()):
+        out[b, :, :n] = norm(x[b : b + 1, :, :n])[0]
+    return out
 
 
 def run_conv_layer(layer: nn.Module, x: Tensor, valid: Tensor) -> Tensor:

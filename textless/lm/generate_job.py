@@ -1,0 +1,133 @@
+"""`textless generate`: continue speech prompts with a unit LM and write a generations artifact.
+
+Prompts are a unit dataset (``prompts=<dir>``), or audio (a file, a directory/manifest, or ``bundled:<split>``)
+tokenized with ``tokenizer=<bundle>``. Each prompt is cut to its first ``prompt_seconds`` (counted in frames, so
+deduplicated units keep whole runs). The LM samples ``num_samples`` continuations per prompt (TWIST defaults:
+temperature 0.8, at most min(250, 3 x prompt length) new units).
+
+Output directory (atomic)::
+
+    meta.json           {"format": "textless.generations", "version": 1, "lm", "tokenizer", "frame_rate",
+                         "deduplicated", "vocab_size", "sampling": {...}}
+    generations.jsonl   {"id": "<prompt id>/<k>", "prompt_id", "sample": k, "prompt_units": [...],
+                         "prompt_durations": [...] | absent, "units": [...]}
+
+Generated units have no durations: a vocoder's duration predictor supplies them (the vocoders stage reads this file).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from textless.data.units import UnitSequence, read_units
+from textless.errors import ConfigError, TextlessError
+from textless.lm.generation import SamplingConfig, generate_units
+from textless.utils.atomic import atomic_directory
+
+FORMAT_NAME = "textless.generations"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class GenerateConfig:
+    lm: str = ""                       # UnitLM directory (TWIST / slamkit directories are imported on the fly)
+    prompts: str = ""                  # unit dataset dir; or audio (file, directory, manifest, bundled:<split>)
+    tokenizer: str | None = None       # SpeechTokenizer bundle, for audio prompts
+    prompt_seconds: float | None = 3.0  # keep the first N seconds of each prompt (None: all of it)
+    max_prompts: int | None = None
+    output: str = "outputs/generations"
+    temperature: float = 0.8
+    top_k: int | None = None
+    top_p: float | None = None
+    max_new_tokens: int = 250
+    prompt_multiple: float | None = 3.0
+    num_samples: int = 1
+    seed: int = 0
+    batch_size: int = 16
+    device: str = "cpu"
+    overwrite: bool = False
+
+
+def crop_prompt(seq: UnitSequence, seconds: float | None, frame_rate: float) -> UnitSequence:
+    """The first `seconds` of an utterance: whole units while their frames fit (at least one unit)."""
+    if seconds is None:
+        return seq
+    frames = np.cumsum(seq.durations) if seq.durations is not None else np.arange(1, len(seq.units) + 1)
+    keep = max(1, int(np.searchsorted(frames, seconds * frame_rate, side="right")))
+    return UnitSequence(seq.id, seq.units[:keep], None if seq.durations is None else seq.durations[:keep])
+
+
+def _audio_prompts(cfg: GenerateConfig) -> tuple[list[UnitSequence], dict, float, bool]:
+    from textless.audio import load_audio
+    from textless.data import load_dataset
+    from textless.data.manifest import AudioItem
+    from textless.tokenizers.bundle import SpeechTokenizer
+
+    if not cfg.tokenizer:
+        raise ConfigError("audio prompts need tokenizer=<speech tokenizer bundle>")
+    tokenizer = SpeechTokenizer.from_pretrained(cfg.tokenizer, device=cfg.device)
+    path = Path(cfg.prompts)
+    items = [AudioItem(path.stem, path)] if path.is_file() and path.suffix not in (".tsv", ".jsonl") \
+        else list(load_dataset(cfg.prompts))
+    sequences = []
+    for item in items[: cfg.max_prompts]:
+        wav, _ = load_audio(item.path, tokenizer.sample_rate)
+        units = tokenizer.encode(wav, tokenizer.sample_rate)
+        sequences.append(UnitSequence(item.id, units.ids, units.durations))
+    return sequences, tokenizer.identity(), tokenizer.frame_rate, tokenizer.deduplicate
+
+
+def load_prompts(cfg: GenerateConfig) -> tuple[list[UnitSequence], dict, float, bool]:
+    """(prompt sequences, tokenizer identity, frame rate, deduplicated) from a unit dataset or audio."""
+    if (Path(cfg.prompts) / "meta.json").exists():
+        units = read_units(cfg.prompts)
+        sequences = [units[i] for i in range(min(len(units), cfg.max_prompts or len(units)))]
+        return sequences, units.meta.tokenizer, units.meta.frame_rate, units.meta.deduplicated
+    return _audio_prompts(cfg)
+
+
+def generate(cfg: GenerateConfig, log=print) -> Path:
+    from textless.lm.loaders import load_unit_lm
+
+    if not cfg.lm or not cfg.prompts:
+        raise ConfigError("generate needs lm=<unit LM directory> and prompts=<unit dataset or audio>")
+    lm = load_unit_lm(cfg.lm).to(cfg.device).eval()
+    prompts, tokenizer, frame_rate, deduplicated = load_prompts(cfg)
+    if lm.tokenizer and tokenizer and lm.tokenizer.get("name") != tokenizer.get("name"):
+        raise TextlessError(f"the LM '{cfg.lm}' expects units of tokenizer '{lm.tokenizer.get('name')}' but the "
+                            f"prompts are '{tokenizer.get('name')}'")
+    prompts = [crop_prompt(p, cfg.prompt_seconds, frame_rate) for p in prompts]
+    sampling = SamplingConfig(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                              max_new_tokens=cfg.max_new_tokens, num_samples=cfg.num_samples, seed=cfg.seed,
+                              prompt_multiple=cfg.prompt_multiple)
+    outputs = generate_units(lm, [p.units for p in prompts], sampling, batch_size=cfg.batch_size)
+    meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "lm": str(cfg.lm), "tokenizer": tokenizer,
+            "frame_rate": frame_rate, "deduplicated": deduplicated, "vocab_size": lm.vocab.num_units,
+            "sampling": asdict(sampling), "prompt_seconds": cfg.prompt_seconds}
+    with atomic_directory(cfg.output, overwrite=cfg.overwrite) as tmp:
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        with open(tmp / "generations.jsonl", "w", encoding="utf-8") as f:
+            for prompt, samples in zip(prompts, outputs):
+                for k, units in enumerate(samples):
+                    record = {"id": f"{prompt.id}/{k}", "prompt_id": prompt.id, "sample": k,
+                              "prompt_units": prompt.units.tolist(), "units": np.asarray(units).tolist()}
+                    if prompt.durations is not None:
+                        record["prompt_durations"] = prompt.durations.tolist()
+                    f.write(json.dumps(record) + "\n")
+    n = sum(len(s) for s in outputs)
+    log(f"wrote {cfg.output}: {n} continuations of {len(prompts)} prompts")
+    return Path(cfg.output)
+
+
+def read_generations(path: str | Path) -> tuple[dict, list[dict]]:
+    """(meta, records) of a generations directory."""
+    path = Path(path)
+    meta = json.loads((path / "meta.json").read_text())
+    if meta.get("format") != FORMAT_NAME:
+        raise TextlessError(f"'{path}' is not a generations directory (format {meta.get('format')!r})")
+    records = [json.loads(line) for line in (path / "generations.jsonl").read_text().splitlines() if line.strip()]
+    return meta, records

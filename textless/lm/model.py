@@ -1,0 +1,287 @@
+"""`UnitLM`: a Hugging Face causal LM over unit tokens, plus what it needs to know about its units.
+
+Shapes. ``input_ids`` / ``attention_mask`` / ``position_ids`` / ``labels`` are int64 ``[B, T]`` token ids (see
+`textless.lm.vocab` for the unit <-> token layout); ``forward`` returns the wrapped model's output (``logits``
+``[B, T, vocab.size]``, ``loss`` when ``labels`` are given: transformers shifts them, ``labels[t]`` is predicted at
+position ``t - 1``, ``-100`` is ignored).
+
+Checkpoint format. A plain Hugging Face model directory (``config.json`` + ``model.safetensors`` [+
+``generation_config.json``]) that any ``AutoModelForCausalLM.from_pretrained`` reads; textless' own metadata sits
+INSIDE ``config.json`` under the key ``"textless"``::
+
+    "textless": {"format_version": 1, "vocab": UnitVocab.to_dict(), "tokenizer": {...} | null,
+                 "frame_rate": float | null, "deduplicated": bool | null}
+
+Directories without that key (TWIST / slamkit / GSLM releases) are read by `textless.lm.loaders`.
+
+Initialisations: `UnitLM.from_scratch` (GSLM: random weights from a `textless.lm.presets` config) and
+`UnitLM.from_text_lm` (TWIST: every transformer weight of a text LM, fresh unit embeddings; `textless.lm.twist`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+
+from textless.data.units import UnitMeta
+from textless.errors import FormatError, TextlessError
+from textless.lm.vocab import UnitVocab, VocabError
+from textless.utils.atomic import atomic_directory, atomic_write_text
+
+if TYPE_CHECKING:
+    from textless.lm.generation import SamplingConfig
+    from textless.lm.scoring import LogLikelihood
+
+CONFIG_KEY = "textless"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+_LOADERS_HINT = ("it may be a TWIST / slamkit / GSLM checkpoint or a plain text LM: import it with textless.lm.loaders "
+                 "(or build a unit LM from a text LM with UnitLM.from_text_lm)")
+
+
+class UnitMismatchError(TextlessError):
+    """A unit dataset was made by another tokenizer (or vocabulary / dedup setting) than the LM expects."""
+
+
+class UnitLM(torch.nn.Module):
+    """A causal LM over unit tokens (`model`: any `AutoModelForCausalLM`) and its unit metadata.
+
+    `tokenizer` is the identity dict of the unit tokenizer it was trained on (`UnitMeta.tokenizer`), `frame_rate`
+    (Hz, before deduplication) and `deduplicated` describe its units; all three may be None (unknown).
+    """
+
+    def __init__(self, model: PreTrainedModel, vocab: UnitVocab, tokenizer: dict | None = None,
+                 frame_rate: float | None = None, deduplicated: bool | None = None):
+        super().__init__()
+        _check_model_vocab(model, vocab)
+        self.model = model
+        self.vocab = vocab
+        self.tokenizer = dict(tokenizer) if tokenizer is not None else None
+        self.frame_rate = float(frame_rate) if frame_rate is not None else None
+        self.deduplicated = bool(deduplicated) if deduplicated is not None else None
+
+    # ------------------------------------------------------------------------------------------------ constructors
+    @classmethod
+    def from_scratch(cls, preset: str | PretrainedConfig, vocab: UnitVocab, *, tokenizer: dict | None = None,
+                     frame_rate: float | None = None, deduplicated: bool | None = None,
+                     attn_implementation: str | None = None) -> UnitLM:
+        """GSLM-style: random weights (the architecture's own init; seed with `torch.manual_seed`).
+
+        `preset` is a name in `textless.lm.presets.PRESETS` or a config (its vocabulary fields are overwritten).
+        """
+        from textless.lm.presets import build_config
+
+        config = build_config(preset, vocab)
+        kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        model = AutoModelForCausalLM.from_config(config, **kwargs)
+        return cls(model, vocab, tokenizer=tokenizer, frame_rate=frame_rate, deduplicated=deduplicated)
+
+    @classmethod
+    def from_text_lm(cls, source: str | Path | PreTrainedModel, vocab: UnitVocab, *, gguf_file: str | None = None,
+                     torch_dtype: torch.dtype = torch.float32, tokenizer: dict | None = None,
+                     frame_rate: float | None = None, deduplicated: bool | None = None) -> UnitLM:
+        """TWIST-style: keep every transformer weight of a text LM, replace the vocabulary-bound tensors.
+
+        `source`: a loaded model (modified IN PLACE and wrapped) or a local HF directory / ``.gguf`` file
+        (`textless.lm.twist.load_text_lm`).
+        """
+        from textless.lm.twist import init_from_text_lm, load_text_lm
+
+        base = source if isinstance(source, PreTrainedModel) else load_text_lm(source, gguf_file=gguf_file,
+                                                                                 torch_dtype=torch_dtype)
+        model = init_from_text_lm(base, vocab)
+        return cls(model, vocab, tokenizer=tokenizer, frame_rate=frame_rate, deduplicated=deduplicated)
+
+    # ------------------------------------------------------------------------------------------------ persistence
+    def metadata(self) -> dict[str, Any]:
+        """The ``"textless"`` entry of config.json."""
+        return {"format_version": FORMAT_VERSION, "vocab": self.vocab.to_dict(), "tokenizer": self.tokenizer,
+                "frame_rate": self.frame_rate, "deduplicated": self.deduplicated}
+
+    def save_pretrained(self, path: str | Path, *, overwrite: bool = False, safe_serialization: bool = True) -> Path:
+        """Write an HF model directory at `path` (atomically) with the textless metadata inside config.json."""
+        path = Path(path)
+        meta = self.metadata()
+        with atomic_directory(path, overwrite=overwrite) as tmp:
+            self.model.save_pretrained(tmp, safe_serialization=safe_serialization)
+            config_file = tmp / CONFIG_FILE
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+            config[CONFIG_KEY] = meta
+            atomic_write_text(config_file, json.dumps(config, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, torch_dtype: torch.dtype | str | None = None,
+                        device: str | torch.device | None = None, attn_implementation: str | None = None) -> UnitLM:
+        """Load a directory written by `save_pretrained`.
+
+        `torch_dtype` None keeps the dtype recorded in the checkpoint (transformers 5's "auto"); `device` moves the
+        model after loading. Raises `TextlessError` for a directory without textless metadata (see `_LOADERS_HINT`).
+        """
+        path = Path(path)
+        meta = read_metadata(path)
+        kwargs: dict[str, Any] = {"dtype": torch_dtype if torch_dtype is not None else "auto",
+                                  "local_files_only": True}
+        if attn_implementation:
+            kwargs["attn_implementation"] = attn_implementation
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        if device is not None:
+            model = model.to(device)
+        model.eval()
+        return cls(model, meta["vocab"], tokenizer=meta["tokenizer"], frame_rate=meta["frame_rate"],
+                   deduplicated=meta["deduplicated"])
+
+    # ------------------------------------------------------------------------------------------------ checks
+    def check_units(self, meta: UnitMeta, where: str = "") -> None:
+        """Refuse units made by another tokenizer, with another vocabulary size or another dedup setting.
+
+        Tokenizer identities match when their names are equal and every hash they both record (keys containing
+        "sha256" or "hash", e.g. ``kmeans_sha256``) is equal. An LM with an unknown (None) tokenizer / dedup flag
+        skips that comparison. `where` names the dataset in the message.
+        """
+        problems = []
+        if self.tokenizer is not None and not same_tokenizer(self.tokenizer, meta.tokenizer):
+            problems.append(f"the LM expects units of tokenizer {_describe(self.tokenizer)} but the units come from "
+                            f"{_describe(meta.tokenizer)}")
+        if meta.vocab_size != self.vocab.num_units:
+            problems.append(f"the LM has {self.vocab.num_units} units but the units have vocab_size "
+                            f"{meta.vocab_size}")
+        if self.deduplicated is not None and meta.deduplicated != self.deduplicated:
+            problems.append(f"the LM expects {_dedup_word(self.deduplicated)} units but the units are "
+                            f"{_dedup_word(meta.deduplicated)}")
+        if problems:
+            dataset = f"unit dataset {where!r}" if where else "unit dataset"
+            raise UnitMismatchError(f"{dataset} does not fit this unit LM: " + "; ".join(problems))
+
+    # ------------------------------------------------------------------------------------------------ running
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None, **kwargs: Any) -> Any:
+        """Passthrough to `self.model` (see the module docstring for shapes)."""
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          labels=labels, **kwargs)
+
+    def log_likelihood(self, sequences: Sequence[np.ndarray], **kwargs: Any) -> LogLikelihood:
+        """`textless.lm.scoring.log_likelihood(self, sequences, ...)`."""
+        from textless.lm.scoring import log_likelihood
+
+        return log_likelihood(self, sequences, **kwargs)
+
+    def generate_units(self, prompts: Sequence[np.ndarray], config: SamplingConfig | None = None,
+                       **kwargs: Any) -> list[list[np.ndarray]]:
+        """`textless.lm.generation.generate_units(self, prompts, config, ...)` (default `SamplingConfig()`)."""
+        from textless.lm.generation import SamplingConfig, generate_units
+
+        return generate_units(self, prompts, config if config is not None else SamplingConfig(), **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def max_positions(self) -> int | None:
+        """Longest sequence (tokens) the model's positions cover, or None when unbounded / unknown."""
+        return max_positions(self.model.config)
+
+    def num_parameters(self, *, trainable_only: bool = False) -> int:
+        """Parameters counted once each (tied embeddings count once)."""
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad or not trainable_only)
+
+    def extra_repr(self) -> str:
+        name = self.tokenizer.get("name") if self.tokenizer else None
+        return f"vocab={self.vocab}, tokenizer={name!r}, frame_rate={self.frame_rate}, dedup={self.deduplicated}"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# helpers (also used by textless.lm.loaders / train)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """Parse the ``"textless"`` entry of ``path/config.json``; ``vocab`` comes back as a `UnitVocab`."""
+    path = Path(path)
+    config_file = path / CONFIG_FILE
+    if not path.is_dir():
+        raise TextlessError(f"unit LM '{path}': not a directory")
+    if not config_file.is_file():
+        raise FormatError(config_file, "missing: not a Hugging Face model directory")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FormatError(config_file, f"invalid JSON ({e})") from None
+    if not isinstance(config, dict) or CONFIG_KEY not in config:
+        raise TextlessError(f"unit LM '{path}': config.json has no {CONFIG_KEY!r} entry, so it was not written by "
+                            f"textless; {_LOADERS_HINT}")
+    return _parse_metadata(config[CONFIG_KEY], config_file)
+
+
+def _parse_metadata(meta: Any, config_file: Path) -> dict[str, Any]:
+    if not isinstance(meta, dict):
+        raise FormatError(config_file, f"{CONFIG_KEY!r} must be an object")
+    version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise FormatError(config_file, f"{CONFIG_KEY}.format_version must be a positive integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise FormatError(config_file, f"written by a newer textless (format_version {version}; this textless reads "
+                                       f"{FORMAT_VERSION}) - upgrade textless")
+    try:
+        vocab = UnitVocab.from_dict(meta.get("vocab"))
+    except VocabError as e:
+        raise FormatError(config_file, f"{CONFIG_KEY}.vocab: {e}") from None
+    tokenizer = meta.get("tokenizer")
+    if tokenizer is not None and not isinstance(tokenizer, dict):
+        raise FormatError(config_file, f"{CONFIG_KEY}.tokenizer must be an object or null")
+    return {"vocab": vocab, "tokenizer": tokenizer, "frame_rate": meta.get("frame_rate"),
+            "deduplicated": meta.get("deduplicated")}
+
+
+def same_tokenizer(a: dict, b: dict) -> bool:
+    """Same name, and every hash-like key ("sha256" / "hash" in the key) present in both is equal."""
+    if a.get("name") != b.get("name"):
+        return False
+    hashes = [k for k in a.keys() & b.keys() if "sha256" in k or "hash" in k]
+    return all(a[k] == b[k] for k in hashes)
+
+
+def _describe(identity: dict) -> str:
+    hashes = {k: v for k, v in identity.items() if "sha256" in k or "hash" in k}
+    extra = ", ".join(f"{k}={v}" for k, v in sorted(hashes.items()))
+    return f"{identity.get('name')!r}" + (f" ({extra})" if extra else "")
+
+
+def _dedup_word(flag: bool) -> str:
+    return "deduplicated" if flag else "non-deduplicated"
+
+
+def lm_meta(meta: UnitMeta) -> dict[str, Any]:
+    """`UnitMeta` -> the keyword arguments (tokenizer, frame_rate, deduplicated) of the UnitLM constructors."""
+    return {"tokenizer": dict(meta.tokenizer), "frame_rate": meta.frame_rate, "deduplicated": meta.deduplicated}
+
+
+def max_positions(config: PretrainedConfig) -> int | None:
+    """``max_position_embeddings`` (Llama, OPT, Qwen2) or ``n_positions`` (GPT-2), else None."""
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _check_model_vocab(model: PreTrainedModel, vocab: UnitVocab) -> None:
+    if not isinstance(model, transformers.PreTrainedModel):
+        raise TypeError(f"UnitLM wraps a transformers PreTrainedModel, got {type(model).__name__}")
+    if not isinstance(vocab, UnitVocab):
+        raise TypeError(f"vocab must be a UnitVocab, got {type(vocab).__name__}")
+    rows = model.get_input_embeddings().weight.shape[0]
+    if rows < vocab.size:
+        raise TextlessError(f"the model has {rows} embedding rows but the vocabulary needs {vocab.size}")
