@@ -269,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars on every model load; ours show the long work
     try:
         return COMMANDS[args.command].run(args) or 0
     except (TextlessError, FileExistsError) as e:  # FileExistsError: an output exists and --overwrite was not given

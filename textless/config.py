@@ -70,9 +70,10 @@ def compose(schema: type[T], command: str, overrides: list[str] | None = None, r
     defaults: list = [{"_textless_schema": command}] + ([path.stem] if path else []) + ["_self_"]
     store.store(name=f"_textless_{command}", node={"defaults": defaults})
     try:
-        with tempfile.TemporaryDirectory() as empty:  # without a recipe, search an empty directory: no groups
-            with initialize_config_dir(config_dir=str(path.parent if path else empty), version_base=None):
-                composed = hydra_compose(config_name=f"_textless_{command}", overrides=overrides)
+        # without a recipe, Hydra searches an empty directory, so no field name is taken for a config group
+        with tempfile.TemporaryDirectory() as empty, \
+                initialize_config_dir(config_dir=str(path.parent if path else empty), version_base=None):
+            composed = hydra_compose(config_name=f"_textless_{command}", overrides=overrides)
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), composed))  # type: ignore[return-value]
     except (HydraException, OmegaConfBaseException) as e:
         reasons = [str(x).strip().splitlines()[0] for x in (e, e.__cause__) if x is not None and str(x).strip()]

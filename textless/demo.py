@@ -1,9 +1,12 @@
 """The main job on the embedded default, run by `make demo` / `textless demo`.
 
-At this stage of the library: fit a speech tokenizer on the bundled corpus' training split (encoder features ->
-k-means -> dedup), tokenize every split into unit datasets with `textless tokenize`'s job, and print corpus and unit
-statistics (frame rate, units per second, run lengths, entropy, bitrate) next to the oracle-phone topline (frame-level
-phones from the alignments). Later stages grow it into audio -> units -> LM continuation -> audio.
+At this stage of the library:
+1. fit a speech tokenizer on the bundled corpus' training split (encoder features -> k-means -> dedup);
+2. tokenize every split into unit datasets (`textless tokenize`'s job) and print unit statistics (frame rate, units
+   per second, run lengths, entropy, bitrate) next to the oracle-phone topline (frame-level phones from alignments);
+3. train a small unit LM on the training units (`textless train`'s loop, recipe experiments/lm_tiny.yaml sizes);
+4. continue a held-out prompt with it (`textless generate`'s job) and report the validation loss.
+The vocoder stage will turn the continuation back into audio.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from textless.data.corpus import SPLITS, load_bundled_alignments, load_bundled_corpus
 from textless.data.units import UnitWriter, read_units
@@ -33,6 +38,12 @@ class DemoConfig:
     k: int = 100
     backend: str = "faiss"
     oracle_frame_rate: float = 50.0
+    lm_preset: str = "tiny"
+    lm_steps: int = 300
+    lm_context: int = 256
+    lm_lr: float = 3e-3
+    prompt_seconds: float = 2.0
+    seed: int = 0
     progress: bool = True
 
 
@@ -49,6 +60,35 @@ def _oracle_units(split: str, out: Path, tokenizer: OraclePhoneTokenizer) -> Pat
 def _stats_row(name: str, split: str, frame_rate: float, vocab: int, stats: UnitStats) -> list:
     return [name, split, f"{frame_rate:g}", vocab, stats.utterances, stats.units_per_second, stats.mean_run_frames,
             stats.used_units, stats.entropy_bits, stats.bitrate]
+
+
+def _train_and_continue(cfg: DemoConfig, out: Path, timings: dict[str, float], log) -> dict:
+    from textless.lm.generate_job import GenerateConfig, generate, read_generations
+    from textless.lm.train import TrainConfig, train
+
+    t0 = time.perf_counter()
+    result = train(TrainConfig(train_dataset=str(out / "units" / "train"), valid_dataset=str(out / "units" / "valid"),
+                               preset=cfg.lm_preset, output_dir=str(out / "lm"), context_length=cfg.lm_context,
+                               batch_size=8, lr=cfg.lm_lr, min_lr=cfg.lm_lr / 20, max_steps=cfg.lm_steps,
+                               eval_every=max(1, cfg.lm_steps // 3), save_every=cfg.lm_steps, log_every=10**9,
+                               seed=cfg.seed, progress=cfg.progress, tensorboard=True),
+                   log=lambda *a: None)
+    timings["train_lm"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    generations = generate(GenerateConfig(lm=str(result.final_model), prompts=str(out / "units" / "valid"),
+                                          prompt_seconds=cfg.prompt_seconds, max_prompts=1, seed=cfg.seed,
+                                          output=str(out / "generations"), overwrite=True), log=lambda *a: None)
+    timings["generate"] = time.perf_counter() - t0
+    _, records = read_generations(generations)
+    first = records[0]
+    valid = result.valid_losses[-1][1] if result.valid_losses else float("nan")
+    log("")
+    log(f"Unit LM ({cfg.lm_preset}, {result.step} steps, {result.tokens_seen:,} tokens): validation loss "
+        f"{valid:.3f} nats/unit (uniform over the units: {np.log(cfg.k):.3f})")
+    log(f"prompt {first['prompt_id']} (first {cfg.prompt_seconds:g} s): {' '.join(map(str, first['prompt_units']))}")
+    log(f"continuation ({len(first['units'])} units): {' '.join(map(str, first['units']))}")
+    return {"final_model": str(result.final_model), "steps": result.step, "valid_loss": valid,
+            "generations": str(generations), "continuation": first["units"]}
 
 
 def run_demo(cfg: DemoConfig, log=print) -> dict:
@@ -92,6 +132,8 @@ def run_demo(cfg: DemoConfig, log=print) -> dict:
     log("Units (deduplicated; oracle-phones = frame-level phones from the alignments, aligned utterances only)")
     log(format_table(["tokenizer", "split", "Hz", "vocab", "utts", "units/s", "frames/unit", "used", "H bits",
                       "bitrate b/s"], rows))
+    if cfg.lm_steps > 0 and {"train", "valid"} <= set(cfg.splits):
+        summary["lm"] = _train_and_continue(cfg, out, timings, log)
     log("")
     log("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))

@@ -1,0 +1,1 @@
+"""Speed and memory harnesses; run them as modules from the repository root: python -m benchmarks.<name>."""

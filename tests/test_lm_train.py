@@ -1,0 +1,317 @@
+"""`textless train` (textless.lm.train / checkpoint): loop, schedule, budgets, checks, exact resume after SIGKILL, DDP."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from textless.data.units import UnitMeta, UnitSequence, write_units
+from textless.errors import ConfigError
+from textless.lm.checkpoint import LATEST_FILE, MODEL_DIR, list_checkpoints, load_trainer_state
+from textless.lm.model import UnitLM, UnitMismatchError
+from textless.lm.train import TrainConfig, TrainHooks, lr_lambda, param_groups, train
+
+REPO = Path(__file__).resolve().parents[1]
+K = 20
+
+
+def make_units(path, n, seed, vocab_size=K, name="test-km"):
+    rng = np.random.default_rng(seed)
+    seqs = [UnitSequence(f"u{i:04d}", rng.integers(0, vocab_size, int(rng.integers(4, 50)))) for i in range(n)]
+    meta = UnitMeta(tokenizer={"name": name}, frame_rate=50.0, vocab_size=vocab_size, deduplicated=False)
+    return write_units(path, seqs, meta, encoding="binary")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm_units")
+    return make_units(root / "train", 150, seed=1), make_units(root / "valid", 20, seed=2)
+
+
+def config(data, out, **kw):
+    train_dir, valid_dir = data
+    base = {"train_dataset": str(train_dir), "valid_dataset": str(valid_dir), "output_dir": str(out),
+            "preset": "tiny", "context_length": 48, "batch_size": 3, "max_steps": 8, "eval_every": 4, "save_every": 3,
+            "log_every": 2, "progress": False, "tensorboard": False, "seed": 5}
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def weights(path) -> dict[str, torch.Tensor]:
+    return load_file(Path(path) / "model.safetensors")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def test_lr_schedule_warmup_then_cosine_to_min_lr():
+    f = lr_lambda(total_steps=100, warmup_steps=10, lr=1e-3, min_lr=5e-5)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.05 + 0.95 * 0.5)
+    assert f(100) == pytest.approx(0.05) and f(1000) == pytest.approx(0.05)
+    values = [f(s) for s in range(10, 101)]
+    assert all(a >= b for a, b in itertools.pairwise(values))
+    assert lr_lambda(10, 0, 1e-3, 0.0)(0) == pytest.approx(1.0)
+
+
+def test_weight_decay_groups():
+    from textless.lm.vocab import UnitVocab
+
+    lm = UnitLM.from_scratch("tiny", UnitVocab.default(K))
+    decay, no_decay = param_groups(lm.model, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    embedding = lm.model.get_input_embeddings().weight
+    assert any(p is embedding for p in decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(lm.model.parameters()))
+
+
+def test_train_outputs_checkpoints_and_tensorboard(data, tmp_path):
+    out = tmp_path / "run"
+    logs: list[str] = []
+    cfg = config(data, out, max_steps=7, tensorboard=True, keep_checkpoints=2)
+    result = train(cfg, log=logs.append)
+    assert result.step == 7 and [s for s, _ in result.losses] == list(range(1, 8))
+    assert all(math.isfinite(v) for _, v in result.losses)
+    assert [s for s, _ in result.valid_losses] == [4, 7] and result.stopped_by == "max_steps"
+    assert result.tokens_seen == 7 * 3 * 48
+    # checkpoints at 3, 6 and the end (7); only the last two kept; latest -> step 7
+    assert [p.name for p in list_checkpoints(out)] == ["step-0000006", "step-0000007"]
+    assert (out / "checkpoints" / LATEST_FILE).read_text().strip() == "step-0000007"
+    state = load_trainer_state(result.checkpoint)  # weights_only=True
+    assert state["step"] == 7 and state["world_size"] == 1 and state["tokens_seen"] == 7 * 3 * 48
+    assert [tuple(x) for x in state["losses"]] == result.losses
+    assert set(state["rng"][0]) >= {"python", "numpy", "torch"} and state["config"]["context_length"] == 48
+    assert state["scheduler"]["last_epoch"] == 7 and len(state["optimizer"]["state"]) > 0
+    # the final model and the checkpoint's model are the same weights, loadable as a UnitLM
+    final = UnitLM.from_pretrained(result.final_model)
+    assert final.tokenizer == {"name": "test-km"} and final.vocab.num_units == K
+    a, b = weights(result.final_model), weights(result.checkpoint / MODEL_DIR)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert any("valid loss" in line for line in logs) and any(line.startswith("step 2/7") for line in logs)
+
+
+def test_grad_accumulation_matches_the_big_batch(data, tmp_path):
+    """batch 4 x accum 1 and batch 2 x accum 2 see the same contexts per step: same (token-weighted) losses."""
+    big = train(config(data, tmp_path / "a", batch_size=4, grad_accum=1, max_steps=4, valid_dataset=None),
+                log=lambda m: None)
+    acc = train(config(data, tmp_path / "b", batch_size=2, grad_accum=2, max_steps=4, valid_dataset=None),
+                log=lambda m: None)
+    np.testing.assert_allclose([v for _, v in acc.losses], [v for _, v in big.losses], rtol=1e-5)
+    wa, wb = weights(big.final_model), weights(acc.final_model)
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+
+
+def test_budgets(data, tmp_path):
+    per_step = 3 * 48
+    r = train(config(data, tmp_path / "tok", max_steps=None, max_tokens=2 * per_step + 1, valid_dataset=None),
+              log=lambda m: None)
+    assert r.step == 3 and r.stopped_by == "max_tokens"  # ceil(tokens / tokens per step)
+    r = train(config(data, tmp_path / "sec", max_steps=10**6, max_seconds=1e-9, valid_dataset=None),
+              log=lambda m: None)
+    assert r.step == 0 and r.stopped_by == "max_seconds" and r.final_model.is_dir()
+    with pytest.raises(ConfigError, match="max_steps or max_tokens"):
+        train(config(data, tmp_path / "none", max_steps=None), log=lambda m: None)
+
+
+def test_units_must_match_the_model_before_training(data, tmp_path):
+    train_dir, _ = data
+    other = make_units(tmp_path / "other", 5, seed=3, vocab_size=K + 5)
+    with pytest.raises(UnitMismatchError, match="vocab_size"):
+        train(config((train_dir, other), tmp_path / "o"), log=lambda m: None)
+    assert not (tmp_path / "o" / "checkpoints").exists()
+    # resuming on units from another tokenizer is refused too
+    train(config(data, tmp_path / "r", max_steps=2, valid_dataset=None), log=lambda m: None)
+    renamed = make_units(tmp_path / "renamed", 30, seed=4, name="other-km")
+    with pytest.raises(UnitMismatchError, match="tokenizer"):
+        train(config((renamed, None), tmp_path / "r", max_steps=4, valid_dataset=None), log=lambda m: None)
+
+
+def test_config_errors(data, tmp_path):
+    for kw, match in [({"train_dataset": ""}, "train_dataset"), ({"init": "magic"}, "init"),
+                      ({"init": "twist"}, "base_model"), ({"strategy": "fsdp"}, "fsdp"),
+                      ({"context_length": 4096}, "positions"), ({"init": "resume"}, "no complete checkpoint"),
+                      ({"preset": "huge"}, "unknown preset")]:
+        with pytest.raises(ConfigError, match=match):
+            train(config(data, tmp_path / "e", **kw), log=lambda m: None)
+
+
+@pytest.mark.parametrize("recipe", ["lm_tiny", "gslm", "twist"])
+def test_recipes_compose(recipe, monkeypatch):
+    from textless.config import compose
+    from textless.lm.presets import PRESETS
+
+    monkeypatch.delenv("TWIST_BASE", raising=False)
+    cfg = compose(TrainConfig, "train", ["train_dataset=units/train", "max_steps=10"], recipe)
+    assert isinstance(cfg, TrainConfig) and cfg.train_dataset == "units/train"
+    assert cfg.preset in PRESETS and cfg.context_length <= PRESETS[cfg.preset](K + 3).max_position_embeddings
+    if recipe == "twist":
+        assert (cfg.init, cfg.context_length, cfg.lr, cfg.min_lr, cfg.warmup_fraction, cfg.clip) == \
+            ("twist", 1024, 1e-3, 5e-5, 0.01, 0.5)
+        assert cfg.base_model and cfg.precision == "bf16"
+        monkeypatch.setenv("TWIST_BASE", "/models/qwen")
+        assert compose(TrainConfig, "train", [], recipe).base_model == "/models/qwen"
+
+
+def test_hooks_are_no_ops_by_default():
+    hooks = TrainHooks()
+    assert hooks.on_batch(1, None) is None and hooks.on_checkpoint(1, Path(".")) is None
+
+
+def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
+    import random
+
+    from textless.lm.checkpoint import rng_state, set_rng_state
+
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    torch.save(rng_state(), tmp_path / "rng.pt")
+    first = (random.random(), np.random.rand(), torch.rand(3))
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    second = (random.random(), np.random.rand(), torch.rand(3))
+    assert first[:2] == second[:2] and torch.equal(first[2], second[2])
+
+
+def test_prefetch_thread_gives_the_same_run(data, tmp_path):
+    a = train(config(data, tmp_path / "a", max_steps=3, valid_dataset=None), log=lambda m: None)
+    b = train(config(data, tmp_path / "b", max_steps=3, valid_dataset=None, num_workers=2), log=lambda m: None)
+    assert a.losses == b.losses
+
+
+def test_twist_init_from_a_text_lm(data, tmp_path):
+    """init=twist keeps the text LM's transformer weights and trains with fresh unit embeddings."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    text_lm = LlamaForCausalLM(LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128))
+    text_lm.save_pretrained(tmp_path / "text_lm")
+    result = train(config(data, tmp_path / "twist", init="twist", base_model=str(tmp_path / "text_lm"), max_steps=2,
+                          lr=1e-9, min_lr=0.0), log=lambda m: None)
+    lm = UnitLM.from_pretrained(result.final_model)
+    assert lm.vocab.num_units == K and lm.model.get_input_embeddings().weight.shape[0] == lm.vocab.size
+    base = text_lm.state_dict()
+    mlp = "model.layers.0.mlp.down_proj.weight"
+    torch.testing.assert_close(lm.model.state_dict()[mlp], base[mlp], atol=1e-6, rtol=0)  # lr ~ 0: kept
+
+
+# ----------------------------------------------------------------------------------------------------------------
+_KILLED_RUN = textwrap.dedent("""
+    import json, sys, time, torch
+    from textless.lm.train import TrainConfig, TrainHooks, train
+    torch.set_num_threads(int(sys.argv[2]))
+    class Stall(TrainHooks):
+        def on_checkpoint(self, step, path):
+            if step == int(sys.argv[3]):
+                print("CHECKPOINTED", step, flush=True)
+                time.sleep(600)  # the test kills us here with SIGKILL
+    train(TrainConfig(**json.loads(sys.argv[1])), log=lambda m: None, hooks=Stall())
+""")
+
+
+def test_exact_resume_after_sigkill(data, tmp_path):
+    """Uninterrupted N steps == (run killed by SIGKILL after the checkpoint at step k) + rerun of the same command.
+
+    The model is a tiny OPT with dropout (from a config.json preset): the RNG states matter, and OPT needs the
+    explicit block-diagonal mask.
+    """
+    from transformers import OPTConfig
+
+    preset = tmp_path / "tiny_opt.json"
+    OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64,
+              word_embed_proj_dim=32, dropout=0.1).to_json_file(preset)
+    N, k = 8, 3
+    reference = train(config(data, tmp_path / "ref", max_steps=N, preset=str(preset)), log=lambda m: None)
+    out = tmp_path / "killed"
+    cfg = config(data, out, max_steps=N, preset=str(preset))
+    args = json.dumps(cfg.__dict__)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    stderr = tmp_path / "killed.stderr"
+    with open(stderr, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, args, str(torch.get_num_threads()), str(k)],
+                                stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=REPO)
+    try:
+        line = proc.stdout.readline()  # blocks until the checkpoint at step k is complete (or the run died)
+        assert line.strip() == f"CHECKPOINTED {k}", stderr.read_text()[-3000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "final").exists() and [p.name for p in list_checkpoints(out)] == [f"step-{k:07d}"]
+    # a half-written checkpoint of a killed writer is ignored and cleaned up
+    stale = out / "checkpoints" / ".tmp-step-0000006.abc"
+    stale.mkdir()
+    (stale / "trainer_state.pt").write_bytes(b"partial")
+    resumed = train(cfg, log=lambda m: None)  # the same command again
+    assert resumed.resumed_from == k and not stale.exists()
+    assert resumed.losses == reference.losses  # bit for bit, steps 1..k from the checkpoint, k+1..N recomputed
+    assert [v for s, v in resumed.losses if s > k] == [v for s, v in reference.losses if s > k]
+    assert resumed.valid_losses == reference.valid_losses
+    a, b = weights(reference.final_model), weights(resumed.final_model)
+    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+    assert UnitLM.from_pretrained(resumed.final_model).model.config.model_type == "opt"
+    # rerunning a finished run does nothing more
+    again = train(cfg, log=lambda m: None)
+    assert again.step == N and again.losses == reference.losses
+
+
+# ----------------------------------------------------------------------------------------------------------------
+_DDP_RUN = textwrap.dedent("""
+    import json, os, sys
+    from textless.lm.train import TrainConfig, TrainHooks, train
+    seen = []
+    class Record(TrainHooks):
+        def on_batch(self, step, batch):
+            seen.append([step, batch.contexts])
+    result = train(TrainConfig(**json.loads(sys.argv[1])), log=lambda m: None, hooks=Record())
+    with open(os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.json"), "w") as f:
+        json.dump({"seen": seen, "step": result.step, "losses": result.losses, "world": int(os.environ["WORLD_SIZE"])},
+                  f)
+""")
+
+
+def test_ddp_two_processes_on_cpu(data, tmp_path):
+    """torchrun, 2 CPU processes (gloo): different batches per rank, same result as one process with 2x the batch."""
+    out = tmp_path / "ddp"
+    cfg = config(data, out, max_steps=4, save_every=2, eval_every=2)
+    script = tmp_path / "ddp_run.py"
+    script.write_text(_DDP_RUN)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
+           json.dumps(cfg.__dict__), str(tmp_path)]
+    proc = subprocess.run(cmd, check=False, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert all(r["world"] == 2 and r["step"] == 4 for r in ranks)
+    assert ranks[0]["losses"] == ranks[1]["losses"]  # the loss is reduced over ranks
+    for (s0, c0), (s1, c1) in zip(ranks[0]["seen"], ranks[1]["seen"], strict=True):
+        assert s0 == s1 and not set(c0) & set(c1)  # each step, the ranks train on different contexts
+    assert ranks[0]["seen"][0][1] == [0, 1, 2] and ranks[1]["seen"][0][1] == [3, 4, 5]
+    state = load_trainer_state(out / "checkpoints" / "step-0000004")
+    assert state["world_size"] == 2 and len(state["rng"]) == 2 and state["tokens_seen"] == 4 * 2 * 3 * 48
+    # gradients are synchronised and token-weighted: one process with batch 6 sees the same contexts per step
+    single = train(config(data, tmp_path / "single", max_steps=4, save_every=2, eval_every=2, batch_size=6),
+                   log=lambda m: None)
+    np.testing.assert_allclose([v for _, v in ranks[0]["losses"]], [v for _, v in single.losses], rtol=1e-5)
+    wa, wb = weights(out / "final"), weights(single.final_model)
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+    assert UnitLM.from_pretrained(out / "final").vocab.num_units == K
+    # resuming with another number of processes is refused
+    with pytest.raises(ConfigError, match="processes"):
+        train(config(data, out, max_steps=6, save_every=2, eval_every=2), log=lambda m: None)

@@ -1,0 +1,595 @@
+"""`textless train`: train a unit LM on packed unit datasets, resumably.
+
+Recipe (slamkit's, see experiments/twist.yaml): AdamW, linear warmup over ``warmup_fraction`` of the steps then cosine
+decay from ``lr`` to ``min_lr``, gradient clipping, gradient accumulation, sequence packing (`textless.lm.data`), bf16
+autocast on CUDA. The loss is the token-weighted mean NLL of the optimizer step: every micro-batch's NLL *sum* is
+divided by the number of predicted tokens of the whole step, all micro-batches and ranks together (counted before the
+forward passes, so accumulation and DDP give exactly the gradient of the big-batch loss).
+
+Why `accelerate`: one code path for a CPU process, ``torchrun`` on CPU (gloo) or GPUs (nccl), and bf16 autocast,
+started by plain ``torchrun`` (no ``accelerate launch`` or config file needed). Only its process setup,
+``prepare`` (DDP wrapping, autocast), ``no_sync``, ``backward``, ``clip_grad_norm_`` and collectives are used; the
+data stream, LR schedule and checkpoints are ours, because accelerate's dataloader wrapper, its scheduler wrapper
+(which steps once per process) and ``save_state`` (pickles) would break exact, pickle-free resume.
+``strategy=fsdp`` is refused for now: checkpoints need a full (unsharded) model for ``UnitLM.save_pretrained`` and
+a sharded optimizer state, which is not written yet; DDP is used for ``auto`` / ``ddp``.
+
+Weight decay applies to every parameter with 2+ dimensions (linear layers and the embedding tables, as Hugging Face's
+Trainer, which slamkit uses, does) and not to 1-D ones (norm gains, biases).
+
+Initialisation: ``init=scratch`` builds ``preset`` (a `textless.lm.presets` name or a config.json path) with random
+weights, ``init=twist`` starts from the text LM ``base_model`` (`UnitLM.from_text_lm`); the vocabulary is
+``UnitVocab.default(vocab_size of the units)``. When ``output_dir`` already holds a checkpoint, training resumes from
+it whatever ``init`` says (``init=resume`` insists on one). The units must fit the model (`UnitLM.check_units`) before
+anything is trained.
+
+Exact resume: a checkpoint holds the model, the optimizer and scheduler states, every rank's RNG states and the data
+position (the step: the packed stream is a pure function of it). Rerunning the same command with the same
+``output_dir`` continues from ``checkpoints/latest``; on CPU (``torch.use_deterministic_algorithms``) the resumed
+run's losses and final weights equal the uninterrupted run's bit for bit (tests/test_lm_train.py kills a run with
+SIGKILL to check it).
+
+Budgets: ``max_steps`` / ``max_tokens`` (tokens = contexts x context_length, padding included) set the LR schedule's
+length (the smaller one when both are given); ``max_seconds`` (wall clock, summed over resumed runs) may end training
+earlier, after which a checkpoint and ``final/`` are written as for a normal end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from textless.data.units import read_units
+from textless.errors import ConfigError
+from textless.lm.checkpoint import (
+    CHECKPOINTS_DIR,
+    MODEL_DIR,
+    clean_checkpoint_temporaries,
+    latest_checkpoint,
+    load_trainer_state,
+    quiet_progress_bars,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from textless.lm.data import PackedBatch, PackedUnitDataset, PackingConfig, packed_nll, packing_mode
+
+FINAL_DIR = "final"
+TENSORBOARD_DIR = "tensorboard"
+INITS = ("scratch", "twist", "resume")
+PRECISIONS = {"auto": None, "fp32": "no", "no": "no", "bf16": "bf16", "fp16": "fp16"}
+STRATEGIES = ("auto", "ddp", "fsdp")
+# Changing these between a checkpoint and its resumption changes what the run computes (a warning names them).
+_TRAJECTORY_FIELDS = ("train_dataset", "context_length", "batch_size", "grad_accum", "lr", "min_lr", "warmup_fraction",
+                      "weight_decay", "betas", "clip", "max_steps", "max_tokens", "seed", "precision")
+
+
+@dataclass
+class TrainConfig:
+    train_dataset: str = ""                # unit dataset directory (textless tokenize output)
+    valid_dataset: str | None = None       # unit dataset directory for the validation loss
+    init: str = "scratch"                  # scratch (preset) | twist (from a text LM) | resume (needs a checkpoint)
+    preset: str = "tiny"                   # scratch: tiny, small, gslm, twist-350m, 350m, or a config.json path
+    base_model: str | None = None          # twist: local Hugging Face directory (or .gguf path) of the text LM
+    gguf_file: str | None = None           # twist: GGUF file name inside base_model
+    output_dir: str = "outputs/lm"
+    context_length: int = 1024
+    batch_size: int = 8                    # contexts per rank per micro-batch
+    grad_accum: int = 1                    # micro-batches per optimizer step
+    lr: float = 1e-3
+    min_lr: float = 5e-5
+    warmup_fraction: float = 0.01
+    weight_decay: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    clip: float = 0.5                      # max gradient norm (0: no clipping)
+    max_steps: int | None = None
+    max_tokens: int | None = None
+    max_seconds: float | None = None
+    eval_every: int = 100
+    eval_batches: int | None = None        # cap on validation batches (None: the whole valid set)
+    save_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    precision: str = "auto"                # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    seed: int = 0
+    num_workers: int = 0                   # >0: a background thread prepares this many batches ahead
+    progress: bool = True
+    tensorboard: bool = True
+    strategy: str = "auto"                 # auto | ddp | fsdp
+
+
+@dataclass
+class TrainResult:
+    step: int                                           # last optimizer step done
+    losses: list[tuple[int, float]]                     # (step, train loss) for every step, resumed runs included
+    valid_losses: list[tuple[int, float]]               # (step, token-weighted validation NLL)
+    tokens_seen: int
+    stopped_by: str                                     # max_steps | max_tokens | max_seconds
+    output_dir: Path
+    final_model: Path
+    checkpoint: Path | None                             # the latest checkpoint
+    resumed_from: int | None = None                     # step of the checkpoint this run started from
+    tensorboard_dir: Path | None = None
+
+
+class TrainHooks:
+    """Callbacks for tests and integrations; every method is a no-op by default. Called on every rank."""
+
+    def on_batch(self, step: int, batch: PackedBatch) -> None:
+        """Each micro-batch of optimizer step `step` (1-based), before its forward pass."""
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        """After checkpoint `step` is complete and `latest` points to it."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Pieces
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def lr_lambda(total_steps: int, warmup_steps: int, lr: float, min_lr: float) -> Callable[[int], float]:
+    """LR multiplier after `s` optimizer steps (s = 0 for the first): linear warmup, then cosine to min_lr / lr."""
+    floor = min_lr / lr if lr > 0 else 0.0
+
+    def factor(s: int) -> float:
+        if s < warmup_steps:
+            return (s + 1) / warmup_steps
+        decay = max(total_steps - warmup_steps, 1)
+        progress = min(max(s - warmup_steps, 0) / decay, 1.0)
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on parameters with >= 2 dims (matrices, embeddings), none on 1-D ones (norms, biases)."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _prefetch(iterator: Iterator[PackedBatch], depth: int) -> tuple[Iterator[PackedBatch], Callable[[], None]]:
+    """Run `iterator` in a daemon thread, `depth` items ahead; returns (iterator, stop)."""
+    if depth <= 0:
+        return iterator, lambda: None
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        items.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            items.put(("error", e))
+
+    thread = threading.Thread(target=work, name="textless-batches", daemon=True)
+    thread.start()
+
+    def consume() -> Iterator[PackedBatch]:
+        while True:
+            kind, value = items.get()
+            if kind == "error":
+                raise value
+            yield value
+
+    return consume(), stop.set
+
+
+def _schedule_steps(cfg: TrainConfig, tokens_per_step: int) -> tuple[int, str]:
+    candidates = []
+    if cfg.max_steps is not None:
+        candidates.append((cfg.max_steps, "max_steps"))
+    if cfg.max_tokens is not None:
+        candidates.append((math.ceil(cfg.max_tokens / tokens_per_step), "max_tokens"))
+    if not candidates:
+        raise ConfigError("give max_steps or max_tokens (they set the LR schedule's length; max_seconds only stops "
+                          "training early)")
+    return min(candidates)
+
+
+def _check_config(cfg: TrainConfig) -> None:
+    if not cfg.train_dataset or cfg.train_dataset == "???":
+        raise ConfigError("train_dataset is required (a unit dataset directory written by `textless tokenize`)")
+    if cfg.init not in INITS:
+        raise ConfigError(f"init must be one of {', '.join(INITS)}, got {cfg.init!r}")
+    if cfg.init == "twist" and not cfg.base_model:
+        raise ConfigError("init=twist needs base_model (a local Hugging Face text LM directory or .gguf file)")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    if cfg.strategy not in STRATEGIES:
+        raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {cfg.strategy!r}")
+    if cfg.strategy == "fsdp":
+        raise ConfigError("strategy=fsdp is not supported yet (checkpoints need the full model and a sharded "
+                          "optimizer state); use strategy=ddp")
+    positive = {"context_length": cfg.context_length, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
+                "eval_every": cfg.eval_every, "save_every": cfg.save_every, "log_every": cfg.log_every,
+                "keep_checkpoints": cfg.keep_checkpoints}
+    for name, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    if cfg.context_length < 2:
+        raise ConfigError(f"context_length must be >= 2, got {cfg.context_length}")
+    for name in ("max_steps", "max_tokens", "eval_batches"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be >= 1 (or null), got {value}")
+    if cfg.max_seconds is not None and cfg.max_seconds <= 0:
+        raise ConfigError(f"max_seconds must be > 0 (or null), got {cfg.max_seconds}")
+    if not 0 <= cfg.warmup_fraction < 1:
+        raise ConfigError(f"warmup_fraction must be in [0, 1), got {cfg.warmup_fraction}")
+    if cfg.lr <= 0 or cfg.min_lr < 0 or cfg.min_lr > cfg.lr:
+        raise ConfigError(f"need 0 <= min_lr <= lr and lr > 0, got lr={cfg.lr} min_lr={cfg.min_lr}")
+    if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
+        raise ConfigError(f"betas must be two numbers in [0, 1), got {list(cfg.betas)}")
+    if cfg.clip < 0:
+        raise ConfigError(f"clip must be >= 0, got {cfg.clip}")
+
+
+def _make_accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available()
+    mixed = PRECISIONS[cfg.precision]
+    if mixed is None:
+        mixed = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    return Accelerator(cpu=not cuda, mixed_precision=mixed)
+
+
+def _build_model(cfg: TrainConfig, meta, log):
+    from textless.lm.model import UnitLM, lm_meta
+    from textless.lm.vocab import UnitVocab
+
+    vocab = UnitVocab.default(meta.vocab_size)
+    info = lm_meta(meta)
+    if cfg.init == "twist":
+        log(f"init: TWIST from text LM {cfg.base_model}" + (f" ({cfg.gguf_file})" if cfg.gguf_file else ""))
+        return UnitLM.from_text_lm(cfg.base_model, vocab, gguf_file=cfg.gguf_file, **info)
+    log(f"init: preset {cfg.preset!r} from scratch")
+    return UnitLM.from_scratch(_preset(cfg.preset), vocab, **info)
+
+
+def _preset(name: str):
+    """A preset name, or a transformers config (a config.json file, or a directory holding one) for custom sizes."""
+    from textless.lm.presets import PRESETS
+
+    if name in PRESETS:
+        return name
+    path = Path(name)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}: use one of {', '.join(sorted(PRESETS))} or a transformers "
+                          f"config.json")
+    from transformers import AutoConfig
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return AutoConfig.for_model(data.pop("model_type"), **data)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"preset {name!r}: not a usable transformers config.json ({e})") from None
+
+
+def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    d = dataclasses.asdict(cfg)
+    d["betas"] = [float(b) for b in d["betas"]]
+    return d
+
+
+def _config_yaml(cfg: TrainConfig) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.create(_config_dict(cfg)))
+
+
+@contextlib.contextmanager
+def _deterministic(enabled: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    before, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def train(cfg: TrainConfig, log: Callable[[str], Any] = print, hooks: TrainHooks | None = None) -> TrainResult:
+    """Train (or resume) a unit LM as configured; see the module docstring. Every rank of a torchrun job calls it."""
+    _check_config(cfg)
+    accelerator = _make_accelerator(cfg)
+    with _deterministic(accelerator.device.type == "cpu"):
+        return _Trainer(cfg, accelerator, log, hooks or TrainHooks()).run()
+
+
+class _Trainer:
+    def __init__(self, cfg: TrainConfig, accelerator, log: Callable[[str], Any], hooks: TrainHooks):
+        self.cfg = cfg
+        self.acc = accelerator
+        self.rank = accelerator.process_index
+        self.world = accelerator.num_processes
+        self.main = accelerator.is_main_process
+        self.hooks = hooks
+        self._log = log
+        self.out = Path(cfg.output_dir)
+
+    def log(self, message: str) -> None:
+        if not self.main:
+            return
+        bar = getattr(self, "bar", None)
+        if self._log is print and bar is not None and not bar.disable:
+            bar.write(message)  # keeps the progress bar intact
+        else:
+            self._log(message)
+
+    # setup ----------------------------------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        cfg = self.cfg
+        self.train_units = read_units(cfg.train_dataset)
+        self.valid_units = read_units(cfg.valid_dataset) if cfg.valid_dataset else None
+        if self.main:
+            clean_checkpoint_temporaries(self.out)
+        self.acc.wait_for_everyone()
+        checkpoint = latest_checkpoint(self.out)
+        if cfg.init == "resume" and checkpoint is None:
+            raise ConfigError(f"init=resume but {self.out / CHECKPOINTS_DIR} holds no complete checkpoint")
+        self.state: dict[str, Any] | None = None
+        self.checkpoint = checkpoint
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        if checkpoint is not None:
+            from textless.lm.model import UnitLM
+
+            self.state = load_trainer_state(checkpoint)
+            if self.state["world_size"] != self.world:
+                raise ConfigError(f"checkpoint {checkpoint} was written by {self.state['world_size']} processes, this "
+                                  f"run has {self.world}: resume with the same number of processes")
+            changed = [k for k in _TRAJECTORY_FIELDS
+                       if k in self.state["config"] and self.state["config"][k] != _config_dict(cfg)[k]]
+            if changed:
+                self.log(f"warning: resuming with different {', '.join(changed)} than checkpoint {checkpoint.name}; "
+                         "the run will not reproduce an uninterrupted one")
+            self.log(f"resuming from {checkpoint} (step {self.state['step']})")
+            self.lm = UnitLM.from_pretrained(checkpoint / MODEL_DIR)
+        else:
+            self.lm = _build_model(cfg, self.train_units.meta, self.log)
+        # the data must match the model before anything is trained
+        self.lm.check_units(self.train_units.meta, where=str(cfg.train_dataset))
+        if self.valid_units is not None:
+            self.lm.check_units(self.valid_units.meta, where=str(cfg.valid_dataset))
+        try:  # how attention is kept inside packed segments; decided before training (draws no RNG)
+            self.packing_mode = packing_mode(self.lm.model)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        max_pos = self.lm.max_positions
+        if max_pos is not None and cfg.context_length > max_pos:
+            raise ConfigError(f"context_length {cfg.context_length} exceeds the model's {max_pos} positions")
+        packing = PackingConfig(context_length=cfg.context_length, seed=cfg.seed)
+        try:
+            self.train_data = PackedUnitDataset(self.train_units, self.lm.vocab, packing, rank=self.rank,
+                                                world_size=self.world)
+            self.valid_data = None
+            if self.valid_units is not None:
+                self.valid_data = PackedUnitDataset(
+                    self.valid_units, self.lm.vocab, dataclasses.replace(packing, shuffle=False), rank=self.rank,
+                    world_size=self.world)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        self.tokens_per_step = cfg.batch_size * cfg.grad_accum * self.world * cfg.context_length
+        self.total_steps, self.schedule_by = _schedule_steps(cfg, self.tokens_per_step)
+        self.warmup_steps = math.ceil(cfg.warmup_fraction * self.total_steps)
+
+        model = self.lm.model
+        model.train()
+        optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_lambda(self.total_steps, self.warmup_steps, cfg.lr, cfg.min_lr))
+        self.model, self.optimizer = self.acc.prepare(model, optimizer)
+        self.step, self.tokens_seen, self.targets_seen, self.elapsed_before = 0, 0, 0, 0.0
+        self.losses: list[tuple[int, float]] = []
+        self.valid_losses: list[tuple[int, float]] = []
+        if self.state is not None:
+            self.optimizer.load_state_dict(self.state["optimizer"])
+            self.scheduler.load_state_dict(self.state["scheduler"])
+            set_rng_state(self.state["rng"][self.rank])
+            self.step = int(self.state["step"])
+            self.tokens_seen = int(self.state["tokens_seen"])
+            self.targets_seen = int(self.state["targets_seen"])
+            self.elapsed_before = float(self.state["elapsed_seconds"])
+            self.losses = [(int(s), float(v)) for s, v in self.state["losses"]]
+            self.valid_losses = [(int(s), float(v)) for s, v in self.state["valid_losses"]]
+        else:
+            # different dropout masks on different ranks (the weights were initialised identically above)
+            torch.manual_seed(cfg.seed + 1 + self.rank)
+        self.last_saved = self.step if self.state is not None else None
+
+    # helpers --------------------------------------------------------------------------------------------------------
+    def _sum(self, values: list[float]) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64, device=self.acc.device)
+        if self.world > 1:
+            t = self.acc.reduce(t, reduction="sum")
+        return t.tolist()
+
+    def _gather_rng(self) -> list[dict[str, Any]]:
+        mine = rng_state()
+        if self.world == 1:
+            return [mine]
+        gathered: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(gathered, mine)
+        return gathered
+
+    def _save(self, elapsed: float) -> Path | None:
+        rng = self._gather_rng()  # a collective: every rank
+        path = None
+        if self.main:
+            state = {"step": self.step, "epoch": self.step * self.cfg.grad_accum * self.world * self.cfg.batch_size
+                     // len(self.train_data), "tokens_seen": self.tokens_seen, "targets_seen": self.targets_seen,
+                     "elapsed_seconds": elapsed, "world_size": self.world,
+                     "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rng,
+                     "losses": [list(x) for x in self.losses], "valid_losses": [list(x) for x in self.valid_losses],
+                     "config": _config_dict(self.cfg)}
+            path = save_checkpoint(self.out, self.step, self.lm, state, _config_yaml(self.cfg),
+                                   keep=self.cfg.keep_checkpoints)
+        self.acc.wait_for_everyone()
+        path = latest_checkpoint(self.out)
+        self.last_saved = self.step
+        if path is not None:
+            self.hooks.on_checkpoint(self.step, path)
+        return path
+
+    @torch.no_grad()
+    def validate(self) -> float | None:
+        if self.valid_data is None:
+            return None
+        model = self.acc.unwrap_model(self.model)  # no DDP collectives: ranks may have different batch counts
+        model.eval()
+        total, count = 0.0, 0
+        for batch in self.valid_data.epoch_batches(self.cfg.batch_size, max_batches=self.cfg.eval_batches):
+            with self.acc.autocast():
+                nll, n = packed_nll(model, batch, self.acc.device)
+            total += float(nll)
+            count += n
+        model.train()
+        total, count = self._sum([total, count])
+        return total / max(count, 1)
+
+    # loop -------------------------------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        self._setup()
+        cfg = self.cfg
+        writer = None
+        if cfg.tensorboard and self.main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.out / TENSORBOARD_DIR))
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "train_config.yaml").write_text(_config_yaml(cfg), encoding="utf-8")
+        n_params = sum(p.numel() for p in self.lm.model.parameters())
+        self.log(f"training {n_params / 1e6:.2f}M parameters on {self.world} process(es) ({self.acc.device}, "
+                 f"precision {self.acc.mixed_precision}); {self.total_steps} steps of {self.tokens_per_step} tokens "
+                 f"(schedule from {self.schedule_by}, warmup {self.warmup_steps}); train: {len(self.train_units)} "
+                 f"utterances, {len(self.train_data)} contexts of {cfg.context_length} per epoch")
+        stream, stop_prefetch = _prefetch(
+            self.train_data.batches(cfg.batch_size, start_step=self.step * cfg.grad_accum), cfg.num_workers)
+        from tqdm.auto import tqdm
+
+        bar = self.bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc="train",
+                              disable=not (cfg.progress and self.main))
+        start = time.monotonic()
+        stopped_by = self.schedule_by
+        try:
+            while self.step < self.total_steps:
+                elapsed = self.elapsed_before + time.monotonic() - start
+                if cfg.max_seconds is not None and self._sum([float(elapsed >= cfg.max_seconds)])[0] > 0:
+                    stopped_by = "max_seconds"
+                    break
+                t0 = time.monotonic()
+                loss, grad_norm, lr = self._train_step(stream)
+                dt = time.monotonic() - t0
+                self.losses.append((self.step, loss))
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+                if writer is not None:
+                    writer.add_scalar("train/loss", loss, self.step)
+                    writer.add_scalar("train/lr", lr, self.step)
+                    writer.add_scalar("train/grad_norm", grad_norm, self.step)
+                    writer.add_scalar("train/tokens_per_s", self.tokens_per_step / max(dt, 1e-9), self.step)
+                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                    self.log(f"step {self.step}/{self.total_steps} loss {loss:.4f} lr {lr:.3e} "
+                             f"grad_norm {grad_norm:.3f} "
+                             f"tokens/s {self.tokens_per_step / max(dt, 1e-9):.0f}")
+                if self.step % cfg.eval_every == 0 and self.valid_data is not None:
+                    self._record_valid(writer)
+                if self.step % cfg.save_every == 0:
+                    self._save(self.elapsed_before + time.monotonic() - start)
+            if self.valid_data is not None and (not self.valid_losses or self.valid_losses[-1][0] != self.step):
+                self._record_valid(writer)
+            if self.last_saved != self.step:
+                self._save(self.elapsed_before + time.monotonic() - start)
+        finally:
+            stop_prefetch()
+            bar.close()
+            self.bar = None
+            if writer is not None:
+                writer.close()
+        final = self.out / FINAL_DIR
+        if self.main:
+            self.lm.model.eval()
+            with quiet_progress_bars():
+                self.lm.save_pretrained(final, overwrite=True)
+            self.log(f"final model: {final}")
+        self.acc.wait_for_everyone()
+        return TrainResult(step=self.step, losses=self.losses, valid_losses=self.valid_losses,
+                           tokens_seen=self.tokens_seen, stopped_by=stopped_by, output_dir=self.out,
+                           final_model=final, checkpoint=latest_checkpoint(self.out),
+                           resumed_from=None if self.state is None else int(self.state["step"]),
+                           tensorboard_dir=self.out / TENSORBOARD_DIR if cfg.tensorboard else None)
+
+    def _record_valid(self, writer) -> None:
+        value = self.validate()
+        if value is None:
+            return
+        self.valid_losses.append((self.step, value))
+        self.log(f"step {self.step} valid loss {value:.4f}")
+        if writer is not None:
+            writer.add_scalar("valid/loss", value, self.step)
+
+    def _train_step(self, stream: Iterator[PackedBatch]) -> tuple[float, float, float]:
+        """One optimizer step; returns (train loss, gradient norm before clipping, learning rate used)."""
+        cfg = self.cfg
+        micro = [next(stream) for _ in range(cfg.grad_accum)]
+        local_targets = sum(b.num_targets for b in micro)
+        global_targets = max(self._sum([float(local_targets)])[0], 1.0)
+        # DDP averages gradients over ranks: scale by world so that the result is the gradient of sum / global_targets
+        scale = self.world / global_targets
+        nll_total = 0.0
+        for i, batch in enumerate(micro):
+            self.hooks.on_batch(self.step + 1, batch)
+            sync = i == len(micro) - 1
+            with contextlib.nullcontext() if sync else self.acc.no_sync(self.model):
+                nll, _ = packed_nll(self.model, batch, self.acc.device)
+                self.acc.backward(nll * scale)
+            nll_total += float(nll.detach())
+        grad_norm = float("nan")
+        if cfg.clip > 0:
+            grad_norm = float(self.acc.clip_grad_norm_(self.model.parameters(), cfg.clip))
+        else:
+            grads = [p.grad.detach().norm() for p in self.model.parameters() if p.grad is not None]
+            grad_norm = float(torch.linalg.vector_norm(torch.stack(grads))) if grads else 0.0
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens_seen += self.tokens_per_step
+        self.targets_seen += int(global_targets)
+        return self._sum([nll_total])[0] / global_targets, grad_norm, lr
