@@ -9,6 +9,7 @@ compose it with Hydra (`textless.config.compose`): dataclass defaults <- recipe 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,62 +32,27 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides, e.g. frame_rate=25")
 
 
-def _composed(schema, command: str, args: argparse.Namespace):
-    from textless.config import compose, to_yaml
+def configured(command: str, schema: str, job: str) -> Callable[[argparse.Namespace], int]:
+    """`run` of a config-driven command: compose the dataclass `schema` with Hydra and call `job` on it.
 
-    cfg = compose(schema, command, args.overrides, args.config)
-    if args.print_config:
-        print(to_yaml(cfg), end="")
-        return None
-    return cfg
+    `schema` and `job` are ``"module:name"`` strings, imported only when the command runs (a fast `--help`).
+    """
 
+    def load(spec: str):
+        module, name = spec.split(":")
+        return getattr(importlib.import_module(module), name)
 
-# ---------------------------------------------------------------------------------------------------------- demo
-def _run_demo(args: argparse.Namespace) -> int:
-    from textless.demo import DemoConfig, run_demo
+    def run(args: argparse.Namespace) -> int:
+        from textless.config import compose, to_yaml
 
-    cfg = _composed(DemoConfig, "demo", args)
-    if cfg is not None:
-        run_demo(cfg)
-    return 0
+        cfg = compose(load(schema), command, args.overrides, args.config)
+        if args.print_config:
+            print(to_yaml(cfg), end="")
+        else:
+            load(job)(cfg)  # jobs report per-item failures themselves and complete the rest
+        return 0
 
-
-# -------------------------------------------------------------------------------------------- kmeans / tokenize
-def _run_kmeans(args: argparse.Namespace) -> int:
-    from textless.tokenizers.fit_job import KMeansJobConfig, fit_tokenizer
-
-    cfg = _composed(KMeansJobConfig, "kmeans", args)
-    if cfg is not None:
-        fit_tokenizer(cfg)
-    return 0
-
-
-def _run_tokenize(args: argparse.Namespace) -> int:
-    from textless.tokenizers.tokenize_job import TokenizeConfig, tokenize_dataset
-
-    cfg = _composed(TokenizeConfig, "tokenize", args)
-    if cfg is not None:
-        tokenize_dataset(cfg)  # failures are listed in the output's meta.json and printed; the rest completes
-    return 0
-
-
-# ------------------------------------------------------------------------------------------- train / generate
-def _run_train(args: argparse.Namespace) -> int:
-    from textless.lm.train import TrainConfig, train
-
-    cfg = _composed(TrainConfig, "train", args)
-    if cfg is not None:
-        train(cfg)
-    return 0
-
-
-def _run_generate(args: argparse.Namespace) -> int:
-    from textless.lm.generate_job import GenerateConfig, generate
-
-    cfg = _composed(GenerateConfig, "generate", args)
-    if cfg is not None:
-        generate(cfg)
-    return 0
+    return run
 
 
 # ---------------------------------------------------------------------------------------------------------- info
@@ -151,12 +117,15 @@ def _units_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("format", choices=formats)
     p.add_argument("source", help="the .km / gslm lines / slamkit features.jsonl file")
     p.add_argument("output", help="unit dataset directory to create")
-    p.add_argument("--frame-rate", type=float, metavar="HZ", help="unit frame rate in Hz (default: the format's usual rate)")
+    p.add_argument("--frame-rate", type=float, metavar="HZ",
+                   help="unit frame rate in Hz (default: the format's usual rate)")
     p.add_argument("--vocab-size", type=int, metavar="K", help="number of units (default: from dict.km.txt or max + 1)")
     p.add_argument("--deduplicate", action="store_true", help="run-length encode frame-level units on import")
-    p.add_argument("--manifest", dest="manifest_tsv", metavar="TSV", help="fairseq_km: the parallel fairseq manifest (.tsv) for ids")
+    p.add_argument("--manifest", dest="manifest_tsv", metavar="TSV",
+                   help="fairseq_km: the parallel fairseq manifest (.tsv) for ids")
     p.add_argument("--ids", dest="ids_path", metavar="FILE", help="fairseq_km: a file with one utterance id per line")
-    p.add_argument("--dict", dest="dict_path", metavar="FILE", help="fairseq_km: dict.km.txt (sets the vocabulary size)")
+    p.add_argument("--dict", dest="dict_path", metavar="FILE",
+                   help="fairseq_km: dict.km.txt (sets the vocabulary size)")
     p.add_argument("--encoding", choices=["jsonl", "binary"], default="binary")
     p.add_argument("--overwrite", action="store_true")
     p = sub.add_parser("export", help="textless unit dataset -> anchor unit file")
@@ -208,7 +177,8 @@ COMMANDS: dict[str, Command] = {
         help="run the main job on the bundled corpus",
         description="Tokenize the bundled corpus and print corpus and unit statistics (grows into "
                     "audio -> units -> LM continuation -> audio as the library does).",
-        add_arguments=_add_config_arguments, run=_run_demo),
+        add_arguments=_add_config_arguments,
+        run=configured("demo", "textless.demo:DemoConfig", "textless.demo:run_demo")),
     "kmeans": Command(
         help="fit k-means on encoder features and save a speech tokenizer bundle",
         description="Sample features of an SSL encoder layer (HF dir, fairseq .pt) or MFCC over a dataset, fit "
@@ -216,28 +186,34 @@ COMMANDS: dict[str, Command] = {
                     "centroids + dedup/BPE as one tokenizer directory. init_from=km.bin trust_pickle=true imports "
                     "an anchor's k-means instead of fitting. Example: textless kmeans encoder=mfcc k=100 "
                     "output=tok/",
-        add_arguments=_add_config_arguments, run=_run_kmeans),
+        add_arguments=_add_config_arguments,
+        run=configured("kmeans", "textless.tokenizers.fit_job:KMeansJobConfig",
+                       "textless.tokenizers.fit_job:fit_tokenizer")),
     "tokenize": Command(
         help="tokenize an audio dataset into a unit dataset (sharded, resumable)",
         description="Run a tokenizer bundle over a dataset (directory, manifest or bundled:<split>) and write a "
                     "unit dataset. Ranks come from torchrun/SLURM (or rank=/world_size=); a re-run resumes where "
                     "it stopped; unreadable files are reported and skipped. Example: textless tokenize "
                     "tokenizer=tok/ dataset=bundled:train output=units/train",
-        add_arguments=_add_config_arguments, run=_run_tokenize),
+        add_arguments=_add_config_arguments,
+        run=configured("tokenize", "textless.tokenizers.tokenize_job:TokenizeConfig",
+                       "textless.tokenizers.tokenize_job:tokenize_dataset")),
     "train": Command(
         help="train a unit LM (GSLM from scratch or TWIST from a text LM); resumes automatically",
         description="Train a unit language model on binary unit datasets: packed contexts, AdamW + warmup/cosine, "
                     "clipping, grad accumulation, bf16 on GPU, token and wall-clock budgets, validation loss, "
                     "TensorBoard, atomic checkpoints with exact resume; DDP/FSDP under torchrun/accelerate. "
                     "Recipes: --config gslm | twist | lm_tiny.",
-        add_arguments=_add_config_arguments, run=_run_train),
+        add_arguments=_add_config_arguments,
+        run=configured("train", "textless.lm.train:TrainConfig", "textless.lm.train:train")),
     "generate": Command(
         help="continue speech prompts (audio or units) with a unit LM",
         description="Tokenize audio prompts (or read a unit dataset), keep the first prompt_seconds, sample "
                     "continuations (temperature, top_k, top_p, max_new_tokens, num_samples, seed; KV cache, "
                     "batched) and write a generations directory. Example: textless generate lm=outputs/lm/final "
                     "prompts=bundled:valid tokenizer=tok/",
-        add_arguments=_add_config_arguments, run=_run_generate),
+        add_arguments=_add_config_arguments,
+        run=configured("generate", "textless.lm.generate_job:GenerateConfig", "textless.lm.generate_job:generate")),
     "info": Command(
         help="describe an audio dataset or a unit dataset",
         description="Print size, speakers and duration of an audio dataset, or vocabulary, rate and unit "

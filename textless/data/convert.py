@@ -36,6 +36,7 @@ from textless.data.units import (
     UnitDataset,
     UnitMeta,
     UnitSequence,
+    _check_id,
     _id_problem,
     _units_problem,
     dedup,
@@ -100,15 +101,6 @@ def _json_int_list(value: Any, key: str, path: Path, line: int) -> list[int]:
     if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         raise FormatError(path, f"'{key}' must be a list of integers", line)
     return value
-
-
-def _check_new_id(utt_id: str, path: Path, line: int, seen: dict[str, int]) -> None:
-    problem = _id_problem(utt_id)
-    if problem:
-        raise FormatError(path, problem, line)
-    if utt_id in seen:
-        raise FormatError(path, f"duplicate id {utt_id!r} (first on line {seen[utt_id]})", line)
-    seen[utt_id] = line
 
 
 def _infer_vocab_size(rows: Sequence[np.ndarray], path: Path, hint: str) -> int:
@@ -197,7 +189,7 @@ def read_fairseq_manifest_ids(manifest_tsv: str | Path) -> list[str]:
             utt_id = derive_id(relpath)  # the project-wide rule: relative path, no extension, '/' separators
         except ValueError as e:
             raise FormatError(path, f"bad audio path {relpath!r} ({e})", line_no) from None
-        _check_new_id(utt_id, path, line_no, seen)
+        _check_id(utt_id, path, line_no, seen)
         ids.append(utt_id)
     return ids
 
@@ -208,7 +200,7 @@ def read_ids_file(ids_path: str | Path) -> list[str]:
     lines = _read_lines(path)
     seen: dict[str, int] = {}
     for line_no, utt_id in enumerate(lines, 1):
-        _check_new_id(utt_id, path, line_no, seen)
+        _check_id(utt_id, path, line_no, seen)
     return lines
 
 
@@ -315,7 +307,7 @@ def read_gslm_units(path: str | Path, *, frame_rate: float = 50.0, vocab_size: i
         name, bar, units = text.rpartition("|")
         if not bar:
             raise FormatError(path, "expected '<name>|<units>'", line_no)
-        _check_new_id(name, path, line_no, seen)
+        _check_id(name, path, line_no, seen)
         ids.append(name)
         rows.append(_parse_units(units, path, line_no, vocab_size))
     if vocab_size is None:
@@ -397,7 +389,7 @@ def read_slamkit_features(path: str | Path, *, frame_rate: float = 25.0, vocab_s
     seen: dict[str, int] = {}
     for line_no, text in enumerate(_read_lines(path), 1):
         rows.append(_slamkit_line(text, path, line_no, vocab_size))
-        _check_new_id(rows[-1][0], path, line_no, seen)
+        _check_id(rows[-1][0], path, line_no, seen)
     deduplicated = _slamkit_is_deduplicated(rows, path)
     sequences = [UnitSequence(utt_id, units, durations if deduplicated else None) for utt_id, units, durations in rows]
     meta = UnitMeta(_default_tokenizer(tokenizer), frame_rate, vocab_size, deduplicated=deduplicated)
