@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -140,7 +142,7 @@ def test_units_must_match_the_model_before_training(data, tmp_path):
 
 def test_config_errors(data, tmp_path):
     for kw, match in [({"train_dataset": ""}, "train_dataset"), ({"init": "magic"}, "init"),
-                      ({"init": "twist"}, "base_model"), ({"strategy": "fsdp"}, "fsdp"),
+                      ({"init": "twist"}, "base_model"), ({"strategy": "fsdp", "precision": "fp16"}, "fsdp"),
                       ({"context_length": 4096}, "positions"), ({"init": "resume"}, "no complete checkpoint"),
                       ({"preset": "huge"}, "unknown preset")]:
         with pytest.raises(ConfigError, match=match):
@@ -315,3 +317,192 @@ def test_ddp_two_processes_on_cpu(data, tmp_path):
     # resuming with another number of processes is refused
     with pytest.raises(ConfigError, match="processes"):
         train(config(data, out, max_steps=6, save_every=2, eval_every=2), log=lambda m: None)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def _torchrun(tmp_path, script, *args):
+    path = tmp_path / "run_script.py"
+    path.write_text(script)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(path), *args]
+    return cmd, env
+
+
+def _run_group(cmd, env, timeout=300) -> subprocess.CompletedProcess:
+    """subprocess.run in a new session; on timeout the whole group (launcher and workers) is killed."""
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # torchrun stops its workers (they run in sessions of their own) on SIGTERM
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+        pytest.fail(f"torchrun timed out: {err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def test_fsdp_two_processes_on_cpu(data, tmp_path):
+    """strategy=fsdp (FSDP2, gloo): with grad accumulation, same losses and weights as one process with 2x the batch;
+    the final model and the checkpoint are plain UnitLM directories, the optimizer state plain named tensors."""
+    out = tmp_path / "fsdp"
+    cfg = config(data, out, max_steps=4, save_every=2, eval_every=2, grad_accum=2, strategy="fsdp",
+                 eval_batches=3)  # 3 global valid batches: the ranks run 2 and 1 forwards
+    cmd, env = _torchrun(tmp_path, _DDP_RUN, json.dumps(cfg.__dict__), str(tmp_path))
+    proc = _run_group(cmd, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert all(r["world"] == 2 and r["step"] == 4 for r in ranks) and ranks[0]["losses"] == ranks[1]["losses"]
+    assert ranks[0]["seen"][0][1] == [0, 1, 2] and ranks[1]["seen"][0][1] == [3, 4, 5]
+    single = train(config(data, tmp_path / "single", max_steps=4, save_every=2, eval_every=2, grad_accum=2,
+                          batch_size=6, eval_batches=3), log=lambda m: None)
+    np.testing.assert_allclose([v for _, v in ranks[0]["losses"]], [v for _, v in single.losses], rtol=0, atol=1e-5)
+    wa, wb = weights(out / "final"), weights(single.final_model)
+    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+    final = UnitLM.from_pretrained(out / "final")
+    assert final.vocab.num_units == K and not any(type(p).__name__ == "DTensor" for p in final.model.parameters())
+    ckpt = out / "checkpoints" / "step-0000004"
+    cw = weights(ckpt / MODEL_DIR)
+    assert all(torch.equal(cw[k], wa[k]) for k in wa)
+    UnitLM.from_pretrained(ckpt / MODEL_DIR)
+    state = load_trainer_state(ckpt)  # weights_only=True
+    assert state["world_size"] == 2 and state["scheduler"]["last_epoch"] == 4
+    opt = state["optimizer"]["state"]
+    emb = "model.embed_tokens.weight"
+    assert emb in opt and opt[emb]["exp_avg"].shape == wa[emb].shape  # full (unsharded) moments, by name
+    # the Adam moments equal the single-process run's (same gradients)
+    ref = load_trainer_state(single.checkpoint)["optimizer"]
+    names = [n for n, _ in UnitLM.from_pretrained(single.final_model).model.named_parameters()]
+    ref_by_name = {names[i]: v for i, v in ref["state"].items()}
+    torch.testing.assert_close(opt[emb]["exp_avg"], ref_by_name[emb]["exp_avg"], atol=1e-6, rtol=1e-4)
+
+
+_KILLED_FSDP_RUN = textwrap.dedent("""
+    import json, os, sys, time
+    from textless.lm.train import TrainConfig, TrainHooks, train
+    class Stall(TrainHooks):
+        def on_checkpoint(self, step, path):
+            if step == int(sys.argv[2]):
+                with open(os.path.join(sys.argv[3], f"pid{os.environ['RANK']}"), "w") as f:
+                    f.write(str(os.getpid()))
+                print("CHECKPOINTED", step, flush=True)
+                time.sleep(600)  # the test kills the workers and the launcher here (SIGKILL)
+    hooks = Stall() if len(sys.argv) > 2 else TrainHooks()
+    result = train(TrainConfig(**json.loads(sys.argv[1])), log=lambda m: None, hooks=hooks)
+    print("LOSSES", json.dumps(result.losses), flush=True)
+""")
+
+
+@pytest.mark.slow
+def test_fsdp_exact_resume_after_sigkill(data, tmp_path):
+    """FSDP, 2 processes: a run killed (SIGKILL, launcher and workers) after checkpoint k and rerun gives the
+    uninterrupted run's losses and weights bit for bit (the sharded optimizer state goes through the full,
+    rank-0 checkpoint and back). Tiny OPT with dropout: per-rank RNG states matter."""
+    from transformers import OPTConfig
+
+    preset = tmp_path / "tiny_opt.json"
+    OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64,
+              word_embed_proj_dim=32, dropout=0.1).to_json_file(preset)
+    N, k = 6, 3
+    ref_cfg = config(data, tmp_path / "ref", max_steps=N, preset=str(preset), strategy="fsdp")
+    cmd, env = _torchrun(tmp_path, _KILLED_FSDP_RUN, json.dumps(ref_cfg.__dict__))
+    proc = _run_group(cmd, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reference = [line for line in proc.stdout.splitlines() if line.startswith("LOSSES")]
+    assert len(reference) == 2 and reference[0] == reference[1]  # printed by both ranks
+
+    out = tmp_path / "killed"
+    cfg = config(data, out, max_steps=N, preset=str(preset), strategy="fsdp")
+    cmd, env = _torchrun(tmp_path, _KILLED_FSDP_RUN, json.dumps(cfg.__dict__), str(k), str(tmp_path))
+    stderr = tmp_path / "killed.stderr"
+    with open(stderr, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=REPO,
+                                start_new_session=True)
+    pid_files = [tmp_path / f"pid{r}" for r in range(2)]
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == f"CHECKPOINTED {k}", stderr.read_text()[-3000:]
+        deadline = time.monotonic() + 60
+        while not all(f.is_file() and f.read_text() for f in pid_files) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        # the workers first (torchrun starts them in sessions of their own), then the launcher's group
+        for f in pid_files:
+            if f.is_file() and f.read_text():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(f.read_text()), signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+    assert all(f.is_file() for f in pid_files)
+    assert not (out / "final").exists() and [p.name for p in list_checkpoints(out)] == [f"step-{k:07d}"]
+    cmd, env = _torchrun(tmp_path, _KILLED_FSDP_RUN, json.dumps(cfg.__dict__))
+    proc = _run_group(cmd, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = [line for line in proc.stdout.splitlines() if line.startswith("LOSSES")]
+    assert resumed[0] == reference[0]  # bit for bit (JSON floats round-trip exactly)
+    assert load_trainer_state(out / "checkpoints" / f"step-{N:07d}")["step"] == N
+    a, b = weights(tmp_path / "ref" / "final"), weights(out / "final")
+    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+    assert UnitLM.from_pretrained(out / "final").model.config.model_type == "opt"
+
+
+def test_fsdp_helpers_in_one_process(tmp_path):
+    """shard_model / full_state_dicts / load_full_optimizer_state / plain_unit_lm with a 1-process gloo group: the
+    gathered state equals the unsharded model's, and a fresh sharded copy restored from it steps identically."""
+    import torch.distributed as dist
+
+    from textless.lm.train import full_state_dicts, load_full_optimizer_state, plain_unit_lm, shard_model
+    from textless.lm.vocab import UnitVocab
+
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialised")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        def make():
+            torch.manual_seed(0)
+            return UnitLM.from_scratch("tiny", UnitVocab.default(K))
+
+        def step(model, optimizer, seed):
+            x = torch.randint(0, K, (2, 12), generator=torch.Generator().manual_seed(seed))
+            model(input_ids=x, labels=x).loss.backward()
+            n = torch.nn.utils.clip_grad_norm_(list(model.parameters()), 0.5)
+            optimizer.step()
+            optimizer.zero_grad()
+            return float(n.full_tensor() if hasattr(n, "full_tensor") else n)
+
+        plain = make()
+        sharded = make()
+        shard_model(sharded.model, torch.device("cpu"))
+        assert type(sharded.model).__name__.startswith("FSDP")
+        assert type(sharded.model.model.layers[0]).__name__.startswith("FSDP")  # per block, then the root
+        assert type(sharded.model.model.embed_tokens.weight).__name__ == "DTensor"
+        opt_p = torch.optim.AdamW(param_groups(plain.model, 0.1), lr=1e-2)
+        opt_s = torch.optim.AdamW(param_groups(sharded.model, 0.1), lr=1e-2)
+        for seed in range(2):
+            assert step(plain.model, opt_p, seed) == pytest.approx(step(sharded.model, opt_s, seed), rel=1e-6)
+        model_state, optim_state = full_state_dicts(sharded.model, opt_s)
+        ref = plain.model.state_dict()
+        assert all(torch.allclose(model_state[k], ref[k], atol=1e-6) for k in ref)
+        assert all(not hasattr(v, "full_tensor") for v in model_state.values())
+        torch.save(optim_state, tmp_path / "optim.pt")
+        optim_state = torch.load(tmp_path / "optim.pt", weights_only=True)
+        plain_unit_lm(sharded, model_state).save_pretrained(tmp_path / "lm")
+        reloaded = UnitLM.from_pretrained(tmp_path / "lm")
+        w = weights(tmp_path / "lm")
+        assert all(torch.equal(w[k], model_state[k]) for k in w)
+        assert reloaded.model.lm_head.weight is reloaded.model.get_input_embeddings().weight  # still tied
+        # a second sharded model restored from the gathered state continues exactly like the first
+        other = UnitLM.from_pretrained(tmp_path / "lm")
+        shard_model(other.model, torch.device("cpu"))
+        opt_o = torch.optim.AdamW(param_groups(other.model, 0.1), lr=1e-2)
+        load_full_optimizer_state(other.model, opt_o, optim_state)
+        assert step(sharded.model, opt_s, 7) == step(other.model, opt_o, 7)
+        a, b = full_state_dicts(sharded.model, opt_s)[0], full_state_dicts(other.model, opt_o)[0]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    finally:
+        dist.destroy_process_group()

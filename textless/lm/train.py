@@ -11,8 +11,26 @@ started by plain ``torchrun`` (no ``accelerate launch`` or config file needed). 
 ``prepare`` (DDP wrapping, autocast), ``no_sync``, ``backward``, ``clip_grad_norm_`` and collectives are used; the
 data stream, LR schedule and checkpoints are ours, because accelerate's dataloader wrapper, its scheduler wrapper
 (which steps once per process) and ``save_state`` (pickles) would break exact, pickle-free resume.
-``strategy=fsdp`` is refused for now: checkpoints need a full (unsharded) model for ``UnitLM.save_pretrained`` and
-a sharded optimizer state, which is not written yet; DDP is used for ``auto`` / ``ddp``.
+DDP is used for ``auto`` / ``ddp``.
+
+``strategy=fsdp`` (fully sharded data parallel, for models whose weights + gradients + AdamW state do not fit on one
+GPU) uses torch's FSDP2 (``torch.distributed.fsdp.fully_shard``) directly, not accelerate's FSDP plugin: accelerate
+only enables FSDP for GPU jobs (so the CPU/gloo tests could not exercise it), its plugin reads its settings from
+environment variables / ``accelerate launch``, and its ``prepare`` and ``save_state`` would again own the model
+wrapping and the (pickled, sharded) checkpoint format. FSDP2 needs three calls: `shard_model` applies
+``fully_shard`` to every transformer block (the model's ``_no_split_modules`` classes) and then to the root (the
+embeddings, the final norm and the tied LM head), with ``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)``
+when the precision is bf16 (the default on CUDA; fp32 on CPU; fp16 is refused: it would need a sharded grad scaler);
+``set_requires_gradient_sync(False)`` on the intermediate micro-batches replaces DDP's ``no_sync``;
+``torch.nn.utils.clip_grad_norm_`` computes the global norm of the DTensor gradients. FSDP averages gradients over
+ranks as DDP does, so the loss normalisation below is the same. Every rank builds (or loads) the full model on the
+CPU; rank 0's weights are broadcast before sharding (as DDP does); each rank then keeps only its shard on the
+device. Checkpoints keep the same layout: `full_state_dicts` gathers the full model and optimizer state dicts on rank
+0 (``get_model_state_dict`` / ``get_optimizer_state_dict``, ``full_state_dict=True, cpu_offload=True``), the model
+is written by ``UnitLM.save_pretrained`` of a plain copy (`plain_unit_lm`: a normal Hugging Face directory) and the
+optimizer state as plain tensors keyed by parameter name; on resume every rank loads the model directory and rank 0's
+optimizer state is scattered with ``set_optimizer_state_dict(full_state_dict=True, broadcast_from_rank0=True)``.
+A single process without a process group trains unsharded (there is nothing to shard over).
 
 Weight decay applies to every parameter with 2+ dimensions (linear layers and the embedding tables, as Hugging Face's
 Trainer, which slamkit uses, does) and not to 1-D ones (norm gains, biases).
@@ -220,9 +238,9 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     if cfg.strategy not in STRATEGIES:
         raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {cfg.strategy!r}")
-    if cfg.strategy == "fsdp":
-        raise ConfigError("strategy=fsdp is not supported yet (checkpoints need the full model and a sharded "
-                          "optimizer state); use strategy=ddp")
+    if cfg.strategy == "fsdp" and cfg.precision == "fp16":
+        raise ConfigError("strategy=fsdp does not support precision=fp16 (it needs a sharded gradient scaler); use "
+                          "bf16 or fp32")
     positive = {"context_length": cfg.context_length, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
                 "eval_every": cfg.eval_every, "save_every": cfg.save_every, "log_every": cfg.log_every,
                 "keep_checkpoints": cfg.keep_checkpoints}
@@ -247,14 +265,115 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"clip must be >= 0, got {cfg.clip}")
 
 
+def _precision(cfg: TrainConfig) -> str:
+    """accelerate's name of the precision to train in: "no" (fp32), "bf16" or "fp16"."""
+    mixed = PRECISIONS[cfg.precision]
+    if mixed is None:
+        mixed = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return mixed
+
+
 def _make_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
 
-    cuda = torch.cuda.is_available()
-    mixed = PRECISIONS[cfg.precision]
-    if mixed is None:
-        mixed = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
-    return Accelerator(cpu=not cuda, mixed_precision=mixed)
+    # under FSDP, mixed precision is FSDP's MixedPrecisionPolicy, not accelerate's autocast
+    mixed = "no" if cfg.strategy == "fsdp" else _precision(cfg)
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# FSDP2 helpers (collectives: every rank calls them, in the same order)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _transformer_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The model's transformer blocks: modules of its ``_no_split_modules`` classes (HF's own list), else the
+    entries of its ``layers`` ModuleList."""
+    names = set(getattr(model, "_no_split_modules", None) or ())
+    blocks = [m for m in model.modules() if type(m).__name__ in names]
+    if not blocks:
+        blocks = [m for name, lst in model.named_modules() if name.split(".")[-1] == "layers"
+                  and isinstance(lst, torch.nn.ModuleList) for m in lst]
+    return blocks
+
+
+def shard_model(model: torch.nn.Module, device: torch.device, precision: str = "no") -> torch.nn.Module:
+    """FSDP2 in place: rank 0's weights broadcast, ``fully_shard`` on each transformer block, then on the root.
+
+    `precision` "bf16" computes in bf16 and reduces gradients in fp32 (the sharded parameters and the optimizer stay
+    fp32); "no" is fp32 throughout. Returns `model` (now an ``FSDP<Class>``; its parameters are DTensor shards).
+    """
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    if not dist.is_initialized():
+        raise RuntimeError("shard_model needs an initialised torch.distributed process group")
+    world = dist.get_world_size()
+    if world > 1:  # the same start on every rank (DDP does this too); one tensor at a time through the device
+        with torch.no_grad():
+            for t in model.state_dict().values():
+                buf = t.to(device)
+                dist.broadcast(buf, src=0)
+                t.copy_(buf)
+    if precision == "fp16":
+        raise ConfigError("strategy=fsdp does not support fp16")
+    mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if precision == "bf16"
+          else MixedPrecisionPolicy())
+    mesh = init_device_mesh(device.type, (world,))
+    for block in _transformer_blocks(model):
+        fully_shard(block, mesh=mesh, mp_policy=mp)
+    fully_shard(model, mesh=mesh, mp_policy=mp)
+    return model
+
+
+def _full_options(**kw):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, **kw)
+
+
+def full_state_dicts(model: torch.nn.Module, optimizer: torch.optim.Optimizer
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(model, optimizer) state dicts of a sharded model, gathered whole on rank 0's CPU (empty on other ranks).
+
+    The optimizer state is keyed by parameter name (``state`` and ``param_groups``' ``params``): plain tensors and
+    Python, so ``torch.load(weights_only=True)`` reads it back.
+    """
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    options = _full_options(cpu_offload=True)
+    return (get_model_state_dict(model, options=options),
+            get_optimizer_state_dict(model, optimizer, options=options))
+
+
+def load_full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                              state: dict[str, Any] | None) -> None:
+    """Restore a `full_state_dicts` optimizer state: rank 0 passes it, the others may pass None / {}."""
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, optim_state_dict=state or {},
+                             options=_full_options(broadcast_from_rank0=True))
+
+
+def plain_unit_lm(lm, state: dict[str, torch.Tensor]):
+    """A CPU UnitLM with `lm`'s config, vocabulary and metadata and the weights `state` (a full state dict), built
+    without a second random initialisation (meta device, then the tensors assigned); for ``save_pretrained``."""
+    from transformers import AutoModelForCausalLM
+
+    from textless.lm.model import UnitLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(lm.model.config)
+    model.load_state_dict(state, assign=True)
+    model.tie_weights()
+    model.eval()
+    return UnitLM(model, lm.vocab, tokenizer=lm.tokenizer, frame_rate=lm.frame_rate, deduplicated=lm.deduplicated)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's full value (a plain tensor is returned as is)."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
 def _build_model(cfg: TrainConfig, meta, log):
@@ -339,6 +458,9 @@ class _Trainer:
         self.hooks = hooks
         self._log = log
         self.out = Path(cfg.output_dir)
+        self.precision = _precision(cfg)
+        # FSDP needs a process group (torchrun); a lone process trains unsharded
+        self.fsdp = cfg.strategy == "fsdp" and torch.distributed.is_available() and torch.distributed.is_initialized()
 
     def log(self, message: str) -> None:
         if not self.main:
@@ -409,15 +531,26 @@ class _Trainer:
 
         model = self.lm.model
         model.train()
+        if cfg.strategy == "fsdp" and not self.fsdp:
+            self.log("strategy=fsdp in a single process without torch.distributed: training unsharded")
+        if self.fsdp:  # sharded in place (the optimizer must see the sharded parameters)
+            model = shard_model(model, self.acc.device, self.precision)
         optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(self.total_steps, self.warmup_steps, cfg.lr, cfg.min_lr))
-        self.model, self.optimizer = self.acc.prepare(model, optimizer)
+        if self.fsdp:
+            self.model, self.optimizer = model, optimizer
+        else:
+            self.model, self.optimizer = self.acc.prepare(model, optimizer)
         self.step, self.tokens_seen, self.targets_seen, self.elapsed_before = 0, 0, 0, 0.0
         self.losses: list[tuple[int, float]] = []
         self.valid_losses: list[tuple[int, float]] = []
         if self.state is not None:
-            self.optimizer.load_state_dict(self.state["optimizer"])
+            if self.fsdp:  # full state on rank 0, scattered into the shards
+                load_full_optimizer_state(self.model, self.optimizer, self.state["optimizer"] if self.main else None)
+                self.state["optimizer"] = None
+            else:
+                self.optimizer.load_state_dict(self.state["optimizer"])
             self.scheduler.load_state_dict(self.state["scheduler"])
             set_rng_state(self.state["rng"][self.rank])
             self.step = int(self.state["step"])
@@ -446,17 +579,33 @@ class _Trainer:
         torch.distributed.all_gather_object(gathered, mine)
         return gathered
 
+    def _exportable(self, optimizer: bool = True):
+        """(UnitLM to save, optimizer state dict) on the main process, (None, None) elsewhere; a collective under
+        FSDP (the full state dicts are gathered on rank 0)."""
+        if not self.fsdp:
+            return (self.lm, self.optimizer.state_dict() if optimizer else None) if self.main else (None, None)
+        if optimizer:
+            model_state, optim_state = full_state_dicts(self.model, self.optimizer)
+        else:
+            from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+            model_state, optim_state = get_model_state_dict(self.model, options=_full_options(cpu_offload=True)), None
+        if not self.main:
+            return None, None
+        return plain_unit_lm(self.lm, model_state), optim_state
+
     def _save(self, elapsed: float) -> Path | None:
         rng = self._gather_rng()  # a collective: every rank
+        lm, optim_state = self._exportable()  # a collective under FSDP
         path = None
         if self.main:
             state = {"step": self.step, "epoch": self.step * self.cfg.grad_accum * self.world * self.cfg.batch_size
                      // len(self.train_data), "tokens_seen": self.tokens_seen, "targets_seen": self.targets_seen,
                      "elapsed_seconds": elapsed, "world_size": self.world,
-                     "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rng,
+                     "optimizer": optim_state, "scheduler": self.scheduler.state_dict(), "rng": rng,
                      "losses": [list(x) for x in self.losses], "valid_losses": [list(x) for x in self.valid_losses],
                      "config": _config_dict(self.cfg)}
-            path = save_checkpoint(self.out, self.step, self.lm, state, _config_yaml(self.cfg),
+            path = save_checkpoint(self.out, self.step, lm, state, _config_yaml(self.cfg),
                                    keep=self.cfg.keep_checkpoints)
         self.acc.wait_for_everyone()
         path = latest_checkpoint(self.out)
@@ -469,14 +618,27 @@ class _Trainer:
     def validate(self) -> float | None:
         if self.valid_data is None:
             return None
-        model = self.acc.unwrap_model(self.model)  # no DDP collectives: ranks may have different batch counts
+        # DDP: the unwrapped model (no collectives: ranks may have different batch counts). FSDP: every forward
+        # gathers the shards, so every rank runs as many forwards as the busiest one (extra ones are not counted)
+        model = self.model if self.fsdp else self.acc.unwrap_model(self.model)
         model.eval()
-        total, count = 0.0, 0
-        for batch in self.valid_data.epoch_batches(self.cfg.batch_size, max_batches=self.cfg.eval_batches):
+        def batches() -> Iterator[PackedBatch]:
+            return self.valid_data.epoch_batches(self.cfg.batch_size, max_batches=self.cfg.eval_batches)
+
+        most = 0
+        if self.fsdp and self.world > 1:  # agreed before the first forward (each forward is a collective)
+            t = torch.tensor([sum(1 for _ in batches())], dtype=torch.int64, device=self.acc.device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            most = int(t.item())
+        total, count, done, last = 0.0, 0, 0, None
+        for batch in batches():
             with self.acc.autocast():
                 nll, n = packed_nll(model, batch, self.acc.device)
             total += float(nll)
             count += n
+            done, last = done + 1, batch
+        for _ in range(most - done):
+            packed_nll(model, last if last is not None else next(self.valid_data.batches(1)), self.acc.device)
         model.train()
         total, count = self._sum([total, count])
         return total / max(count, 1)
@@ -493,11 +655,11 @@ class _Trainer:
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "train_config.yaml").write_text(_config_yaml(cfg), encoding="utf-8")
-        n_params = sum(p.numel() for p in self.lm.model.parameters())
+        n_params = sum(p.numel() for p in self.lm.model.parameters())  # DTensors count their global size
         self.log(f"training {n_params / 1e6:.2f}M parameters on {self.world} process(es) ({self.acc.device}, "
-                 f"precision {self.acc.mixed_precision}); {self.total_steps} steps of {self.tokens_per_step} tokens "
-                 f"(schedule from {self.schedule_by}, warmup {self.warmup_steps}); train: {len(self.train_units)} "
-                 f"utterances, {len(self.train_data)} contexts of {cfg.context_length} per epoch")
+                 f"{'FSDP, ' if self.fsdp else ''}precision {self.precision}); {self.total_steps} steps of "
+                 f"{self.tokens_per_step} tokens (schedule from {self.schedule_by}, warmup {self.warmup_steps}); "
+                 f"train: {len(self.train_units)} utterances, {len(self.train_data)} contexts of {cfg.context_length} per epoch")
         stream, stop_prefetch = _prefetch(
             self.train_data.batches(cfg.batch_size, start_step=self.step * cfg.grad_accum), cfg.num_workers)
         from tqdm.auto import tqdm
@@ -542,10 +704,11 @@ class _Trainer:
             if writer is not None:
                 writer.close()
         final = self.out / FINAL_DIR
+        lm, _ = self._exportable(optimizer=False)  # a collective under FSDP
         if self.main:
-            self.lm.model.eval()
+            lm.model.eval()
             with quiet_progress_bars():
-                self.lm.save_pretrained(final, overwrite=True)
+                lm.save_pretrained(final, overwrite=True)
             self.log(f"final model: {final}")
         self.acc.wait_for_everyone()
         return TrainResult(step=self.step, losses=self.losses, valid_losses=self.valid_losses,
@@ -575,12 +738,21 @@ class _Trainer:
         for i, batch in enumerate(micro):
             self.hooks.on_batch(self.step + 1, batch)
             sync = i == len(micro) - 1
-            with contextlib.nullcontext() if sync else self.acc.no_sync(self.model):
+            if self.fsdp:  # FSDP's no_sync: keep unsharded gradients until the last micro-batch's backward
+                self.model.set_requires_gradient_sync(sync)
+            with contextlib.nullcontext() if sync or self.fsdp else self.acc.no_sync(self.model):
                 nll, _ = packed_nll(self.model, batch, self.acc.device)
                 self.acc.backward(nll * scale)
             nll_total += float(nll.detach())
         grad_norm = float("nan")
-        if cfg.clip > 0:
+        if self.fsdp:  # DTensor gradients: the norms are reduced over the shards, full_tensor() replicates them
+            params = list(self.model.parameters())
+            if cfg.clip > 0:
+                norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+            else:
+                norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            grad_norm = float(_local(norm))
+        elif cfg.clip > 0:
             grad_norm = float(self.acc.clip_grad_norm_(self.model.parameters(), cfg.clip))
         else:
             grads = [p.grad.detach().norm() for p in self.model.parameters() if p.grad is not None]
