@@ -88,9 +88,19 @@ def machine_info(device: str) -> dict[str, Any]:
     import numba
     import sklearn
 
+    flags: list[str] = []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
+                flags = [f for f in line.split(":", 1)[1].split() if f in wanted]
+                break
+    except OSError:
+        pass
     info = {
         "device": device,
         "cpu": cpu,
+        "cpu_matrix_flags": flags,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "numba_threads": numba.get_num_threads(),

@@ -224,15 +224,23 @@ def test_encode_resamples_8khz_input():
     torch.testing.assert_close(feats, encoder.encode(resample(wav8k, 8000, SR)), atol=0, rtol=0)
 
 
-def test_outputs_are_ordinary_float32_tensors_and_dtype_is_float32_on_cpu():
+def test_outputs_are_ordinary_float32_tensors_and_bf16_autocast_runs_on_cpu():
     model = ssl_model("hubert-group-postln")
     wav = speechlike(SR)
-    feats = SSLEncoder(model, 2, dtype=torch.bfloat16).encode(wav)
-    assert feats.dtype == torch.float32 and not feats.is_inference()
-    feats[0] = 0  # in-place use outside inference mode is allowed
-    torch.testing.assert_close(feats[1:], SSLEncoder(model, 2).encode(wav)[1:], atol=0, rtol=0)
-    with pytest.raises(ConfigError, match="dtype"):
-        SSLEncoder(model, 2, dtype=torch.int8)
+    reference = SSLEncoder(model, 2).encode(wav)
+    for dtype in (torch.bfloat16, "bfloat16"):
+        encoder = SSLEncoder(model, 2, dtype=dtype)
+        assert encoder.loader_options() == {"normalize": False, "dtype": "bfloat16"}
+        feats = encoder.encode(wav)
+        assert feats.dtype == torch.float32 and not feats.is_inference()
+        feats[0] = 0  # in-place use outside inference mode is allowed
+        # bf16 matmuls really ran (the result differs from float32) and stay close to it (8-bit mantissa)
+        err = (feats[1:] - reference[1:]).abs().max() / reference.abs().max()
+        assert 1e-4 < err < 0.05
+    assert SSLEncoder(model, 2, dtype="float32").dtype == torch.float32
+    for bad in (torch.int8, "half-ish"):
+        with pytest.raises(ConfigError, match="dtype"):
+            SSLEncoder(model, 2, dtype=bad)
 
 
 def test_train_mode_is_ignored():
@@ -455,6 +463,29 @@ def test_chunked_whisper_fits_its_window(whisper):
     feats = encode_long(encoder, wav, sample_rate=SR, chunk_seconds=30.0, context_seconds=2.0)
     assert feats.shape == (encoder.num_frames(30 * SR) + 50, 32)
     assert np.isfinite(feats.numpy()).all()
+
+
+def test_whisper_long_audio_is_chunked_not_refused(whisper):
+    """A 31 s file is fine for Whisper (too long for one call, chunked by encode_utterances); 0 samples is not."""
+    from textless.tokenizers.encoders.utterances import encode_utterances
+
+    encoder = WhisperFeatureEncoder(whisper, 1)
+    assert encoder.length_problem(31 * SR) is None and "at least 1 sample" in encoder.length_problem(0)
+    long, short = speechlike(31 * SR), speechlike(SR)
+    feats = encode_utterances(encoder, [short, long], chunk_seconds=60.0)
+    torch.testing.assert_close(feats[1], encode_long(encoder, long, chunk_seconds=60.0), atol=0, rtol=0)
+    torch.testing.assert_close(feats[0], encoder.encode(short), atol=0, rtol=0)
+
+
+def test_encode_utterances_chunks_beyond_chunk_seconds():
+    encoder = SSLEncoder(ssl_model("hubert-group-postln"), 2)
+    wavs = [speechlike(SR), speechlike(8 * SR)]  # 1 s chunks + 2 s context each side: windows of 5 s < 8 s
+    from textless.tokenizers.encoders.utterances import encode_utterances
+
+    feats = encode_utterances(encoder, wavs, chunk_seconds=1.0)
+    torch.testing.assert_close(feats[0], encoder.encode(wavs[0]), atol=0, rtol=0)
+    torch.testing.assert_close(feats[1], encode_long(encoder, wavs[1], chunk_seconds=1.0), atol=0, rtol=0)
+    assert (feats[1] - encoder.encode(wavs[1])).abs().max() > 0  # windows really were used (group-norm CNN)
 
 
 def test_fairseq_checkpoint_plugs_into_the_registry(tmp_path):

@@ -9,6 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from textless.audio import load_audio
 from textless.cli import main
@@ -90,6 +91,62 @@ def test_bundle_with_bpe_round_trip(tokenizer, tmp_path, valid_items):
         tokens = loaded.encode(wav, 16000)
         assert np.array_equal(bpe.decode(tokens.ids), base)
         assert tokens.durations.sum() == tokenizer.encode(wav, 16000).durations.sum()
+
+
+def test_bundle_units_decode_back_to_units_and_durations(tokenizer, valid_items):
+    wavs = _wavs(valid_items)
+    plain = [tokenizer.encode(w, 16000) for w in wavs]
+    bpe = UnitBPE.train([u.ids for u in plain], tokenizer.num_units, BPEConfig(vocab_size=60))
+    with_bpe = SpeechTokenizer(tokenizer.encoder, tokenizer.kmeans, bpe=bpe)
+    for wav, base in zip(wavs, plain):
+        tokens = with_bpe.encode(wav, 16000)
+        ids, durations = with_bpe.to_units(tokens)
+        assert np.array_equal(ids, base.ids) and np.array_equal(durations, base.durations)
+    assert tokenizer.to_units(plain[0])[0] is plain[0].ids
+
+
+def test_bundle_keeps_encoder_options(tmp_path, valid_items):
+    """Non-default encoder options (MFCC sizes; SSL dtype / normalize) survive save/load; kwargs override them."""
+    wav = _wavs(valid_items[:1])[0]
+    encoder = load_encoder("mfcc", n_mfcc=20, deltas=False)
+    feats = encoder.encode(wav).numpy()
+    tok = SpeechTokenizer(encoder, KMeans(k=8, backend="torch", max_iter=5, seed=0).fit(feats))
+    loaded = SpeechTokenizer.from_pretrained(tok.save_pretrained(tmp_path / "mfcc20"))
+    assert loaded.encoder.dim == 20 and not loaded.encoder.deltas
+    assert np.array_equal(loaded.encode(wav, 16000).ids, tok.encode(wav, 16000).ids)
+    config = json.loads((tmp_path / "mfcc20" / "tokenizer.json").read_text())
+    assert config["encoder"]["options"] == {"n_mfcc": 20, "deltas": False, "sample_rate": 16000, "frame_rate": 100.0}
+
+    from transformers import HubertConfig, HubertModel
+
+    from textless.tokenizers.encoders import SSLEncoder
+
+    hf = tmp_path / "hubert"
+    HubertModel(HubertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                             conv_dim=(16, 16), conv_kernel=(10, 3), conv_stride=(5, 2),
+                             num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2)).save_pretrained(hf)
+    ssl = load_encoder(hf, 1, normalize=True, dtype="bfloat16")
+    assert isinstance(ssl, SSLEncoder)
+    km = KMeans.from_centroids(np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32))
+    reloaded = SpeechTokenizer.from_pretrained(SpeechTokenizer(ssl, km).save_pretrained(tmp_path / "ssl"))
+    assert reloaded.encoder.normalize and reloaded.encoder.dtype == torch.bfloat16
+    assert SpeechTokenizer.from_pretrained(tmp_path / "ssl", dtype=None).encoder.dtype is None
+
+
+def test_too_short_waveform_is_named(tokenizer):
+    with pytest.raises(TextlessError, match="waveform 1: 100 samples is too short"):
+        tokenizer.encode_batch([np.zeros(16000, np.float32), np.zeros(100, np.float32)], 16000)
+
+
+def test_public_names_import_from_the_package():
+    import textless.tokenizers as pkg
+    from textless.tokenizers import KMeans as K2
+    from textless.tokenizers import SpeechTokenizer as S2
+    from textless.tokenizers import load_encoder as L2
+
+    assert (K2, S2, L2) == (KMeans, SpeechTokenizer, load_encoder)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        pkg.nope  # noqa: B018
 
 
 def test_bundle_errors(tokenizer, tmp_path):
@@ -202,7 +259,91 @@ def test_sigkilled_run_leaves_no_output_and_resumes(messy_dataset, tokenizer_dir
     assert _as_dict(out) == whole
 
 
+def test_tokenize_with_bpe_writes_a_bpe_dataset(messy_dataset, tokenizer, valid_items, tmp_path):
+    """BPE tokens may repeat (two runs of the same pair): the dataset says bpe=true and keeps them."""
+    sequences = [tokenizer.encode(w, 16000).ids for w in _wavs(valid_items)]
+    bpe = UnitBPE.train(sequences, tokenizer.num_units, BPEConfig(vocab_size=80))
+    with_bpe = SpeechTokenizer(tokenizer.encoder, tokenizer.kmeans, bpe=bpe)
+    bundle = with_bpe.save_pretrained(tmp_path / "bpe-tok")
+    out = tokenize_dataset(_cfg(messy_dataset, bundle, tmp_path / "bpe-units")).output
+    ds = read_units(out)
+    assert ds.meta.bpe and ds.meta.deduplicated and ds.meta.vocab_size == bpe.vocab_size
+    assert json.loads((out / "meta.json").read_text())["bpe"] is True
+    for seq in ds:
+        wav = load_audio(messy_dataset / f"{seq.id}.flac", 16000)[0]
+        expected = with_bpe.encode(wav, 16000)
+        assert np.array_equal(seq.units, expected.ids) and np.array_equal(seq.durations, expected.durations)
+    # a repeated token is legal in a BPE dataset, not in a plain deduplicated one
+    from textless.data.units import UnitMeta, UnitSequence, write_units
+
+    repeat = [UnitSequence("r", np.array([30, 30, 2]), np.array([3, 4, 1]))]
+    assert write_units(tmp_path / "ok", repeat, UnitMeta({"name": "t"}, 50, 90, True, bpe=True)).exists()
+    with pytest.raises(TextlessError, match="consecutive duplicate unit 30"):
+        write_units(tmp_path / "bad", repeat, UnitMeta({"name": "t"}, 50, 90, True))
+    with pytest.raises(ValueError, match="'deduplicated' must be true"):
+        UnitMeta({"name": "t"}, 50, 90, False, bpe=True)
+
+
+def test_merge_lock(tmp_path):
+    """A lock of a dead process on this host is taken over; a live one or another host's is respected."""
+    import os
+    import socket
+
+    from textless.tokenizers.tokenize_job import _take_merge_lock
+
+    logs: list[str] = []
+    lock = tmp_path / "merge.lock"
+    lock.write_text(f"{socket.gethostname()} {os.getpid()}")  # alive: this process
+    assert not _take_merge_lock(lock, tmp_path / "out", logs.append) and "is writing" in logs[-1]
+    lock.write_text("some-other-host 12")
+    assert not _take_merge_lock(lock, tmp_path / "out", logs.append)
+    assert "some-other-host:12" in logs[-1] and f"delete {lock}" in logs[-1]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.write_text(f"{socket.gethostname()} {dead.pid}")
+    assert _take_merge_lock(lock, tmp_path / "out", logs.append)
+    assert lock.read_text() == f"{socket.gethostname()} {os.getpid()}"
+    lock.unlink()
+    assert _take_merge_lock(lock, tmp_path / "out", logs.append)
+    assert not _take_merge_lock(tmp_path / "gone" / "merge.lock", tmp_path / "out", logs.append)
+    assert "already wrote" in logs[-1]
+
+
 # --------------------------------------------------------------------------------------------------- kmeans job
+def test_frame_reservoir_is_a_uniform_sample_within_capacity():
+    from textless.tokenizers.fit_job import FrameReservoir
+
+    n, capacity, trials = 60, 10, 3000
+    frames = np.arange(n, dtype=np.float32)[:, None]
+    counts = np.zeros(n)
+    for seed in range(trials):
+        reservoir = FrameReservoir(capacity, seed)
+        for part in np.split(frames, [7, 8, 30, 31]):  # uneven batches, one of them empty-ish
+            reservoir.add(part)
+        sample = reservoir.sample()[:, 0].astype(int)
+        assert sample.shape == (capacity,) and len(set(sample)) == capacity and reservoir.rows.shape == (capacity, 1)
+        counts[sample] += 1
+    # every frame is kept with probability capacity / n = 1/6: 500 of 3000 trials, binomial sd ~20
+    assert np.abs(counts - trials * capacity / n).max() < 6 * np.sqrt(trials * (capacity / n) * (1 - capacity / n))
+    small = FrameReservoir(100, 0)
+    small.add(frames[:5])
+    assert np.array_equal(small.sample(), frames[:5])
+
+
+def test_kmeans_job_skips_bad_files(messy_dataset, tmp_path):
+    """Unreadable and too-short files are reported and skipped; long files are encoded in windows."""
+    from textless.tokenizers.fit_job import KMeansJobConfig, fit_tokenizer
+
+    logs: list[str] = []
+    cfg = KMeansJobConfig(dataset=str(messy_dataset), k=8, backend="torch", max_iter=5, max_frames=500,
+                          bpe_vocab_size=40, output=str(tmp_path / "tok"), progress=False, chunk_seconds=1.0)
+    tok = fit_tokenizer(cfg, log=logs.append)
+    skipped = sorted(line.split()[1].rstrip(":") for line in logs if line.startswith("skipped"))
+    assert skipped == ["empty", "text", "tiny"]
+    assert any("sampled 500 of" in line for line in logs)
+    assert tok.bpe is not None and tok.num_units == 8
+
+
 def test_kmeans_cli_fits_a_bundle_and_tokenizes(tmp_path, capsys):
     tok = tmp_path / "tok"
     assert main(["kmeans", "dataset=bundled:valid", "k=16", "backend=torch", "max_iter=10", f"output={tok}",
@@ -227,3 +368,6 @@ def test_kmeans_cli_refuses_untrusted_pickle(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "trust_pickle" in err and len(err.strip().splitlines()) == 1
     assert main(["kmeans", f"init_from={tmp_path / 'km.bin'}", "trust_pickle=true", f"output={tmp_path / 'tok'}"]) == 0
+    saved = KMeans.load(tmp_path / "tok" / "kmeans.safetensors")  # the safe copy records where it came from
+    assert saved.metadata["encoder"] == "mfcc" and saved.metadata["init_from"] == str(tmp_path / "km.bin")
+    np.testing.assert_array_equal(saved.exact_centroids, km.cluster_centers_)  # float64 kept

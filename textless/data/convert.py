@@ -132,7 +132,7 @@ def _export_checked(data: Units, vocab_size: int | None) -> Iterator[UnitSequenc
         problem = _id_problem(seq.id)
         if problem:
             raise InvalidUnitsError(problem)
-        problem = _units_problem(seq.units, vocab_size or MAX_VOCAB, deduplicated=False)
+        problem = _units_problem(seq.units, vocab_size or MAX_VOCAB, no_repeats=False)
         if problem:
             raise InvalidUnitsError(f"utterance {seq.id!r}: {problem}")
         yield seq

@@ -2,7 +2,8 @@
 
 A unit dataset is a directory::
 
-    meta.json      format, version, encoding, tokenizer identity, frame_rate (Hz), vocab_size, deduplicated, counts
+    meta.json      format, version, encoding, tokenizer identity, frame_rate (Hz), vocab_size, deduplicated, counts,
+                   bpe (only when true)
     units.jsonl    encoding "jsonl": one utterance per line, {"id": str, "units": [int, ...], "durations": [int, ...]}
     units.bin      encoding "binary": all units concatenated, raw little-endian `dtype` (uint16/uint32)  [num_units]
     durations.bin  binary, deduplicated datasets only: run lengths, little-endian `durations_dtype`      [num_units]
@@ -13,12 +14,13 @@ Shapes and units. An utterance holds `L >= 1` units, int64 `[L]` in memory, each
 lasts `1 / frame_rate` seconds (the rate *before* deduplication). When `deduplicated` is true, runs of equal frames
 were collapsed: `durations[j] >= 1` is the number of frames unit `j` stood for, no two consecutive units are equal and
 `UnitSequence.expand()` gives back the frame-level `[T]` sequence, `T = durations.sum()`. When it is false there are no
-durations and every unit is one frame.
+durations and every unit is one frame. A dataset of BPE tokens over deduplicated units (`bpe` true, with
+`deduplicated`) holds token ids, each token's duration in frames, and may repeat a token (two runs of the same pair).
 
 Rules that writers enforce and readers check (errors name the file and the line or utterance): ids are non-empty,
 unique and hold no tab, newline or carriage return; an utterance has at least one unit; units lie in
 `[0, vocab_size)`; durations exist exactly when the dataset is deduplicated, match the units in length and are in
-`[1, 2**32)`; a deduplicated utterance has no two equal consecutive units.
+`[1, 2**32)`; a deduplicated utterance (not BPE) has no two equal consecutive units.
 
 Reading (`read_units`):
 - jsonl is parsed and fully validated when opened (errors name the line); it is the small, human-readable encoding.
@@ -178,6 +180,10 @@ def _meta_problem(meta: UnitMeta) -> str | None:
         return f"'vocab_size' must be an integer in [1, 2**32], got {vocab!r}"
     if not isinstance(meta.deduplicated, bool):
         return f"'deduplicated' must be true or false, got {meta.deduplicated!r}"
+    if not isinstance(meta.bpe, bool):
+        return f"'bpe' must be true or false, got {meta.bpe!r}"
+    if meta.bpe and not meta.deduplicated:
+        return "'bpe' datasets hold tokens over deduplicated units: 'deduplicated' must be true"
     if not isinstance(meta.extra, dict):
         return f"'extra' must be a dict, got {type(meta.extra).__name__}"
     for key in ("tokenizer", "extra"):
@@ -193,7 +199,8 @@ class UnitMeta:
     """What a unit dataset is: which tokenizer made it, at what frame rate (Hz), with how many units.
 
     `tokenizer` is a free-form identity dict with at least {"name": str} (may hold encoder, layer, k, hash...);
-    `extra` is free-form user metadata. Counts (num_utterances, num_units, num_frames) are computed by the writer.
+    `extra` is free-form user metadata; `bpe`: the units are BPE tokens (see the module docstring). Counts
+    (num_utterances, num_units, num_frames) are computed by the writer.
     """
 
     tokenizer: dict[str, Any]
@@ -201,6 +208,12 @@ class UnitMeta:
     vocab_size: int
     deduplicated: bool
     extra: dict[str, Any] = field(default_factory=dict)
+    bpe: bool = False
+
+    @property
+    def no_repeats(self) -> bool:
+        """Whether two equal consecutive units are an error (deduplicated units, not BPE tokens)."""
+        return self.deduplicated and not self.bpe
 
     def __post_init__(self) -> None:
         problem = _meta_problem(self)
@@ -210,9 +223,12 @@ class UnitMeta:
         self.vocab_size = int(self.vocab_size)
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "tokenizer": self.tokenizer,
+        data = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "tokenizer": self.tokenizer,
                 "frame_rate": self.frame_rate, "vocab_size": self.vocab_size, "deduplicated": self.deduplicated,
                 "extra": self.extra}
+        if self.bpe:  # written only when true: version-1 files without it read as before
+            data["bpe"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: Any, path: str | Path = META_FILE) -> UnitMeta:
@@ -225,7 +241,7 @@ class UnitMeta:
                 raise FormatError(path, f"missing key '{key}'")
         try:
             return cls(tokenizer=data["tokenizer"], frame_rate=data["frame_rate"], vocab_size=data["vocab_size"],
-                       deduplicated=data["deduplicated"], extra=data.get("extra", {}))
+                       deduplicated=data["deduplicated"], extra=data.get("extra", {}), bpe=data.get("bpe", False))
         except ValueError as e:
             raise FormatError(path, str(e)) from None
 
@@ -264,13 +280,13 @@ def _id_problem(utt_id: str) -> str | None:
     return None
 
 
-def _units_problem(units: np.ndarray, vocab_size: int, deduplicated: bool) -> str | None:
+def _units_problem(units: np.ndarray, vocab_size: int, no_repeats: bool) -> str | None:
     if units.size == 0:
         return "empty utterance"
     if units.min() < 0 or units.max() >= vocab_size:
         bad = units[(units < 0) | (units >= vocab_size)][0]
         return f"unit {int(bad)} out of range [0, {vocab_size})"
-    if deduplicated:
+    if no_repeats:
         same = np.flatnonzero(units[1:] == units[:-1])
         if same.size:
             pos = int(same[0]) + 1
@@ -292,7 +308,7 @@ def _durations_problem(durations: np.ndarray | None, num_units: int, deduplicate
 
 
 def _sequence_problem(units: np.ndarray, durations: np.ndarray | None, meta: UnitMeta) -> str | None:
-    return (_units_problem(units, meta.vocab_size, meta.deduplicated)
+    return (_units_problem(units, meta.vocab_size, meta.no_repeats)
             or _durations_problem(durations, len(units), meta.deduplicated))
 
 
@@ -389,7 +405,7 @@ class UnitDataset(Sequence[UnitSequence]):
         units = np.asarray(units, dtype=np.int64)
         durations = None if durations is None else np.asarray(durations, dtype=np.int64)
         where = f"utterance {j} ({self.ids[j]!r})"
-        problem = _units_problem(units, self.meta.vocab_size, self.meta.deduplicated)
+        problem = _units_problem(units, self.meta.vocab_size, self.meta.no_repeats)
         if problem:
             raise FormatError(self._data_file(UNITS_FILE), f"{where}: {problem}")
         problem = _durations_problem(durations, len(units), self.meta.deduplicated)
@@ -429,7 +445,7 @@ class UnitDataset(Sequence[UnitSequence]):
         if self.durations_array is not None:
             durations = np.asarray(self.durations_array[lo:hi])
             bad |= durations < 1
-        if self.meta.deduplicated:
+        if self.meta.no_repeats:
             ext = np.asarray(self.units_array[max(lo - 1, 0):hi])
             same = ext[1:] == ext[:-1]
             if lo == 0:  # position 0 has no predecessor
@@ -834,6 +850,8 @@ class UnitWriter:
                 "tokenizer": meta.tokenizer, "frame_rate": meta.frame_rate, "vocab_size": meta.vocab_size,
                 "deduplicated": meta.deduplicated, "num_utterances": self.num_utterances,
                 "num_units": self.num_units, "num_frames": self.num_frames, **encoding_info, "extra": meta.extra}
+        if meta.bpe:
+            info["bpe"] = True
         with open(self._tmp / META_FILE, "w", encoding="utf-8") as f:
             json.dump(info, f, indent=2, ensure_ascii=False)
             f.write("\n")

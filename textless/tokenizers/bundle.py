@@ -2,8 +2,9 @@
 
 Layout of a bundle directory (``save_pretrained`` / ``from_pretrained``)::
 
-    tokenizer.json        {"format": "textless.speech_tokenizer", "version": 1, "encoder": {"source", "layer", ...},
-                           "deduplicate": bool, "sample_rate": Hz, "frame_rate": Hz, "vocab_size": K or BPE size}
+    tokenizer.json        {"format": "textless.speech_tokenizer", "version": 1,
+                           "encoder": {"source", "layer", "options" (loader keywords), "identity"}, "deduplicate": bool,
+                           "sample_rate": Hz, "frame_rate": Hz, "vocab_size": K or BPE size}
     kmeans.safetensors    centroids [K, D] + metadata (see textless.tokenizers.kmeans)
     bpe/                  optional UnitBPE (textless.tokenizers.bpe)
     encoder/              optional copy of a Hugging Face encoder directory (``embed_encoder=True``)
@@ -28,6 +29,7 @@ import torch
 from textless.audio import resample
 from textless.errors import FormatError, TextlessError
 from textless.tokenizers.encoders import SpeechEncoder, load_encoder
+from textless.tokenizers.encoders.utterances import DEFAULT_CHUNK_SECONDS, encode_utterances
 from textless.tokenizers.kernels import dedup
 from textless.tokenizers.kmeans import KMeans
 from textless.utils.atomic import atomic_directory
@@ -40,11 +42,13 @@ FORMAT_VERSION = 1
 class Units:
     """Units of one utterance: ``ids`` int64 [L]; ``durations`` int64 [L] frames per unit (None if not deduplicated).
 
-    With BPE, ``ids`` are BPE tokens and ``durations`` the frames each token covers.
+    With BPE, ``ids`` are BPE tokens, ``durations`` the frames each token covers and ``unit_durations`` the frames of
+    each deduplicated unit, so `SpeechTokenizer.to_units` gives back the units and their durations losslessly.
     """
 
     ids: np.ndarray
     durations: np.ndarray | None = None
+    unit_durations: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -113,22 +117,22 @@ class SpeechTokenizer:
         if self.bpe is None:
             return Units(units, durations)
         encoded = self.bpe.encode(units, durations)
-        return Units(encoded.tokens, encoded.token_durations)
+        return Units(encoded.tokens, encoded.token_durations, encoded.unit_durations)
 
-    def frame_labels_batch(self, wavs: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    def to_units(self, units: Units) -> tuple[np.ndarray, np.ndarray | None]:
+        """`encode`'s output -> (unit ids [L], durations [L] or None): BPE tokens are decoded back to the units."""
+        if self.bpe is None:
+            return units.ids, units.durations
+        return self.bpe.decode(units.ids), units.unit_durations
+
+    def frame_labels_batch(self, wavs: Sequence[torch.Tensor],
+                           chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> list[np.ndarray]:
         """k-means labels per frame for already-resampled waveforms [T] (features of all of them assigned at once).
 
-        On a GPU the waveforms go through the encoder as one padded batch. On the CPU they go one by one: batching
-        does not make the CPU's matrix products more efficient at these sizes, while the padded batch's first-layer
-        CNN activations (512 channels at 3.2 kHz) overflow the caches; the features are the same either way.
+        How the waveforms go through the encoder (one by one on the CPU, padded batches on a GPU, windows of
+        `chunk_seconds` for longer ones): `encoders.utterances.encode_utterances`.
         """
-        if self.device.type == "cpu":
-            feats = [self.encoder(w[None].to(self.device))[0][0] for w in wavs]
-        else:
-            lengths = torch.tensor([len(w) for w in wavs], dtype=torch.long)
-            batch = torch.nn.utils.rnn.pad_sequence(list(wavs), batch_first=True).to(self.device)
-            padded, feat_lengths = self.encoder(batch, lengths.to(self.device))
-            feats = [padded[i, : int(n)] for i, n in enumerate(feat_lengths)]
+        feats = encode_utterances(self.encoder, wavs, chunk_seconds)
         flat = torch.cat(feats)
         labels = self.kmeans.predict(flat if flat.is_cuda else flat.numpy())
         if isinstance(labels, torch.Tensor):
@@ -141,10 +145,17 @@ class SpeechTokenizer:
         return self.encode_batch([wav], sample_rate)[0]
 
     def encode_batch(self, wavs: Sequence, sample_rate: int) -> list[Units]:
-        """Several waveforms (same rate) -> `Units` each; identical to calling `encode` one by one."""
+        """Several waveforms (same rate) -> `Units` each; identical to calling `encode` one by one.
+
+        A waveform too short for one encoder frame raises `TextlessError` naming its index.
+        """
         if not wavs:
             return []
         tensors = [self._to_tensor(w, sample_rate) for w in wavs]
+        for i, wav in enumerate(tensors):
+            problem = self.encoder.length_problem(len(wav))
+            if problem:
+                raise TextlessError(f"waveform {i}: {problem}")
         return [self.units_from_labels(labels) for labels in self.frame_labels_batch(tensors)]
 
     # ---------------------------------------------------------------------------------------------- persistence
@@ -152,7 +163,8 @@ class SpeechTokenizer:
         path = Path(path)
         enc = self.encoder.identity()
         config = {"format": FORMAT_NAME, "version": FORMAT_VERSION,
-                  "encoder": {"source": str(enc.get("source", "")), "layer": enc.get("layer"), "identity": enc},
+                  "encoder": {"source": str(enc.get("source", "")), "layer": enc.get("layer"),
+                              "options": self.encoder.loader_options(), "identity": enc},
                   "deduplicate": self.deduplicate, "sample_rate": self.sample_rate, "frame_rate": self.frame_rate,
                   "num_units": self.num_units, "vocab_size": self.vocab_size, "bpe": self.bpe is not None}
         with atomic_directory(path, overwrite=overwrite) as tmp:
@@ -170,6 +182,8 @@ class SpeechTokenizer:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu", **encoder_kw) -> SpeechTokenizer:
+        """Load a bundle; the encoder is rebuilt with its saved options (e.g. ``normalize``, ``dtype``, MFCC sizes),
+        which `encoder_kw` may override (e.g. ``dtype="bfloat16"`` to run a float32 bundle in bf16)."""
         from textless.tokenizers.bpe import UnitBPE
 
         path = Path(path)
@@ -187,7 +201,8 @@ class SpeechTokenizer:
         source = config["encoder"]["source"]
         if source != "mfcc" and not Path(source).is_absolute() and (path / source).exists():
             source = str(path / source)
-        encoder = load_encoder(source, config["encoder"].get("layer"), **encoder_kw)
+        options = {**config["encoder"].get("options", {}), **encoder_kw}
+        encoder = load_encoder(source, config["encoder"].get("layer"), **options)
         kmeans = KMeans.load(path / "kmeans.safetensors")
         bpe = UnitBPE.load(path / "bpe") if config.get("bpe") else None
         return cls(encoder, kmeans, deduplicate=config["deduplicate"], bpe=bpe, device=device)

@@ -38,6 +38,7 @@ class TokenizeConfig:
     chunk_seconds: float = 60.0     # longer utterances are encoded in overlapping windows (bounded memory)
     max_seconds: float = 36000.0    # files longer than this are refused (reported as failures)
     device: str = "cpu"
+    dtype: str | None = None        # None (the bundle's, float32 by default) | bfloat16 | float16: encoder autocast
     rank: int | None = None         # default: from the environment (torchrun / SLURM), else 0
     world_size: int | None = None
     retry_failed: bool = False      # re-attempt utterances listed as failures by an earlier run
@@ -115,24 +116,6 @@ def _resolve_shard(cfg: TokenizeConfig) -> tuple[int, int]:
     return rank, world
 
 
-def _too_short(tokenizer: SpeechTokenizer, num_samples: int) -> str | None:
-    """Why the encoder cannot take `num_samples` samples (None if it can)."""
-    try:
-        frames = tokenizer.encoder.num_frames(num_samples)
-    except TextlessError as e:
-        return str(e)
-    return None if frames > 0 else f"too short for the encoder ({num_samples} samples give no frame)"
-
-
-def _encode_long(tokenizer: SpeechTokenizer, wav, chunk_seconds: float) -> Units:
-    from textless.tokenizers.encoders.chunking import encode_long
-
-    feats = encode_long(tokenizer.encoder, wav.to(tokenizer.device), chunk_seconds=chunk_seconds)
-    labels = tokenizer.kmeans.predict(feats if feats.is_cuda else feats.cpu().numpy())
-    labels = labels.cpu().numpy() if hasattr(labels, "cpu") else np.asarray(labels)
-    return tokenizer.units_from_labels(labels)
-
-
 def tokenize_dataset(cfg: TokenizeConfig, log=print) -> TokenizeResult:
     if not cfg.tokenizer or not cfg.output:
         raise ConfigError("tokenize needs tokenizer=<bundle dir> and output=<unit dataset dir>")
@@ -140,7 +123,8 @@ def tokenize_dataset(cfg: TokenizeConfig, log=print) -> TokenizeResult:
     if output.exists() and not cfg.overwrite:
         raise TextlessError(f"output '{output}' already exists (overwrite=true to replace it)")
     rank, world = _resolve_shard(cfg)
-    tokenizer = SpeechTokenizer.from_pretrained(cfg.tokenizer, device=cfg.device)
+    tokenizer = SpeechTokenizer.from_pretrained(cfg.tokenizer, device=cfg.device,
+                                                **({"dtype": cfg.dtype} if cfg.dtype else {}))
     manifest = load_dataset(cfg.dataset).shard(rank, world)
     parts_dir = output.with_name(output.name + ".parts")
     journal = ShardJournal(parts_dir, rank, world)
@@ -163,18 +147,13 @@ def tokenize_dataset(cfg: TokenizeConfig, log=print) -> TokenizeResult:
                                           max_seconds=cfg.max_seconds):
         usable = []
         for item, wav in zip(items, wavs):
-            problem = _too_short(tokenizer, len(wav))
+            problem = tokenizer.encoder.length_problem(len(wav))
             if problem:
                 on_error(Failure(item.id, str(item.path), problem))
             else:
                 usable.append((item, wav))
-        limit = cfg.chunk_seconds * tokenizer.sample_rate
-        short = [(i, w) for i, w in usable if len(w) <= limit]
-        records = []
-        if short:
-            labels = tokenizer.frame_labels_batch([w for _, w in short])
-            records += [_record(i.id, tokenizer.units_from_labels(lab)) for (i, _), lab in zip(short, labels)]
-        records += [_record(i.id, _encode_long(tokenizer, w, cfg.chunk_seconds)) for i, w in usable if len(w) > limit]
+        labels = tokenizer.frame_labels_batch([w for _, w in usable], cfg.chunk_seconds) if usable else []
+        records = [_record(item.id, tokenizer.units_from_labels(lab)) for (item, _), lab in zip(usable, labels)]
         journal.add(records)
         bar.update(round(sum(len(w) for w in wavs) / tokenizer.sample_rate, 1))
     bar.close()
@@ -192,22 +171,13 @@ def _merge_if_complete(parts_dir: Path, world: int, output: Path, tokenizer: Spe
     if not all(j.done_path.exists() for j in journals):
         log(f"waiting for other shards; the last rank to finish writes {output}")
         return None
-    lock = parts_dir / "merge.lock"
-    try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        owner = lock.read_text().split()
-        if len(owner) == 2 and owner[0] == socket.gethostname() and _pid_alive(int(owner[1])):
-            log(f"another process ({owner[1]}) is writing {output}")
-            return None
-        lock.unlink(missing_ok=True)  # stale lock of a killed merge
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode())
-    os.close(fd)
+    if not _take_merge_lock(parts_dir / "merge.lock", output, log):
+        return None
     records = sorted((r for j in journals for r in j.finished()), key=lambda r: r["id"])
-    failures = [f for j in journals for f in j.failures() if f["id"] not in {r["id"] for r in records}]
+    done = {r["id"] for r in records}
+    failures = [f for j in journals for f in j.failures() if f["id"] not in done]
     meta = UnitMeta(tokenizer=tokenizer.identity(), frame_rate=tokenizer.frame_rate, vocab_size=tokenizer.vocab_size,
-                    deduplicated=tokenizer.deduplicate,
+                    deduplicated=tokenizer.deduplicate, bpe=tokenizer.bpe is not None,
                     extra={"source": str(cfg.dataset), "failures": failures, "world_size": world})
     with UnitWriter(output, meta, encoding=cfg.encoding, overwrite=cfg.overwrite) as writer:
         for r in records:
@@ -216,6 +186,39 @@ def _merge_if_complete(parts_dir: Path, world: int, output: Path, tokenizer: Spe
     shutil.rmtree(parts_dir, ignore_errors=True)
     log(f"wrote {output}: {len(records)} utterances, {len(failures)} failed")
     return output
+
+
+def _take_merge_lock(lock: Path, output: Path, log) -> bool:
+    """Create `lock` ("host pid") exclusively; False when another live merge holds it or the merge already ran.
+
+    A lock left by a killed process on this host is taken over. A lock of another host cannot be checked from here,
+    so it is respected (the message says how to clear it if that merge died).
+    """
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileNotFoundError:  # .parts is gone: another rank finished the merge
+            log(f"another process already wrote {output}")
+            return False
+        except FileExistsError:
+            try:
+                owner = lock.read_text().split()
+            except FileNotFoundError:  # released (or removed with .parts) meanwhile
+                continue
+            host, pid = (owner[0], int(owner[1])) if len(owner) == 2 and owner[1].isdigit() else ("", -1)
+            if host and host != socket.gethostname():
+                log(f"another process ({host}:{pid}) is writing {output}; if it died, delete {lock} and re-run")
+                return False
+            if host and _pid_alive(pid):
+                log(f"another process ({pid}) is writing {output}")
+                return False
+            lock.unlink(missing_ok=True)  # stale: a killed merge on this host (or an unreadable lock)
+            continue
+        os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode())
+        os.close(fd)
+        return True
+    log(f"could not take {lock}; re-run to write {output}")
+    return False
 
 
 def _pid_alive(pid: int) -> bool:

@@ -45,7 +45,9 @@ __all__ = [
     "SpeechEncoder",
     "autocast_context",
     "check_batch",
+    "check_dtype",
     "check_layer",
+    "dtype_name",
     "frame_mask",
     "load_encoder",
     "read_preprocessor_config",
@@ -93,6 +95,22 @@ class SpeechEncoder(torch.nn.Module):
     def identity(self) -> dict:
         """JSON-able description {"name", "source", "layer", ...} recorded in unit datasets and tokenizer bundles."""
         raise NotImplementedError
+
+    def loader_options(self) -> dict:
+        """JSON-able keyword arguments that `load_encoder(source, layer, **options)` needs to rebuild this encoder
+        exactly (saved in tokenizer bundles); {} when `source` and `layer` say everything."""
+        return {}
+
+    def length_problem(self, num_samples: int) -> str | None:
+        """Why a waveform of `num_samples` samples cannot be tokenized (too short for one frame), else None.
+
+        Inputs longer than `max_samples` are fine here: `chunking.encode_long` encodes them window by window.
+        """
+        try:
+            frames = self.num_frames(num_samples if self.max_samples is None else min(num_samples, self.max_samples))
+        except TextlessError as e:
+            return str(e)
+        return None if frames > 0 else f"too short for the encoder ({num_samples} samples give no frame)"
 
     @property
     def device(self) -> torch.device:
@@ -159,17 +177,33 @@ def check_layer(layer: Any, num_layers: int, name: str) -> int:
     return layer
 
 
-def check_dtype(dtype: torch.dtype | None) -> torch.dtype | None:
-    """None / float32 (full precision) or float16 / bfloat16 (autocast on CUDA); anything else -> ConfigError."""
-    if dtype in (None, torch.float32, *_HALF_DTYPES):
+_DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def check_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """None / float32 (full precision) or float16 / bfloat16 (autocast), as a torch dtype or its name
+    ("bfloat16", ...); anything else -> ConfigError."""
+    if isinstance(dtype, str) and dtype in _DTYPE_NAMES:
+        dtype = _DTYPE_NAMES[dtype]
+    if dtype is None or dtype == torch.float32 or dtype in _HALF_DTYPES:
         return dtype
-    raise ConfigError(f"dtype must be None, torch.float32, torch.float16 or torch.bfloat16, got {dtype!r}")
+    raise ConfigError(f"dtype must be None, float32, float16 or bfloat16, got {dtype!r}")
+
+
+def dtype_name(dtype: torch.dtype | None) -> str | None:
+    """The JSON-able name of a `check_dtype` result ("bfloat16", ...; None stays None)."""
+    return None if dtype is None else str(dtype).removeprefix("torch.")
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """`torch.autocast("cuda", dtype)` for half dtypes on CUDA; a no-op otherwise (CPU always runs float32)."""
-    if device.type == "cuda" and dtype in _HALF_DTYPES:
-        return torch.autocast(device_type="cuda", dtype=dtype)
+    """`torch.autocast(device.type, dtype)` for the half dtypes, on CUDA and on the CPU alike; a no-op otherwise.
+
+    On the CPU, bfloat16 pays off where the processor has bf16 matrix instructions (AVX512-BF16 / AMX: HuBERT-base
+    runs ~2.3x faster on a 2-core AVX512-BF16 machine, see benchmarks/results/tokenize_cpu.json) and costs time
+    elsewhere; the labels then differ from float32 on a small fraction of frames (measured there too).
+    """
+    if dtype in _HALF_DTYPES:
+        return torch.autocast(device_type=device.type, dtype=dtype)
     return contextlib.nullcontext()
 
 

@@ -93,6 +93,11 @@ class MFCCEncoder(SpeechEncoder):
             raise TextlessError(f"batch item {index}: {self._too_short(num_samples)}")
         return self.num_frames(num_samples)
 
+    def loader_options(self) -> dict:
+        """The `MFCCEncoder` arguments (`load_encoder("mfcc", **options)` rebuilds it)."""
+        return {"n_mfcc": self.n_mfcc, "deltas": self.deltas, "sample_rate": self.sample_rate,
+                "frame_rate": self.frame_rate}
+
     def identity(self) -> dict:
         """{"name": "mfcc", "source": "mfcc", "layer": None, "n_mfcc", "deltas", ...}."""
         return {"name": "mfcc", "source": "mfcc", "layer": None, "n_mfcc": self.n_mfcc, "deltas": self.deltas,

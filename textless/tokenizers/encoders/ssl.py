@@ -37,8 +37,9 @@ Frame count: the conv arithmetic ``n -> floor((n - kernel) / stride) + 1`` over 
 ``normalize=True`` (fairseq ``task.normalize``, wav2vec2-large style) layer-normalises each waveform over its valid
 samples (``F.layer_norm`` over the unpadded part, eps 1e-5, no affine) before the CNN.
 
-Precision: ``dtype=torch.bfloat16 / float16`` runs the model under ``torch.autocast("cuda", dtype)`` on CUDA; on the
-CPU the model always runs in float32 (CPU autocast is slow and gains nothing here). Features are returned as float32.
+Precision: ``dtype=torch.bfloat16 / float16`` (or their names) runs the model under ``torch.autocast`` on the
+encoder's device, CUDA or CPU (see `base.autocast_context` for when that pays off on a CPU); the default float32
+gives the reference features. Features are returned as float32.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from textless.tokenizers.encoders.base import (
     check_batch,
     check_dtype,
     check_layer,
+    dtype_name,
     frame_mask,
     read_preprocessor_config,
     register_hf_model_type,
@@ -188,7 +190,7 @@ class SSLEncoder(SpeechEncoder):
             ``encoder.layer_norm``.
         normalize: layer-normalise each waveform over its valid samples first (fairseq ``task.normalize``).
         source: where the model came from (recorded by `identity`; `load_encoder(source, layer)` rebuilds it).
-        dtype: None / float32, or float16 / bfloat16 for autocast on CUDA (ignored on CPU).
+        dtype: None / float32, or float16 / bfloat16 (or their names) for autocast.
         sample_rate: input rate in Hz (16000 for every released model).
 
     `forward`: wavs float32 [B, T] (zero-padded) at `sample_rate`, lengths int64 [B] -> features float32 [B, F, D]
@@ -285,6 +287,10 @@ class SSLEncoder(SpeechEncoder):
         encoder = self.model.encoder
         hidden = hidden + encoder.pos_conv_embed(hidden)
         return hidden if self.pre_layer_norm else encoder.layer_norm(hidden)
+
+    def loader_options(self) -> dict:
+        """{"normalize", "dtype"}: what `load_encoder` needs besides source and layer."""
+        return {"normalize": self.normalize, "dtype": dtype_name(self.dtype)}
 
     def identity(self) -> dict:
         """{"name": model_type, "source", "layer", "num_layers", "normalize", "sample_rate", "frame_rate", "dim"}."""

@@ -35,6 +35,7 @@ from textless.tokenizers.encoders.base import (
     check_batch,
     check_dtype,
     check_layer,
+    dtype_name,
     frame_mask,
     register_hf_model_type,
 )
@@ -81,7 +82,7 @@ class WhisperFeatureEncoder(SpeechEncoder):
         layer: 1-based block output = HF ``hidden_states[L]`` (0 = before the first block); None = the last block
             (with the final layer norm, = ``last_hidden_state``).
         source: recorded by `identity`.
-        dtype: None / float32, or float16 / bfloat16 for autocast on CUDA (ignored on CPU); features are float32.
+        dtype: None / float32, or float16 / bfloat16 (or their names) for autocast; features are float32.
         feature_extractor: its ``sampling_rate``, ``n_fft``, ``hop_length`` and ``mel_filters`` define the log-mel;
             default ``WhisperFeatureExtractor(feature_size=config.num_mel_bins)``.
     """
@@ -161,6 +162,10 @@ class WhisperFeatureEncoder(SpeechEncoder):
         for block in encoder.layers[: self.layer]:
             hidden = block(hidden, None)
         return encoder.layer_norm(hidden) if self.layer == self.num_layers else hidden
+
+    def loader_options(self) -> dict:
+        """{"dtype"}: what `load_encoder` needs besides source and layer."""
+        return {"dtype": dtype_name(self.dtype)}
 
     def identity(self) -> dict:
         """{"name": "whisper", "source", "layer", "num_layers", "sample_rate", "frame_rate", "dim"}."""
