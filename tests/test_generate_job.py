@@ -3,9 +3,9 @@ import pytest
 
 from textless.cli import main
 from textless.data.units import UnitMeta, UnitSequence, write_units
-from textless.errors import TextlessError
+from textless.errors import ConfigError, TextlessError
 from textless.lm.generate_job import GenerateConfig, crop_prompt, generate, read_generations
-from textless.lm.model import UnitLM
+from textless.lm.model import UnitLM, UnitMismatchError, lm_meta
 from textless.lm.vocab import UnitVocab
 
 
@@ -58,6 +58,89 @@ def test_generate_refuses_units_of_another_tokenizer(tmp_path, lm_and_units):
     other = write_units(tmp_path / "other", [UnitSequence("x", np.arange(10))], meta)
     with pytest.raises(TextlessError, match="expects units of tokenizer 'toy-km20'"):
         generate(GenerateConfig(lm=str(lm_dir), prompts=str(other), output=str(tmp_path / "g")))
+
+
+def _units(path, tokenizer, vocab_size=20, deduplicated=True):
+    meta = UnitMeta(tokenizer=tokenizer, frame_rate=50.0, vocab_size=vocab_size, deduplicated=deduplicated)
+    units = np.array([3, 5, 2, 7, 1, 0, 4])
+    return write_units(path, [UnitSequence("x", units, np.ones(len(units), dtype=np.int64) if deduplicated else None)],
+                       meta)
+
+
+@pytest.mark.parametrize("tokenizer,vocab_size,deduplicated,match", [
+    ({"name": "toy-km20", "kmeans_sha256": "ffff"}, 20, True, r"'toy-km20'.*'toy-km20' \(kmeans_sha256=ffff\)"),
+    ({"name": "toy-km20"}, 20, False, "expects deduplicated units but the units are non-deduplicated"),
+    ({"name": "toy-km20"}, 30, True, "the LM has 20 units but the units have vocab_size 30"),
+])
+def test_generate_checks_units_as_training_does(tmp_path, tokenizer, vocab_size, deduplicated, match):
+    """Same name but another k-means hash, another dedup setting or another vocabulary: refused, naming the LM."""
+    meta = UnitMeta(tokenizer={"name": "toy-km20", "kmeans_sha256": "0123"}, frame_rate=50.0, vocab_size=20,
+                    deduplicated=True)
+    lm_dir = UnitLM.from_scratch("tiny", UnitVocab.default(20), **lm_meta(meta)).save_pretrained(tmp_path / "lm")
+    good = _units(tmp_path / "good", meta.tokenizer)
+    generate(GenerateConfig(lm=str(lm_dir), prompts=str(good), max_new_tokens=2, output=str(tmp_path / "ok")),
+             log=lambda *a: None)
+    bad = _units(tmp_path / "bad", tokenizer, vocab_size, deduplicated)
+    with pytest.raises(UnitMismatchError, match=match) as err:
+        generate(GenerateConfig(lm=str(lm_dir), prompts=str(bad), output=str(tmp_path / "g")))
+    assert f"prompts do not fit the LM '{lm_dir}'" in str(err.value) and str(bad) in str(err.value)
+    assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.parametrize("family", ["twist", "slamkit"])
+def test_generate_with_an_imported_lm_accepts_units_that_fit(tmp_path, family):
+    """TWIST / slamkit checkpoints record no tokenizer: any units whose ids fit their 500 units are accepted."""
+    from lm_fixtures import write_slamkit_dir, write_twist_dir
+
+    write = write_twist_dir if family == "twist" else write_slamkit_dir
+    lm_dir, _ = write(tmp_path / family)
+    units = _units(tmp_path / "units", {"name": "anything-km100"}, vocab_size=100)
+    out = generate(GenerateConfig(lm=str(lm_dir), prompts=str(units), max_new_tokens=6, prompt_multiple=None,
+                                  temperature=0, output=str(tmp_path / "g")), log=lambda *a: None)
+    meta, [record] = read_generations(out)
+    assert meta["vocab_size"] == 500 and meta["tokenizer"] == {"name": "anything-km100"}
+    assert record["prompt_units"] == [3, 5, 2, 7, 1, 0, 4] and all(0 <= u < 500 for u in record["units"])
+    too_big = _units(tmp_path / "big", {"name": "anything-km1000"}, vocab_size=1000)
+    with pytest.raises(UnitMismatchError, match="vocab_size 1000 \\(their ids do not fit\\)"):
+        generate(GenerateConfig(lm=str(lm_dir), prompts=str(too_big), output=str(tmp_path / "g2")))
+
+
+def test_generate_passes_sampling_and_attention_options(tmp_path, lm_and_units, monkeypatch):
+    import textless.lm.generate_job as job
+
+    lm_dir, units_dir = lm_and_units
+    seen = {}
+
+    def spy(lm, prompts, config, **kw):
+        seen.update(config=config, attn=lm.model.config._attn_implementation)
+        return real(lm, prompts, config, **kw)
+
+    real = job.generate_units
+    monkeypatch.setattr(job, "generate_units", spy)
+    assert main(["generate", f"lm={lm_dir}", f"prompts={units_dir}", "min_new_tokens=4", "use_cache=false",
+                 "attn_implementation=eager", "max_new_tokens=6", "prompt_multiple=null", "temperature=1.0",
+                 f"output={tmp_path / 'g'}"]) == 0
+    assert (seen["config"].min_new_tokens, seen["config"].use_cache, seen["attn"]) == (4, False, "eager")
+    meta, records = read_generations(tmp_path / "g")
+    assert meta["sampling"]["min_new_tokens"] == 4 and meta["sampling"]["use_cache"] is False
+    assert all(4 <= len(r["units"]) <= 6 for r in records)  # eos is not allowed before 4 new tokens
+    # greedy continuations do not depend on the KV cache
+    outs = [generate(GenerateConfig(lm=str(lm_dir), prompts=str(units_dir), temperature=0, max_new_tokens=8,
+                                    use_cache=cache, output=str(tmp_path / f"c{cache}")), log=lambda *a: None)
+            for cache in (True, False)]
+    assert read_generations(outs[0])[1] == read_generations(outs[1])[1]
+
+
+def test_generate_refuses_a_missing_flash_attention_package(tmp_path, lm_and_units, monkeypatch, capsys):
+    import textless.lm.model as model_module
+
+    lm_dir, units_dir = lm_and_units
+    monkeypatch.setattr(model_module, "_importable", lambda name: False)
+    assert main(["generate", f"lm={lm_dir}", f"prompts={units_dir}", "attn_implementation=flash_attention_2",
+                 f"output={tmp_path / 'g'}"]) == 2
+    assert "'flash_attn', which is not installed" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="min_new_tokens must be >= 0"):
+        generate(GenerateConfig(lm=str(lm_dir), prompts=str(units_dir), min_new_tokens=-1))
 
 
 def test_generate_cli_needs_a_tokenizer_for_audio(capsys, lm_and_units, tmp_path):

@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM, OPTConfig
 
 from textless.errors import ConfigError, TextlessError
 from textless.lm import SamplingConfig, UnitLM, UnitVocab, generate_units, log_likelihood
+from textless.lm.generation import filter_logits
 from textless.lm.presets import build_config
 
 NUM_UNITS = 21  # + 4 specials = 25 ids -> size 32: rows 25..31 are unused
@@ -224,3 +225,86 @@ def test_generation_errors(lm):
         generate_units(lm, [np.zeros(2040, dtype=np.int64)], SamplingConfig(max_new_tokens=20))
     assert lm.generate_units([PROMPTS[0]], GREEDY)[0][0].tolist() == generate_units(lm, [PROMPTS[0]],
                                                                                       GREEDY)[0][0].tolist()
+
+
+# -------------------------------------------------------------------------------------------------- top-k / top-p
+def _kept(logits: torch.Tensor) -> list[int]:
+    return torch.isfinite(logits).nonzero().flatten().tolist()
+
+
+def test_filter_logits_on_hand_computed_logits():
+    # probabilities 1/2, 1/4, 1/8, 1/16, 1/16, scattered over the positions (the filters must map back)
+    probs = torch.tensor([1 / 16, 1 / 4, 1 / 2, 1 / 16, 1 / 8], dtype=torch.float64)
+    logits = probs.log()
+    order = [2, 1, 4]  # most likely first
+    assert _kept(filter_logits(logits)) == [0, 1, 2, 3, 4]
+    assert sorted(_kept(filter_logits(logits, top_k=1))) == [2]
+    assert sorted(_kept(filter_logits(logits, top_k=3))) == sorted(order)
+    kept = filter_logits(logits, top_k=3)
+    assert torch.equal(kept[order], logits[order])  # kept logits are untouched
+    # nucleus: the fewest most likely tokens whose probability reaches top_p (mass before a kept token < top_p)
+    for top_p, expected in [(0.01, [2]), (0.3, [2]), (0.5, [2]), (0.6, [1, 2]), (0.8, [1, 2, 4]),
+                            (1.0, [0, 1, 2, 3, 4])]:
+        assert _kept(filter_logits(logits, top_p=top_p)) == expected, top_p
+    tie = _kept(filter_logits(logits, top_p=0.9))  # 0.875 < 0.9: one of the two 1/16 tokens completes the nucleus
+    assert len(tie) == 4 and set(order) < set(tie)
+    # temperature first: T=2 flattens to p ~ sqrt(p) = [.121, .243, .343, .121, .172]: top_p 0.6 now keeps 3
+    assert sorted(_kept(filter_logits(logits, temperature=2.0, top_p=0.6))) == [1, 2, 4]
+    np.testing.assert_allclose(filter_logits(logits, temperature=2.0), logits / 2)
+    # top-k before top-p: after top_k=2 the probabilities are 2/3, 1/3, so top_p 0.6 keeps only the first
+    assert _kept(filter_logits(logits, top_k=2, top_p=0.6)) == [2]
+    # ties with the k-th value are kept; -inf (disallowed) stays -inf; rows are independent; input untouched
+    batch = torch.tensor([[1.0, 1.0, 0.0, -math.inf], [0.0, 3.0, 2.0, 1.0]])
+    before = batch.clone()
+    out = filter_logits(batch, top_k=1)
+    assert _kept(out[0]) == [0, 1] and _kept(out[1]) == [1] and torch.equal(batch, before)
+    assert _kept(filter_logits(batch, top_k=4)[0]) == [0, 1, 2]
+    with pytest.raises(ValueError, match="temperature"):
+        filter_logits(batch, temperature=0)
+
+
+@pytest.mark.parametrize("top", [{"top_k": 1}, {"top_p": 1e-4}, {"top_k": 1, "top_p": 0.5}])
+def test_top_k_1_and_tiny_top_p_sample_the_greedy_path(lm, top):
+    greedy = generate_units(lm, PROMPTS, GREEDY)
+    for seed in (0, 1):
+        sampled = generate_units(lm, PROMPTS, SamplingConfig(temperature=1.3, max_new_tokens=12, seed=seed, **top))
+        for [a], [b] in zip(greedy, sampled, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+# units 0, 1, 2 get logits 2.0, 1.5, 1.0 and every other unit 0.5: without filtering the 18 others carry 67 % of the
+# probability, so a filter that leaked would show within a few samples
+_KNOWN = {0: 2.0, 1: 1.5, 2: 1.0}
+
+
+def _constant_logits(lm: UnitLM):
+    """Make the LM's logits exactly the same known vector at every position (forward hook on the head)."""
+    logits = torch.full((lm.vocab.size,), 0.5)
+    for unit, value in _KNOWN.items():
+        logits[lm.vocab.offset + unit] = value
+    return lm.model.get_output_embeddings().register_forward_hook(lambda mod, inp, out: logits.expand_as(out))
+
+
+def _sample_counts(lm: UnitLM, **top) -> np.ndarray:
+    config = SamplingConfig(temperature=1.0, max_new_tokens=10, num_samples=150, stop_at_eos=False, seed=3, **top)
+    [samples] = generate_units(lm, [np.array([5, 6])], config, batch_size=150)
+    units = np.concatenate(samples)
+    assert len(units) == 1500
+    return np.bincount(units, minlength=NUM_UNITS)
+
+
+@pytest.mark.parametrize("top,allowed", [({"top_k": 3}, [0, 1, 2]), ({"top_k": 2}, [0, 1]),
+                                         ({"top_p": 0.3}, [0, 1, 2]),  # 0.167 + 0.101 < 0.3 <= 0.167 + 0.101 + 0.061
+                                         ({"top_p": 0.1}, [0]), ({"top_k": 1}, [0])])
+def test_top_k_top_p_restrict_what_is_sampled(top, allowed):
+    lm = _lm()
+    handle = _constant_logits(lm)
+    try:
+        counts = _sample_counts(lm, **top)
+        unfiltered = _sample_counts(lm)
+    finally:
+        handle.remove()
+    assert np.flatnonzero(counts).tolist() == allowed  # never outside, and every allowed unit appears
+    expected = np.exp([_KNOWN[u] for u in allowed])
+    np.testing.assert_allclose(counts[allowed] / counts.sum(), expected / expected.sum(), atol=0.05)
+    assert (unfiltered[3:] > 0).sum() >= 15  # the check above could fail: unfiltered sampling reaches the others

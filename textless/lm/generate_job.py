@@ -1,9 +1,12 @@
 """`textless generate`: continue speech prompts with a unit LM and write a generations artifact.
 
 Prompts are a unit dataset (``prompts=<dir>``), or audio (a file, a directory/manifest, or ``bundled:<split>``)
-tokenized with ``tokenizer=<bundle>``. Each prompt is cut to its first ``prompt_seconds`` (counted in frames, so
-deduplicated units keep whole runs). The LM samples ``num_samples`` continuations per prompt (TWIST defaults:
-temperature 0.8, at most min(250, 3 x prompt length) new units).
+tokenized with ``tokenizer=<bundle>``. The prompts' units must fit the LM exactly as for training
+(`UnitLM.check_units`: same tokenizer name and hashes, vocabulary size, dedup flag); an imported TWIST / slamkit LM
+(no tokenizer recorded) accepts any units whose ids fit its vocabulary. Each prompt is cut to its first
+``prompt_seconds`` (counted in frames, so deduplicated units keep whole runs). The LM samples ``num_samples``
+continuations per prompt (TWIST defaults: temperature 0.8, at most min(250, 3 x prompt length) new units; sampling
+options as in `textless.lm.generation.SamplingConfig`, plus ``attn_implementation`` for loading the LM).
 
 Output directory (atomic)::
 
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from textless.data.units import UnitSequence, read_units
+from textless.data.units import UnitMeta, UnitSequence, read_units
 from textless.errors import ConfigError, TextlessError
 from textless.lm.generation import SamplingConfig, generate_units
 from textless.utils.atomic import atomic_directory
@@ -35,6 +38,7 @@ FORMAT_VERSION = 1
 @dataclass
 class GenerateConfig:
     lm: str = ""                       # UnitLM directory (TWIST / slamkit directories are imported on the fly)
+    attn_implementation: str | None = None  # null (transformers' default: sdpa) | sdpa | eager | flash_attention_2/3
     prompts: str = ""                  # unit dataset dir; or audio (file, directory, manifest, bundled:<split>)
     tokenizer: str | None = None       # SpeechTokenizer bundle, for audio prompts
     prompt_seconds: float | None = 3.0  # keep the first N seconds of each prompt (None: all of it)
@@ -44,10 +48,12 @@ class GenerateConfig:
     top_k: int | None = None
     top_p: float | None = None
     max_new_tokens: int = 250
+    min_new_tokens: int = 0            # eos is not allowed before this many new tokens
     prompt_multiple: float | None = 3.0
     num_samples: int = 1
     seed: int = 0
     batch_size: int = 16
+    use_cache: bool = True             # KV cache (false: recompute every step; same greedy results, slower)
     device: str = "cpu"
     overwrite: bool = False
 
@@ -61,7 +67,7 @@ def crop_prompt(seq: UnitSequence, seconds: float | None, frame_rate: float) -> 
     return UnitSequence(seq.id, seq.units[:keep], None if seq.durations is None else seq.durations[:keep])
 
 
-def _audio_prompts(cfg: GenerateConfig) -> tuple[list[UnitSequence], dict, float, bool]:
+def _audio_prompts(cfg: GenerateConfig) -> tuple[list[UnitSequence], UnitMeta]:
     from textless.audio import load_audio
     from textless.data import load_dataset
     from textless.data.manifest import AudioItem
@@ -78,36 +84,50 @@ def _audio_prompts(cfg: GenerateConfig) -> tuple[list[UnitSequence], dict, float
         wav, _ = load_audio(item.path, tokenizer.sample_rate)
         units = tokenizer.encode(wav, tokenizer.sample_rate)
         sequences.append(UnitSequence(item.id, units.ids, units.durations))
-    return sequences, tokenizer.identity(), tokenizer.frame_rate, tokenizer.deduplicate
+    meta = UnitMeta(tokenizer=tokenizer.identity(), frame_rate=tokenizer.frame_rate, vocab_size=tokenizer.vocab_size,
+                    deduplicated=tokenizer.deduplicate, bpe=tokenizer.bpe is not None)
+    return sequences, meta
 
 
-def load_prompts(cfg: GenerateConfig) -> tuple[list[UnitSequence], dict, float, bool]:
-    """(prompt sequences, tokenizer identity, frame rate, deduplicated) from a unit dataset or audio."""
+def load_prompts(cfg: GenerateConfig) -> tuple[list[UnitSequence], UnitMeta]:
+    """(prompt sequences, what their units are) from a unit dataset, or from audio and a tokenizer bundle."""
     if (Path(cfg.prompts) / "meta.json").exists():
         units = read_units(cfg.prompts)
         sequences = [units[i] for i in range(min(len(units), cfg.max_prompts or len(units)))]
-        return sequences, units.meta.tokenizer, units.meta.frame_rate, units.meta.deduplicated
+        return sequences, units.meta
     return _audio_prompts(cfg)
+
+
+def sampling_config(cfg: GenerateConfig) -> SamplingConfig:
+    """The job's `SamplingConfig` (validated there: `ConfigError` for out-of-range values)."""
+    return SamplingConfig(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                          max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens,
+                          num_samples=cfg.num_samples, seed=cfg.seed, use_cache=cfg.use_cache,
+                          prompt_multiple=cfg.prompt_multiple)
+
+
+def _prompts_name(cfg: GenerateConfig) -> str:
+    return cfg.prompts if cfg.tokenizer is None else f"{cfg.prompts} tokenized with {cfg.tokenizer}"
 
 
 def generate(cfg: GenerateConfig, log=print) -> Path:
     from textless.lm.loaders import load_unit_lm
+    from textless.lm.model import UnitMismatchError
 
     if not cfg.lm or not cfg.prompts:
         raise ConfigError("generate needs lm=<unit LM directory> and prompts=<unit dataset or audio>")
-    lm = load_unit_lm(cfg.lm).to(cfg.device).eval()
-    prompts, tokenizer, frame_rate, deduplicated = load_prompts(cfg)
-    if lm.tokenizer and tokenizer and lm.tokenizer.get("name") != tokenizer.get("name"):
-        raise TextlessError(f"the LM '{cfg.lm}' expects units of tokenizer '{lm.tokenizer.get('name')}' but the "
-                            f"prompts are '{tokenizer.get('name')}'")
-    prompts = [crop_prompt(p, cfg.prompt_seconds, frame_rate) for p in prompts]
-    sampling = SamplingConfig(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                              max_new_tokens=cfg.max_new_tokens, num_samples=cfg.num_samples, seed=cfg.seed,
-                              prompt_multiple=cfg.prompt_multiple)
+    sampling = sampling_config(cfg)
+    lm = load_unit_lm(cfg.lm, attn_implementation=cfg.attn_implementation).to(cfg.device).eval()
+    prompts, units_meta = load_prompts(cfg)
+    try:
+        lm.check_units(units_meta, where=_prompts_name(cfg))
+    except UnitMismatchError as e:
+        raise UnitMismatchError(f"prompts do not fit the LM '{cfg.lm}': {e}") from None
+    prompts = [crop_prompt(p, cfg.prompt_seconds, units_meta.frame_rate) for p in prompts]
     outputs = generate_units(lm, [p.units for p in prompts], sampling, batch_size=cfg.batch_size)
-    meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "lm": str(cfg.lm), "tokenizer": tokenizer,
-            "frame_rate": frame_rate, "deduplicated": deduplicated, "vocab_size": lm.vocab.num_units,
-            "sampling": asdict(sampling), "prompt_seconds": cfg.prompt_seconds}
+    meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "lm": str(cfg.lm), "tokenizer": units_meta.tokenizer,
+            "frame_rate": units_meta.frame_rate, "deduplicated": units_meta.deduplicated,
+            "vocab_size": lm.vocab.num_units, "sampling": asdict(sampling), "prompt_seconds": cfg.prompt_seconds}
     with atomic_directory(cfg.output, overwrite=cfg.overwrite) as tmp:
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         with open(tmp / "generations.jsonl", "w", encoding="utf-8") as f:

@@ -10,8 +10,10 @@ tokens plus ``max_new(i)`` exceed the model's position range raises `TextlessErr
 
 Sampling. Only unit tokens - and eos when ``stop_at_eos``, once ``min_new_tokens`` tokens exist - can be produced:
 every other logit (pad, bos, other specials, unused rows) is set to -inf BEFORE temperature, top-k and top-p are
-applied, in that order (textless' own processor list; transformers' own warpers are switched off and the model's
-``generation_config`` is replaced by a clean one for the call, so no checkpoint default leaks in). ``temperature``
+applied, in that order, by the pure function `filter_logits`: top-k keeps the k highest logits (ties with the k-th
+kept), top-p the fewest most likely tokens whose probability (after temperature and top-k) reaches ``top_p`` (at least
+one). textless' own processor list does all of it: transformers' own warpers are switched off and the model's
+``generation_config`` is replaced by a clean one for the call, so no checkpoint default leaks in. ``temperature``
 0 means greedy (argmax over the allowed tokens).
 
 Batching and determinism. Prompt x sample rows are sorted by (max_new, length), cut into batches of ``batch_size``
@@ -32,13 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from transformers import GenerationConfig
-from transformers.generation import (
-    LogitsProcessor,
-    LogitsProcessorList,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
+from transformers.generation import LogitsProcessor, LogitsProcessorList
 
 from textless.errors import ConfigError, TextlessError
 from textless.lm.scoring import pad_rows
@@ -120,6 +116,38 @@ class UnitOnlyLogitsProcessor(LogitsProcessor):
         return scores.masked_fill(~self._allowed(scores.shape[-1], eos, scores.device), -math.inf)
 
 
+def filter_logits(scores: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
+                  top_p: float | None = None) -> torch.Tensor:
+    """Sampling logits ``[..., V]`` from `scores` ``[..., V]``: divided by `temperature` (> 0), then -inf outside the
+    `top_k` highest (ties with the k-th kept), then -inf outside the nucleus: the fewest most likely tokens whose
+    probability reaches `top_p` (at least one). None (or top_p 1) switches a filter off; `scores` is not modified.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 (0 means greedy: no filtering), got {temperature}")
+    out = scores / temperature if temperature != 1.0 else scores
+    if top_k is not None and top_k < out.shape[-1]:
+        kth = torch.topk(out, top_k, dim=-1).values[..., -1:]
+        out = out.masked_fill(out < kth, -math.inf)
+    if top_p is not None and top_p < 1.0:
+        ordered, order = torch.sort(out, dim=-1, descending=True)
+        probs = ordered.float().softmax(dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # probability of the more likely tokens
+        drop = before >= top_p
+        drop[..., 0] = False
+        out = out.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), -math.inf)
+    return out
+
+
+class FilterLogitsWarper(LogitsProcessor):
+    """`filter_logits` as a transformers logits processor (after `UnitOnlyLogitsProcessor`)."""
+
+    def __init__(self, temperature: float, top_k: int | None, top_p: float | None):
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return filter_logits(scores, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+
+
 def generate_units(lm: UnitLM, prompts: Sequence[np.ndarray], config: SamplingConfig, *,
                    batch_size: int = 16) -> list[list[np.ndarray]]:
     """Per prompt, `config.num_samples` unit continuations (see the module docstring)."""
@@ -172,12 +200,7 @@ def _processors(vocab: UnitVocab, config: SamplingConfig, prompt_len: int) -> Lo
                                                             prompt_len=prompt_len,
                                                             min_new_tokens=config.min_new_tokens)]
     if not config.greedy:
-        if config.temperature != 1.0:
-            procs.append(TemperatureLogitsWarper(config.temperature))
-        if config.top_k is not None:
-            procs.append(TopKLogitsWarper(config.top_k))
-        if config.top_p is not None and config.top_p < 1.0:
-            procs.append(TopPLogitsWarper(config.top_p))
+        procs.append(FilterLogitsWarper(config.temperature, config.top_k, config.top_p))
     return LogitsProcessorList(procs)
 
 

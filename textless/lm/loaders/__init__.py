@@ -13,9 +13,10 @@ Families, tried in this order by `load_unit_lm` (each has ``detect(path) -> bool
 unit metadata inside config.json), which `UnitLM.from_pretrained` then reads directly.
 
 Keyword arguments every loader accepts: ``torch_dtype`` (None keeps the dtype the weights are stored in),
-``device``, ``attn_implementation``, and the unit metadata ``tokenizer`` (identity dict, see `UnitLM`),
-``frame_rate`` and ``deduplicated`` (for TWIST / slamkit these are not in the checkpoint: see each module for its
-default; for a textless directory a value given here replaces the saved one).
+``device``, ``attn_implementation`` (None, "sdpa", "eager", "flash_attention_2" / "_3": see `textless.lm.model`;
+`load_unit_lm` checks it before reading anything), and the unit metadata ``tokenizer`` (identity dict, see
+`UnitLM`), ``frame_rate`` and ``deduplicated`` (for TWIST / slamkit these are not in the checkpoint: see each module
+for its default; for a textless directory a value given here replaces the saved one).
 
 Weights. The TWIST / slamkit loaders read the tensors themselves (`read_state_dict`: ``model.safetensors``,
 ``pytorch_model.bin`` — through `textless.utils.safe_pickle.safe_torch_load`, never a plain unpickler — or a sharded
@@ -214,10 +215,10 @@ def build_causal_lm(config: PretrainedConfig, state: dict[str, torch.Tensor], *,
     transformers re-ties them) and every tensor of `state` must be used: otherwise `FormatError` naming
     `weights_file`.
     """
+    from textless.lm.model import attn_kwargs
+
     cls = causal_lm_class(config, config_file)
-    kwargs: dict[str, Any] = {"dtype": resolve_dtype(torch_dtype, state)}
-    if attn_implementation:
-        kwargs["attn_implementation"] = attn_implementation
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(torch_dtype, state), **attn_kwargs(attn_implementation)}
     with _quiet_transformers():
         model, info = cls.from_pretrained(None, config=config, state_dict=state, output_loading_info=True,
                                           ignore_mismatched_sizes=True, **kwargs)
@@ -329,6 +330,9 @@ def load_unit_lm(path: str | Path, *, family: str | None = None, **kwargs: Any) 
     `kwargs` go to the family's loader (see the module docstring). Raises `TextlessError` listing what was checked
     when no family recognises `path`.
     """
+    from textless.lm.model import check_attn_implementation
+
+    check_attn_implementation(kwargs.get("attn_implementation"))  # a missing flash package fails fast
     path = Path(path)
     loaders = _loaders()
     if family is not None:
