@@ -165,3 +165,60 @@ def test_generate_from_audio_prompts(tmp_path):
     meta, records = read_generations(tmp_path / "g")
     assert meta["frame_rate"] == 100.0 and len(records) == 2
     assert all(sum(r["prompt_durations"]) <= 300 for r in records)  # 3 s at 100 Hz
+
+
+def _tiny_vocoder(tmp_path, *, duration_predictor=True, multispkr=False):
+    import torch
+
+    from textless.vocoders import UnitHiFiGANConfig, UnitVocoder
+
+    cfg = UnitHiFiGANConfig(num_embeddings=20, embedding_dim=8, upsample_rates=[2, 2], upsample_kernel_sizes=[4, 4],
+                            upsample_initial_channel=16, resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1]],
+                            duration_predictor=duration_predictor, multispkr=multispkr,
+                            num_speakers=2 if multispkr else 0, speakers=["ann", "bob"] if multispkr else None,
+                            dur_predictor_params={"encoder_embed_dim": 8, "var_pred_hidden_dim": 8},
+                            sampling_rate=200)  # hop 4 at 200 Hz = 50 Hz units
+    torch.manual_seed(0)
+    voc = UnitVocoder.from_config(cfg, tokenizer={"name": "toy-km20"}, deduplicated=True)
+    return voc.save_pretrained(tmp_path / "voc"), voc
+
+
+def test_generate_writes_audio_with_a_vocoder(tmp_path, lm_and_units):
+    import soundfile as sf
+
+    lm_dir, units_dir = lm_and_units
+    voc_dir, voc = _tiny_vocoder(tmp_path)
+    out = generate(GenerateConfig(lm=str(lm_dir), prompts=str(units_dir), prompt_seconds=0.2, num_samples=2,
+                                  max_new_tokens=12, prompt_multiple=None, vocoder=str(voc_dir),
+                                  output=str(tmp_path / "gen")), log=lambda *a: None)
+    _, records = read_generations(out)
+    for r in records:
+        prompt_wav, sr = sf.read(out / r["prompt_audio"], dtype="float32")
+        assert sr == 200 and len(prompt_wav) == sum(r["prompt_durations"]) * voc.hop
+        # the prompt audio is the vocoder's resynthesis of the prompt units with their durations (PCM_16)
+        ref = voc.synthesize([np.asarray(r["prompt_units"])], [np.asarray(r["prompt_durations"])])[0]
+        np.testing.assert_allclose(prompt_wav, ref, atol=1 / 2**15 + 1e-6)
+        if not r["units"]:
+            assert r["audio"] is None
+            continue
+        wav, _ = sf.read(out / r["audio"], dtype="float32")
+        # every continuation unit lasts >= 1 predicted frame (exact counts can flip at .5 between batch layouts)
+        assert len(wav) % voc.hop == 0 and len(wav) // voc.hop >= len(r["units"])
+    voiced = [r["audio"] for r in records if r["audio"]]
+    assert len(set(voiced)) == len(voiced) >= 4
+
+
+def test_generate_vocoder_errors(tmp_path, lm_and_units):
+    lm_dir, units_dir = lm_and_units
+    voc_dir, _ = _tiny_vocoder(tmp_path, duration_predictor=False)
+    with pytest.raises(ConfigError, match="no duration predictor"):
+        generate(GenerateConfig(lm=str(lm_dir), prompts=str(units_dir), vocoder=str(voc_dir),
+                                output=str(tmp_path / "g")), log=lambda *a: None)
+    spk_dir, voc = _tiny_vocoder(tmp_path / "spk", multispkr=True)
+    out = generate(GenerateConfig(lm=str(lm_dir), prompts=str(units_dir), prompt_seconds=0.2, max_new_tokens=4,
+                                  prompt_multiple=None, vocoder=str(spk_dir), speaker="bob",
+                                  output=str(tmp_path / "g2")), log=lambda *a: None)
+    assert (out / "audio" / "p0.0.wav").is_file()
+    with pytest.raises(TextlessError, match="unknown speaker 'zed'"):
+        generate(GenerateConfig(lm=str(lm_dir), prompts=str(units_dir), vocoder=str(spk_dir), speaker="zed",
+                                output=str(tmp_path / "g3")), log=lambda *a: None)

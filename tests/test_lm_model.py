@@ -97,7 +97,7 @@ def test_vocab_serialisation_round_trip():
 
 # ---------------------------------------------------------------------------------------------------------- presets
 def test_presets_sizes():
-    expected_millions = {"tiny": (0.05, 0.5), "small": (15, 25), "gslm": (140, 165), "twist-350m": (290, 340),
+    expected_millions = {"tiny": (0.05, 0.5), "starter": (3.5, 4.0), "small": (15, 25), "gslm": (140, 165), "twist-350m": (290, 340),
                          "350m": (330, 380)}
     assert set(expected_millions) <= set(PRESETS)
     vocab = UnitVocab.default(100)

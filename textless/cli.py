@@ -13,6 +13,7 @@ import importlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from textless import __version__
 from textless.errors import ConfigError, TextlessError
@@ -56,6 +57,25 @@ def configured(command: str, schema: str, job: str) -> Callable[[argparse.Namesp
 
 
 # ---------------------------------------------------------------------------------------------------------- info
+def _resynth_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help="an audio file, or a dataset (directory, manifest, bundled:<split>)")
+    parser.add_argument("output", help="the output wav file (for a file input) or directory")
+    parser.add_argument("--pipeline", help="a speech pipeline directory (default: the starter pipeline)")
+    parser.add_argument("--tokenizer", help="a tokenizer bundle (with --vocoder, instead of --pipeline)")
+    parser.add_argument("--vocoder", help="a vocoder: textless, fairseq CodeHiFiGAN or speechbrain checkpoint")
+    parser.add_argument("--speaker", help="voice of a multi-speaker vocoder (name or id)")
+    parser.add_argument("--device", default="cpu")
+
+
+def _run_resynth(args: argparse.Namespace) -> int:
+    from textless.vocoders.resynth_job import build_pipeline, resynthesize
+
+    pipeline = build_pipeline(args.pipeline, args.tokenizer, args.vocoder, args.device)
+    speaker = int(args.speaker) if args.speaker is not None and args.speaker.isdigit() else args.speaker
+    failures = resynthesize(args.input, args.output, pipeline=pipeline, speaker=speaker)
+    return 1 if failures and Path(args.input).is_file() else 0
+
+
 def _info_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="an audio directory, a manifest (.tsv/.jsonl/fairseq .tsv) or a unit dataset")
     parser.add_argument("--durations", action="store_true", help="read audio headers to fill unknown durations")
@@ -206,6 +226,16 @@ COMMANDS: dict[str, Command] = {
                     "Recipes: --config gslm | twist | lm_tiny.",
         add_arguments=_add_config_arguments,
         run=configured("train", "textless.lm.train:TrainConfig", "textless.lm.train:train")),
+    "train-vocoder": Command(
+        help="train a unit HiFi-GAN vocoder on a unit dataset and its audio; resumes automatically",
+        description="Train a unit HiFi-GAN (fairseq CodeHiFiGAN; speechbrain MPD + MSD discriminators): random "
+                    "segments of units paired with their audio, mel L1 + feature matching + LSGAN (+ duration "
+                    "predictor), weight norm, bf16 on GPU, TensorBoard audio and mel figures, atomic checkpoints "
+                    "with exact resume; writes output_dir/final for load_vocoder. Recipes: --config train-vocoder "
+                    "(default) | vocoder_small (CPU starter).",
+        add_arguments=_add_config_arguments,
+        run=configured("train-vocoder", "textless.vocoders.train:VocoderTrainConfig",
+                       "textless.vocoders.train:train_vocoder")),
     "generate": Command(
         help="continue speech prompts (audio or units) with a unit LM",
         description="Tokenize audio prompts (or read a unit dataset), keep the first prompt_seconds, sample "
@@ -214,6 +244,11 @@ COMMANDS: dict[str, Command] = {
                     "prompts=bundled:valid tokenizer=tok/",
         add_arguments=_add_config_arguments,
         run=configured("generate", "textless.lm.generate_job:GenerateConfig", "textless.lm.generate_job:generate")),
+    "resynth": Command(
+        help="resynthesize speech: audio -> units -> audio (a file or a dataset)",
+        description="Tokenize audio and vocode the units back (the starter pipeline by default, or --pipeline, or "
+                    "--tokenizer + --vocoder of any supported format). Example: textless resynth in.wav out.wav",
+        add_arguments=_resynth_arguments, run=_run_resynth),
     "info": Command(
         help="describe an audio dataset or a unit dataset",
         description="Print size, speakers and duration of an audio dataset, or vocabulary, rate and unit "

@@ -15,7 +15,12 @@ Output directory (atomic)::
     generations.jsonl   {"id": "<prompt id>/<k>", "prompt_id", "sample": k, "prompt_units": [...],
                          "prompt_durations": [...] | absent, "units": [...]}
 
-Generated units have no durations: a vocoder's duration predictor supplies them (the vocoders stage reads this file).
+With ``vocoder=<dir>`` (any format `textless.vocoders.load_vocoder` reads) each record also gets audio, written into
+the same directory: ``audio/<prompt id>.prompt.wav`` (the cropped prompt, resynthesized from its units and
+durations) and ``audio/<prompt id>.<k>.wav`` (continuation k; its durations come from the vocoder's duration
+predictor), with ``"prompt_audio"`` / ``"audio"`` paths (relative) in the record (``"audio": null`` for an empty
+continuation). ``speaker=`` picks the voice of a
+multi-speaker vocoder (a name or id; default: each prompt's own speaker when the vocoder knows it, else the first).
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ class GenerateConfig:
     seed: int = 0
     batch_size: int = 16
     use_cache: bool = True             # KV cache (false: recompute every step; same greedy results, slower)
+    vocoder: str | None = None         # write audio too (UnitVocoder / fairseq / speechbrain checkpoint)
+    speaker: str | None = None         # multi-speaker vocoder: a speaker name or id (default: the prompt's own)
     device: str = "cpu"
     overwrite: bool = False
 
@@ -124,23 +131,99 @@ def generate(cfg: GenerateConfig, log=print) -> Path:
     except UnitMismatchError as e:
         raise UnitMismatchError(f"prompts do not fit the LM '{cfg.lm}': {e}") from None
     prompts = [crop_prompt(p, cfg.prompt_seconds, units_meta.frame_rate) for p in prompts]
+    vocoder, speakers = _load_vocoder(cfg, units_meta, [p.id for p in prompts])
     outputs = generate_units(lm, [p.units for p in prompts], sampling, batch_size=cfg.batch_size)
     meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "lm": str(cfg.lm), "tokenizer": units_meta.tokenizer,
             "frame_rate": units_meta.frame_rate, "deduplicated": units_meta.deduplicated,
             "vocab_size": lm.vocab.num_units, "sampling": asdict(sampling), "prompt_seconds": cfg.prompt_seconds}
     with atomic_directory(cfg.output, overwrite=cfg.overwrite) as tmp:
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        records = []
+        for prompt, samples in zip(prompts, outputs):
+            for k, units in enumerate(samples):
+                record = {"id": f"{prompt.id}/{k}", "prompt_id": prompt.id, "sample": k,
+                          "prompt_units": prompt.units.tolist(), "units": np.asarray(units).tolist()}
+                if prompt.durations is not None:
+                    record["prompt_durations"] = prompt.durations.tolist()
+                records.append(record)
+        if vocoder is not None:
+            _write_audio(vocoder, records, speakers, tmp, cfg.batch_size, units_meta.deduplicated)
         with open(tmp / "generations.jsonl", "w", encoding="utf-8") as f:
-            for prompt, samples in zip(prompts, outputs):
-                for k, units in enumerate(samples):
-                    record = {"id": f"{prompt.id}/{k}", "prompt_id": prompt.id, "sample": k,
-                              "prompt_units": prompt.units.tolist(), "units": np.asarray(units).tolist()}
-                    if prompt.durations is not None:
-                        record["prompt_durations"] = prompt.durations.tolist()
-                    f.write(json.dumps(record) + "\n")
+            f.writelines(json.dumps(record) + "\n" for record in records)
     n = sum(len(s) for s in outputs)
     log(f"wrote {cfg.output}: {n} continuations of {len(prompts)} prompts")
     return Path(cfg.output)
+
+
+def _load_vocoder(cfg: GenerateConfig, units_meta: UnitMeta, prompt_ids: list[str]):
+    """(vocoder or None, a speaker id per prompt or None); checks the vocoder takes these units."""
+    if not cfg.vocoder:
+        return None, None
+    from textless.vocoders import load_vocoder
+
+    vocoder = load_vocoder(cfg.vocoder, device=cfg.device)
+    if vocoder.config.codebook_size < units_meta.vocab_size or units_meta.bpe:
+        raise ConfigError(f"vocoder '{cfg.vocoder}' takes {vocoder.config.codebook_size} units; these prompts have "
+                          f"{units_meta.vocab_size}{' BPE tokens' if units_meta.bpe else ''}")
+    if units_meta.deduplicated and vocoder.generator.dur_predictor is None:
+        raise ConfigError(f"vocoder '{cfg.vocoder}' has no duration predictor, so it cannot voice the deduplicated "
+                          f"units the LM generates")
+    if not vocoder.config.multispkr:
+        return vocoder, None
+    if cfg.speaker is not None:
+        return vocoder, [vocoder.speaker_id(cfg.speaker)] * len(prompt_ids)
+    names = vocoder.config.speakers or []
+    own = _prompt_speakers(cfg, prompt_ids)
+    return vocoder, [names.index(own[i]) if own.get(i) in names else 0 for i in prompt_ids]
+
+
+def _prompt_speakers(cfg: GenerateConfig, prompt_ids: list[str]) -> dict[str, str]:
+    """Speaker of each prompt id when the prompts come from an audio dataset (or a unit dataset whose source is one)."""
+    from textless.data import load_dataset
+
+    source = cfg.prompts
+    if (Path(cfg.prompts) / "meta.json").exists():
+        source = read_units(cfg.prompts).meta.extra.get("source")
+    try:
+        return {item.id: item.speaker for item in load_dataset(source) if item.speaker} if source else {}
+    except (TextlessError, OSError):
+        return {}
+
+
+def _write_audio(vocoder, records: list[dict], speakers: list[int] | None, out: Path, batch_size: int,
+                 deduplicated: bool) -> None:
+    """Synthesize each record's prompt (once per prompt) and continuation into ``out/audio``."""
+    from textless.audio import save_audio
+
+    (out / "audio").mkdir()
+    by_prompt = {r["prompt_id"]: i for i, r in enumerate(records) if r["sample"] == 0}
+    order = list(by_prompt)
+    spk = None if speakers is None else dict(zip(order, speakers))
+
+    def names(prompt_id: str) -> str:
+        return prompt_id.replace("/", "__")
+
+    prompt_wavs = vocoder.synthesize(
+        [np.asarray(records[by_prompt[p]]["prompt_units"]) for p in order],
+        [np.asarray(records[by_prompt[p]].get("prompt_durations", np.ones(len(records[by_prompt[p]]["prompt_units"]),
+                                                                           np.int64))) for p in order],
+        speakers=None if spk is None else [spk[p] for p in order], batch_size=batch_size)
+    for p, wav in zip(order, prompt_wavs):
+        rel = f"audio/{names(p)}.prompt.wav"
+        save_audio(out / rel, wav, vocoder.sample_rate)
+        for r in records:
+            if r["prompt_id"] == p:
+                r["prompt_audio"] = rel
+    voiced = [r for r in records if r["units"]]  # an empty continuation (eos first) gets "audio": null
+    wavs = vocoder.synthesize([np.asarray(r["units"], np.int64) for r in voiced],
+                              speakers=None if spk is None else [spk[r["prompt_id"]] for r in voiced],
+                              batch_size=batch_size, deduplicated=deduplicated)
+    for r in records:
+        r["audio"] = None
+    for r, wav in zip(voiced, wavs):
+        rel = f"audio/{names(r['prompt_id'])}.{r['sample']}.wav"
+        save_audio(out / rel, wav, vocoder.sample_rate)
+        r["audio"] = rel
 
 
 def read_generations(path: str | Path) -> tuple[dict, list[dict]]:

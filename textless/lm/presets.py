@@ -4,6 +4,7 @@ Sizes (parameters for a ~100-unit vocabulary, embeddings included; tied embeddin
 
     name         arch   layers  d     heads (kv)  ffn          params   use
     tiny         Llama   2      64     4 (4)       256 SwiGLU   ~0.1M    unit tests
+    starter      OPT     4      256    4          1024 ReLU     ~3.7M    the shipped starter LM (bundled corpus, CPU)
     small        Llama  12      384    6 (6)      1024 SwiGLU   ~21M     bundled corpus, CPU benchmarks
     gslm         OPT    12      1024  16         4096 ReLU      ~152M    fairseq transformer_lm_big (GSLM ULM) sizes
     twist-350m   OPT    24      1024  16         4096 ReLU      ~303M    OPT-350M (TWIST-350M's base) exactly
@@ -47,6 +48,7 @@ def _opt(vocab_size: int, *, layers: int, d: int, heads: int, ffn: int, pre_ln: 
 
 PRESETS: dict[str, Callable[[int], PretrainedConfig]] = {
     "tiny": lambda v: _llama(v, layers=2, d=64, heads=4, kv_heads=4, ffn=256),
+    "starter": lambda v: _opt(v, layers=4, d=256, heads=4, ffn=1024),
     "small": lambda v: _llama(v, layers=12, d=384, heads=6, kv_heads=6, ffn=1024),
     "gslm": lambda v: _opt(v, layers=12, d=1024, heads=16, ffn=4096),
     "twist-350m": lambda v: _opt(v, layers=24, d=1024, heads=16, ffn=4096, pre_ln=False, word_embed_proj_dim=512),

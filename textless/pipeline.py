@@ -1,0 +1,183 @@
+"""The whole chain in one object: audio -> units (tokenizer) -> units (unit LM) -> audio (vocoder).
+
+A pipeline directory (``SpeechPipeline.save_pretrained`` / ``from_pretrained``)::
+
+    pipeline.json   {"format": "textless.pipeline", "version": 1, "tokenizer": "tokenizer", "lm": "lm" | null,
+                     "vocoder": "vocoder" | null, "default_speaker": name | null, "notes": str}
+    tokenizer/      SpeechTokenizer bundle
+    lm/             UnitLM directory (optional: resynthesis needs none)
+    vocoder/        UnitVocoder directory (optional: units-only continuation needs none)
+
+Parts are checked against each other when loaded: the LM must accept the tokenizer's units (`UnitLM.check_units`) and
+the vocoder must have been trained on units of the same tokenizer (name and k-means hash, when it records them) with
+the same deduplication. The starter pipeline that ships with textless (`starter_pipeline`, trained on the bundled
+corpus; see ``textless/assets/starter/README.md``) is the embedded default of ``make demo``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from textless.errors import FormatError, TextlessError
+from textless.utils.atomic import atomic_directory
+
+FORMAT_NAME = "textless.pipeline"
+FORMAT_VERSION = 1
+CONFIG_FILE = "pipeline.json"
+STARTER_DIR = Path(__file__).resolve().parent / "assets" / "starter"
+
+
+@dataclass
+class Continuation:
+    """One continued prompt: deduplicated prompt units (ids, durations) and the sampled continuation units, with
+    their audio (float32 [T] at ``sample_rate``; None without a vocoder)."""
+
+    prompt_units: np.ndarray
+    prompt_durations: np.ndarray | None
+    units: np.ndarray
+    prompt_audio: np.ndarray | None
+    audio: np.ndarray | None
+    sample_rate: int
+
+
+class SpeechPipeline:
+    """Tokenizer + optional unit LM + optional vocoder, checked to fit together."""
+
+    def __init__(self, tokenizer, lm=None, vocoder=None, default_speaker: str | int | None = None, notes: str = ""):
+        self.tokenizer, self.lm, self.vocoder = tokenizer, lm, vocoder
+        self.default_speaker = default_speaker
+        self.notes = notes
+        self._check()
+
+    # ------------------------------------------------------------------------------------------------- checks
+    def _check(self) -> None:
+        identity = self.tokenizer.identity()
+        if self.lm is not None:
+            from textless.data.units import UnitMeta
+
+            self.lm.check_units(UnitMeta(tokenizer=identity, frame_rate=self.tokenizer.frame_rate,
+                                         vocab_size=self.tokenizer.vocab_size,
+                                         deduplicated=self.tokenizer.deduplicate), where="the pipeline's tokenizer")
+        voc = self.vocoder
+        if voc is None:
+            return
+        if voc.tokenizer is not None:
+            for key in ("name", "kmeans_sha256"):
+                if key in voc.tokenizer and voc.tokenizer[key] != identity.get(key):
+                    raise TextlessError(f"the vocoder was trained on units of tokenizer {voc.tokenizer.get('name')!r} "
+                                        f"({key} {voc.tokenizer[key]}), not {identity.get('name')!r} "
+                                        f"({identity.get(key)})")
+        if voc.config.codebook_size != self.tokenizer.num_units:
+            raise TextlessError(f"the vocoder takes {voc.config.codebook_size} units, the tokenizer makes "
+                                f"{self.tokenizer.num_units}")
+        if abs(voc.frame_rate - self.tokenizer.frame_rate) > 1e-6:
+            raise TextlessError(f"the vocoder expects {voc.frame_rate:g} Hz units, the tokenizer makes "
+                                f"{self.tokenizer.frame_rate:g} Hz")
+
+    # ------------------------------------------------------------------------------------------------- audio
+    @property
+    def sample_rate(self) -> int:
+        """Output audio rate (the vocoder's) in Hz."""
+        if self.vocoder is None:
+            raise TextlessError("this pipeline has no vocoder")
+        return self.vocoder.sample_rate
+
+    def _speaker(self, speaker):
+        if self.vocoder is None or not self.vocoder.config.multispkr:
+            return None
+        chosen = self.default_speaker if speaker is None else speaker
+        if chosen is None:
+            raise TextlessError("this vocoder is multi-speaker: pass speaker= (a name or id) or set default_speaker")
+        names = self.vocoder.config.speakers or []
+        if isinstance(chosen, str) and chosen not in names and self.default_speaker is not None:
+            chosen = self.default_speaker  # a speaker the vocoder never heard: its default voice
+        return self.vocoder.speaker_id(chosen)
+
+    def vocode(self, units: np.ndarray, durations: np.ndarray | None = None, speaker=None) -> np.ndarray:
+        """Units [L] (deduplicated: durations given, or predicted) -> waveform float32 [T] at `sample_rate`."""
+        if self.vocoder is None:
+            raise TextlessError("this pipeline has no vocoder")
+        (wav,) = self.vocoder.synthesize([np.asarray(units)], None if durations is None else [durations],
+                                         speakers=self._speaker(speaker))
+        return wav
+
+    def resynthesize(self, wav, sample_rate: int, speaker=None) -> tuple[np.ndarray, object]:
+        """Waveform [T] at `sample_rate` -> (resynthesized waveform [T'] at `self.sample_rate`, its `Units`)."""
+        units = self.tokenizer.encode(wav, sample_rate)
+        ids, durations = self.tokenizer.to_units(units)
+        return self.vocode(ids, durations, speaker), units
+
+    def continue_speech(self, wav, sample_rate: int, *, prompt_seconds: float | None = None, sampling=None,
+                        speaker=None) -> Continuation:
+        """Tokenize a prompt (its first `prompt_seconds`), continue it with the LM, and vocode both parts."""
+        from textless.data.units import UnitSequence
+        from textless.lm.generate_job import crop_prompt
+        from textless.lm.generation import SamplingConfig, generate_units
+
+        if self.lm is None:
+            raise TextlessError("this pipeline has no unit LM")
+        units = self.tokenizer.encode(wav, sample_rate)
+        prompt = crop_prompt(UnitSequence("prompt", units.ids, units.durations), prompt_seconds,
+                             self.tokenizer.frame_rate)
+        new = generate_units(self.lm, [prompt.units], sampling or SamplingConfig())[0][0]
+        prompt_audio = audio = None
+        if self.vocoder is not None:
+            prompt_audio = self.vocode(prompt.units, prompt.durations, speaker)
+            audio = self.vocode(new, None, speaker) if len(new) else np.zeros(0, np.float32)
+        return Continuation(prompt.units, prompt.durations, np.asarray(new), prompt_audio, audio,
+                            self.vocoder.sample_rate if self.vocoder is not None else self.tokenizer.sample_rate)
+
+    # ------------------------------------------------------------------------------------------- persistence
+    def save_pretrained(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        config = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "tokenizer": "tokenizer",
+                  "lm": "lm" if self.lm is not None else None,
+                  "vocoder": "vocoder" if self.vocoder is not None else None,
+                  "default_speaker": self.default_speaker, "notes": self.notes}
+        with atomic_directory(path, overwrite=overwrite) as tmp:
+            self.tokenizer.save_pretrained(tmp / "tokenizer")
+            if self.lm is not None:
+                self.lm.save_pretrained(tmp / "lm")
+            if self.vocoder is not None:
+                self.vocoder.save_pretrained(tmp / "vocoder")
+            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        return Path(path)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu", load_lm: bool = True,
+                        load_vocoder: bool = True) -> SpeechPipeline:
+        from textless.lm.model import UnitLM
+        from textless.tokenizers.bundle import SpeechTokenizer
+        from textless.vocoders import UnitVocoder
+
+        path = Path(path)
+        config_path = path / CONFIG_FILE
+        if not config_path.is_file():
+            raise TextlessError(f"'{path}' is not a speech pipeline directory (no {CONFIG_FILE})")
+        try:
+            config = json.loads(config_path.read_text())
+        except json.JSONDecodeError as e:
+            raise FormatError(config_path, f"invalid JSON ({e.msg})") from None
+        if config.get("format") != FORMAT_NAME:
+            raise FormatError(config_path, f"not a textless pipeline (format {config.get('format')!r})")
+        if config.get("version", 0) > FORMAT_VERSION:
+            raise FormatError(config_path, f"written by a newer textless (version {config['version']})")
+        tokenizer = SpeechTokenizer.from_pretrained(path / config["tokenizer"], device=device)
+        lm = (UnitLM.from_pretrained(path / config["lm"]).to(device).eval()
+              if load_lm and config.get("lm") else None)
+        vocoder = (UnitVocoder.from_pretrained(path / config["vocoder"], device=device)
+                   if load_vocoder and config.get("vocoder") else None)
+        return cls(tokenizer, lm, vocoder, default_speaker=config.get("default_speaker"),
+                   notes=config.get("notes", ""))
+
+
+def starter_pipeline(device: str | torch.device = "cpu", **kw) -> SpeechPipeline:
+    """The pipeline that ships with textless (tokenizer: offline Whisper-base layer 4 + k-means 100; a small unit LM
+    and a small unit HiFi-GAN trained on the bundled corpus). Quality notes: textless/assets/starter/README.md."""
+    if not (STARTER_DIR / CONFIG_FILE).is_file():
+        raise TextlessError(f"the starter pipeline is missing from this installation ({STARTER_DIR})")
+    return SpeechPipeline.from_pretrained(STARTER_DIR, device=device, **kw)

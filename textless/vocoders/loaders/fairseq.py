@@ -1,0 +1,90 @@
+"""fairseq / textlesslib CodeHiFiGAN checkpoints, read without fairseq.
+
+Layout (fairseq ``examples/speech_to_speech`` / ``textless_nlp`` vocoders, textlesslib ``CodeHiFiGANVocoder``): a torch
+file (``g_00500000``, ``hifigan_vocoder``, ``*.pt``...) holding ``{"generator": state_dict, ...}`` and a
+``config.json`` with the generator's hyper-parameters beside it. The state dict uses the `UnitHiFiGAN` names
+(``dict``, ``spkr``, ``conv_pre``, ``ups.i``, ``resblocks.j.convs{1,2}.n``, ``conv_post``, ``dur_predictor.*``) with
+weight norm stored as ``weight_g`` / ``weight_v`` pairs, folded here (fairseq removes it at load time too).
+The file is read with ``torch.load(weights_only=True)``: plain tensors in plain containers, no code runs. A checkpoint
+that pickles other objects (e.g. a training state) is refused unless ``trust_pickle=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import torch
+
+from textless.errors import FormatError, TextlessError
+from textless.vocoders.generator import UnitHiFiGAN, UnitHiFiGANConfig, fold_weight_norm
+from textless.vocoders.loaders import register_vocoder_format
+from textless.vocoders.model import UnitVocoder
+
+CONFIG = "config.json"
+
+
+def _checkpoint_file(path: Path) -> Path | None:
+    """The checkpoint file of `path` (the file itself, or the one non-JSON file of a directory with config.json)."""
+    if path.is_file():
+        return path if (path.parent / CONFIG).is_file() and path.name != CONFIG else None
+    if not (path / CONFIG).is_file():
+        return None
+    files = [f for f in path.iterdir() if f.is_file() and f.suffix not in (".json", ".txt", ".md", ".yaml")]
+    return files[0] if len(files) == 1 else None
+
+
+def _looks_fairseq(path: Path) -> bool:
+    ckpt = _checkpoint_file(path)
+    if ckpt is None:
+        return False
+    try:
+        config = json.loads((ckpt.parent / CONFIG).read_text())
+    except (ValueError, OSError):
+        return False
+    return isinstance(config, dict) and "upsample_rates" in config and "format" not in config
+
+
+def read_generator_state(path: Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """The generator state dict of a CodeHiFiGAN checkpoint file (``["generator"]``, or the file's dict itself)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as e:
+        raise FormatError(path, f"holds more than tensors ({str(e).splitlines()[0]}); if you trust the file, load it "
+                                f"with trust_pickle=True") from None
+    except (OSError, RuntimeError, EOFError) as e:
+        raise FormatError(path, f"not a readable torch checkpoint ({e})") from None
+    state = ckpt.get("generator", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not any(k.startswith("dict.") for k in state):
+        keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise FormatError(path, f"no CodeHiFiGAN generator state (expected a 'generator' dict with 'dict.weight'; "
+                                f"found {keys})")
+    return state
+
+
+@register_vocoder_format("fairseq", _looks_fairseq)
+def load_fairseq_vocoder(path: str | Path, *, device="cpu", trust_pickle: bool = False,
+                         deduplicated: bool | None = None, **_) -> UnitVocoder:
+    """A CodeHiFiGAN checkpoint (file or directory) -> `UnitVocoder`. ``deduplicated`` (what `synthesize` receives by
+    default) defaults to whether the model has a duration predictor."""
+    path = Path(path)
+    ckpt = _checkpoint_file(path)
+    if ckpt is None:
+        raise TextlessError(f"'{path}': expected a CodeHiFiGAN checkpoint file with {CONFIG} beside it (or their "
+                            f"directory)")
+    config_path = ckpt.parent / CONFIG
+    try:
+        config = UnitHiFiGANConfig.from_fairseq_config(json.loads(config_path.read_text()))
+    except ValueError as e:  # JSON errors and ConfigError alike
+        raise FormatError(config_path, str(e)) from None
+    state = fold_weight_norm(read_generator_state(ckpt, trust_pickle))
+    generator = UnitHiFiGAN(config)
+    try:
+        missing, unexpected = generator.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise FormatError(ckpt, f"weights do not fit {CONFIG}: {str(e).splitlines()[-1].strip()}") from None
+    if missing or unexpected:
+        raise FormatError(ckpt, f"weights do not fit {CONFIG}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    dedup = config.duration_predictor if deduplicated is None else deduplicated
+    return UnitVocoder(generator, deduplicated=dedup).to(device)
