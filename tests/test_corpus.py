@@ -70,7 +70,8 @@ def test_bundled_dataset_spec():
 
 def test_demo_fits_a_tokenizer_and_writes_units(tmp_path):
     lines = []
-    summary = run_demo(DemoConfig(output_dir=str(tmp_path), k=20, splits=["valid", "valid_unseen"], progress=False),
+    summary = run_demo(DemoConfig(mode="train", output_dir=str(tmp_path), k=20, splits=["valid", "valid_unseen"],
+                                  progress=False),
                        log=lines.append)
     assert summary["tokenizer"]["name"] == "mfcc-km20"
     assert set(summary["splits"]) == {"valid", "valid_unseen"}

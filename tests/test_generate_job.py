@@ -214,7 +214,7 @@ def test_generate_vocoder_errors(tmp_path, lm_and_units):
     with pytest.raises(ConfigError, match="no duration predictor"):
         generate(GenerateConfig(lm=str(lm_dir), prompts=str(units_dir), vocoder=str(voc_dir),
                                 output=str(tmp_path / "g")), log=lambda *a: None)
-    spk_dir, voc = _tiny_vocoder(tmp_path / "spk", multispkr=True)
+    spk_dir, _ = _tiny_vocoder(tmp_path / "spk", multispkr=True)
     out = generate(GenerateConfig(lm=str(lm_dir), prompts=str(units_dir), prompt_seconds=0.2, max_new_tokens=4,
                                   prompt_multiple=None, vocoder=str(spk_dir), speaker="bob",
                                   output=str(tmp_path / "g2")), log=lambda *a: None)

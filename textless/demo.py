@@ -1,39 +1,53 @@
 """The main job on the embedded default, run by `make demo` / `textless demo`.
 
-At this stage of the library:
-1. fit a speech tokenizer on the bundled corpus' training split (encoder features -> k-means -> dedup);
-2. tokenize every split into unit datasets (`textless tokenize`'s job) and print unit statistics (frame rate, units
-   per second, run lengths, entropy, bitrate) next to the oracle-phone topline (frame-level phones from alignments);
-3. train a small unit LM on the training units (`textless train`'s loop, recipe experiments/lm_tiny.yaml sizes);
-4. continue a held-out prompt with it (`textless generate`'s job) and report the validation loss.
-The vocoder stage will turn the continuation back into audio.
+``mode=starter`` (default): the whole chain with the starter pipeline that ships with textless (offline Whisper-base
+layer 4 + k-means 100 units, a small unit LM and a small unit HiFi-GAN, all trained on the bundled corpus):
+
+1. the prompt: the first ``prompt_seconds`` of a held-out bundled utterance (or ``prompt=<audio file>``);
+2. tokenize it (audio -> deduplicated units), vocode the units back (the resynthesis);
+3. continue the units with the unit LM (TWIST sampling: temperature 0.8, up to 3 x the prompt length) and vocode
+   prompt + continuation as one sequence (the prompt's own durations, predicted ones for the new units);
+4. write ``prompt.wav``, ``resynthesis.wav``, ``continuation.wav``, ``units.json`` and ``demo.png`` (waveforms and
+   spectrograms with unit boundaries; a red line where the continuation starts) under ``output_dir``, transcribe the
+   three with the offline Whisper-base (``transcribe=false`` skips it), and print per-stage timings.
+
+``mode=train``: build the stages from scratch instead (`textless.demo_train`).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from textless.data.corpus import SPLITS, load_bundled_alignments, load_bundled_corpus
-from textless.data.units import UnitWriter, read_units
-from textless.errors import TextlessError
-from textless.eval.unit_stats import UnitStats, unit_statistics
-from textless.tokenizers.fit_job import KMeansJobConfig, fit_tokenizer
-from textless.tokenizers.phones import OraclePhoneTokenizer
-from textless.tokenizers.tokenize_job import TokenizeConfig, tokenize_dataset
+from textless.data.corpus import SPLITS
+from textless.errors import ConfigError
 from textless.utils.atomic import atomic_write_text
 from textless.utils.table import format_table
 
 
 @dataclass
 class DemoConfig:
-    splits: list[str] = field(default_factory=lambda: list(SPLITS))
+    mode: str = "starter"            # starter | train
     output_dir: str = "outputs/demo"
-    encoder: str = "mfcc"            # "mfcc", a Hugging Face directory or a fairseq .pt
+    seed: int = 0
+    progress: bool = True
+    # starter mode
+    prompt: str | None = None        # an audio file; default: a held-out bundled utterance (bundled:valid)
+    prompt_seconds: float = 3.0
+    speaker: str | None = None       # vocoder voice (default: the prompt's speaker if the vocoder knows it)
+    temperature: float = 0.8
+    max_new_tokens: int = 250
+    min_new_tokens: int = 50         # no end-of-utterance before this many units (~1.8 s)
+    transcribe: bool = True          # Whisper-base transcripts of the three wav files
+    device: str = "cpu"
+    # train mode (textless.demo_train)
+    splits: list[str] = field(default_factory=lambda: list(SPLITS))
+    encoder: str = "mfcc"
     layer: int | None = None
     k: int = 100
     backend: str = "faiss"
@@ -42,100 +56,118 @@ class DemoConfig:
     lm_steps: int = 300
     lm_context: int = 256
     lm_lr: float = 3e-3
-    prompt_seconds: float = 2.0
-    seed: int = 0
-    progress: bool = True
 
 
-def _oracle_units(split: str, out: Path, tokenizer: OraclePhoneTokenizer) -> Path:
-    alignments = load_bundled_alignments()
-    path = out / "oracle_phones" / split
-    with UnitWriter(path, tokenizer.meta(), encoding="jsonl", overwrite=True) as writer:
-        for item in load_bundled_corpus(split):
-            if item.id in alignments:
-                writer.add(tokenizer.encode(alignments[item.id], duration=item.duration))
-    return path
+class _Timer:
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
-def _stats_row(name: str, split: str, frame_rate: float, vocab: int, stats: UnitStats) -> list:
-    return [name, split, f"{frame_rate:g}", vocab, stats.utterances, stats.units_per_second, stats.mean_run_frames,
-            stats.used_units, stats.entropy_bits, stats.bitrate]
+CLEAR_VOICES = ("awb", "bdl", "rms", "kal", "clb")  # flite CMU ARCTIC voices: Whisper-base hears them best
 
 
-def _train_and_continue(cfg: DemoConfig, out: Path, timings: dict[str, float], log) -> dict:
-    from textless.lm.generate_job import GenerateConfig, generate, read_generations
-    from textless.lm.train import TrainConfig, train
+def _default_prompt():
+    """A held-out utterance (bundled valid split) of a clear training voice, with a transcript and >= 4 s of audio."""
+    from textless.data.corpus import load_bundled_corpus
 
-    t0 = time.perf_counter()
-    result = train(TrainConfig(train_dataset=str(out / "units" / "train"), valid_dataset=str(out / "units" / "valid"),
-                               preset=cfg.lm_preset, output_dir=str(out / "lm"), context_length=cfg.lm_context,
-                               batch_size=8, lr=cfg.lm_lr, min_lr=cfg.lm_lr / 20, max_steps=cfg.lm_steps,
-                               eval_every=max(1, cfg.lm_steps // 3), save_every=cfg.lm_steps, log_every=10**9,
-                               seed=cfg.seed, progress=cfg.progress, tensorboard=True),
-                   log=lambda *a: None)
-    timings["train_lm"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    generations = generate(GenerateConfig(lm=str(result.final_model), prompts=str(out / "units" / "valid"),
-                                          prompt_seconds=cfg.prompt_seconds, max_prompts=1, seed=cfg.seed,
-                                          output=str(out / "generations"), overwrite=True), log=lambda *a: None)
-    timings["generate"] = time.perf_counter() - t0
-    _, records = read_generations(generations)
-    first = records[0]
-    valid = result.valid_losses[-1][1] if result.valid_losses else float("nan")
-    log("")
-    log(f"Unit LM ({cfg.lm_preset}, {result.step} steps, {result.tokens_seen:,} tokens): validation loss "
-        f"{valid:.3f} nats/unit (uniform over the units: {np.log(cfg.k):.3f})")
-    log(f"prompt {first['prompt_id']} (first {cfg.prompt_seconds:g} s): {' '.join(map(str, first['prompt_units']))}")
-    log(f"continuation ({len(first['units'])} units): {' '.join(map(str, first['units']))}")
-    return {"final_model": str(result.final_model), "steps": result.step, "valid_loss": valid,
-            "generations": str(generations), "continuation": first["units"]}
+    items = [i for i in load_bundled_corpus("valid") if i.transcript and (i.duration or 0) >= 4.0]
+    return min(items, key=lambda i: (CLEAR_VOICES.index(i.speaker) if i.speaker in CLEAR_VOICES else 99, i.id))
+
+
+def _boundaries(durations: np.ndarray, frame_rate: float, offset: float = 0.0) -> list[float]:
+    return list(offset + np.cumsum(durations)[:-1] / frame_rate)
+
+
+def run_starter_demo(cfg: DemoConfig, log=print) -> dict:
+    from textless.audio import load_audio, save_audio
+    from textless.lm.generation import SamplingConfig, generate_units
+    from textless.pipeline import starter_pipeline
+    from textless.utils.plots import SpeechPanel, plot_speech
+
+    out = Path(cfg.output_dir)
+    timer = _Timer()
+    with timer("load models"):
+        pipeline = starter_pipeline(device=cfg.device)
+    tok, lm, voc = pipeline.tokenizer, pipeline.lm, pipeline.vocoder
+    item = None if cfg.prompt else _default_prompt()
+    source = Path(cfg.prompt) if cfg.prompt else item.path
+    with timer("read audio"):
+        wav, _ = load_audio(source, tok.sample_rate)
+        prompt = wav[: int(cfg.prompt_seconds * tok.sample_rate)].numpy()
+    speaker = cfg.speaker or (item.speaker if item is not None else None)
+    with timer("tokenize"):
+        units = tok.encode(prompt, tok.sample_rate)
+    with timer("vocode"):
+        resynthesis = pipeline.vocode(units.ids, units.durations, speaker)
+    sampling = SamplingConfig(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+                              min_new_tokens=cfg.min_new_tokens, seed=cfg.seed)
+    with timer("generate (unit LM)"):
+        new = generate_units(lm, [units.ids], sampling)[0][0]
+    with timer("vocode"):
+        new_durations = voc.predict_durations([new])[0] if len(new) else np.zeros(0, np.int64)
+        all_units = np.concatenate([units.ids, new])
+        all_durations = np.concatenate([units.durations, new_durations])
+        continuation = pipeline.vocode(all_units, all_durations, speaker)
+    sr = voc.sample_rate
+    files = {"prompt": out / "prompt.wav", "resynthesis": out / "resynthesis.wav",
+             "continuation": out / "continuation.wav"}
+    with timer("write"):
+        save_audio(files["prompt"], prompt, tok.sample_rate)
+        save_audio(files["resynthesis"], resynthesis, sr)
+        save_audio(files["continuation"], continuation, sr)
+        atomic_write_text(out / "units.json", json.dumps({
+            "prompt_units": units.ids.tolist(), "prompt_durations": units.durations.tolist(),
+            "continuation_units": new.tolist(), "continuation_durations": new_durations.tolist()}))
+    prompt_end = units.durations.sum() / tok.frame_rate
+    with timer("plot"):
+        plot_speech([SpeechPanel(f"prompt ({source.name}, first {cfg.prompt_seconds:g} s)", prompt, tok.sample_rate,
+                                 _boundaries(units.durations, tok.frame_rate)),
+                     SpeechPanel(f"resynthesis: {len(units.ids)} units ({tok.identity()['name']}) -> vocoder",
+                                 resynthesis, sr, _boundaries(units.durations, tok.frame_rate)),
+                     SpeechPanel(f"continuation: prompt + {len(new)} generated units (after the red line)",
+                                 continuation, sr, _boundaries(all_durations, tok.frame_rate), marker=prompt_end)],
+                    out / "demo.png", title="textless starter pipeline: audio -> units -> unit LM -> audio")
+    transcripts = {}
+    if cfg.transcribe:
+        from textless.eval.asr import load_asr
+
+        with timer("transcribe (Whisper-base)"):
+            asr = load_asr("offline:whisper-base", device=cfg.device)
+            texts = asr.transcribe([prompt, resynthesis, continuation])
+        transcripts = dict(zip(files, texts))
+    seconds = len(prompt) / tok.sample_rate
+    log(f"prompt: {source} (first {seconds:.1f} s){'; speaker ' + speaker if speaker else ''}")
+    if item is not None and item.transcript:
+        log(f"  reference transcript: {item.transcript}")
+    log(f"units: {len(units.ids)} deduplicated units from {units.durations.sum()} frames at {tok.frame_rate:g} Hz "
+        f"({len(units.ids) / seconds:.1f} units/s, tokenizer {tok.identity()['name']})")
+    log(f"continuation: {len(new)} new units ({new_durations.sum() / tok.frame_rate:.1f} s), "
+        f"temperature {cfg.temperature:g}, seed {cfg.seed}")
+    for name, text in transcripts.items():
+        log(f"  Whisper-base hears in {name}.wav: {text!r}")
+    log(format_table(["stage", "seconds"], [[k, v] for k, v in timer.seconds.items()]))
+    log(f"wrote {', '.join(str(f) for f in files.values())}, {out / 'units.json'} and {out / 'demo.png'}")
+    if pipeline.notes:
+        log(f"note: {pipeline.notes}")
+    summary = {"prompt": str(source), "speaker": speaker, "prompt_seconds": seconds, "units": len(units.ids),
+               "continuation_units": len(new), "files": {k: str(v) for k, v in files.items()},
+               "picture": str(out / "demo.png"), "transcripts": transcripts, "timings_s": timer.seconds}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    return summary
 
 
 def run_demo(cfg: DemoConfig, log=print) -> dict:
-    """Run the demo; returns the summary that is also written to ``<output_dir>/summary.json``."""
-    unknown = [s for s in cfg.splits if s not in SPLITS]
-    if unknown:
-        raise TextlessError(f"unknown split(s) {unknown}; the bundled corpus has {list(SPLITS)}")
-    out = Path(cfg.output_dir)
-    timings: dict[str, float] = {}
-    manifests = {split: load_bundled_corpus(split) for split in cfg.splits}
-    log("Bundled corpus (16 kHz FLAC, TTS voices; see textless/assets/corpus/README.md)")
-    log(format_table(["split", "utterances", "speakers", "minutes"],
-                     [[s, len(m), len(m.speakers), m.total_duration / 60] for s, m in manifests.items()]))
+    """Run the demo (see the module docstring); returns the summary also written to ``<output_dir>/summary.json``."""
+    if cfg.mode == "starter":
+        return run_starter_demo(cfg, log)
+    if cfg.mode == "train":
+        from textless.demo_train import run_training_demo
 
-    t0 = time.perf_counter()
-    tokenizer = fit_tokenizer(KMeansJobConfig(dataset="bundled:train", encoder=cfg.encoder, layer=cfg.layer, k=cfg.k,
-                                              backend=cfg.backend, output=str(out / "tokenizer"), overwrite=True,
-                                              progress=cfg.progress), log=log)
-    timings["fit_tokenizer"] = time.perf_counter() - t0
-
-    summary: dict = {"tokenizer": tokenizer.identity(), "splits": {}, "timings_s": timings}
-    oracle = OraclePhoneTokenizer(frame_rate=cfg.oracle_frame_rate)
-    rows = []
-    for split in cfg.splits:
-        t0 = time.perf_counter()
-        result = tokenize_dataset(TokenizeConfig(dataset=f"bundled:{split}", tokenizer=str(out / "tokenizer"),
-                                                 output=str(out / "units" / split), overwrite=True,
-                                                 progress=cfg.progress), log=log)
-        timings[f"tokenize_{split}"] = time.perf_counter() - t0
-        units = read_units(result.output)
-        stats = unit_statistics(units, units.meta.frame_rate, units.meta.vocab_size)
-        oracle_stats = unit_statistics(read_units(_oracle_units(split, out, oracle)), oracle.frame_rate,
-                                       oracle.vocab_size)
-        rows.append(_stats_row(tokenizer.identity()["name"], split, tokenizer.frame_rate, tokenizer.vocab_size,
-                               stats))
-        rows.append(_stats_row("oracle-phones", split, oracle.frame_rate, oracle.vocab_size, oracle_stats))
-        summary["splits"][split] = {"units": stats.to_dict(), "oracle_phones": oracle_stats.to_dict(),
-                                    "failures": units.meta.extra.get("failures", []),
-                                    "x_realtime": stats.seconds / timings[f"tokenize_{split}"]}
-    log("")
-    log("Units (deduplicated; oracle-phones = frame-level phones from the alignments, aligned utterances only)")
-    log(format_table(["tokenizer", "split", "Hz", "vocab", "utts", "units/s", "frames/unit", "used", "H bits",
-                      "bitrate b/s"], rows))
-    if cfg.lm_steps > 0 and {"train", "valid"} <= set(cfg.splits):
-        summary["lm"] = _train_and_continue(cfg, out, timings, log)
-    log("")
-    log("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    log(f"wrote {out / 'tokenizer'}, {out / 'units'}/<split> and {out / 'summary.json'}")
-    return summary
+        return run_training_demo(cfg, log)
+    raise ConfigError(f"demo mode must be 'starter' or 'train', got {cfg.mode!r}")

@@ -138,7 +138,9 @@ class SpeechPipeline:
                   "lm": "lm" if self.lm is not None else None,
                   "vocoder": "vocoder" if self.vocoder is not None else None,
                   "default_speaker": self.default_speaker, "notes": self.notes}
-        with atomic_directory(path, overwrite=overwrite) as tmp:
+        from textless.lm.checkpoint import quiet_progress_bars
+
+        with atomic_directory(path, overwrite=overwrite) as tmp, quiet_progress_bars():
             self.tokenizer.save_pretrained(tmp / "tokenizer")
             if self.lm is not None:
                 self.lm.save_pretrained(tmp / "lm")
@@ -150,6 +152,7 @@ class SpeechPipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu", load_lm: bool = True,
                         load_vocoder: bool = True) -> SpeechPipeline:
+        from textless.lm.checkpoint import quiet_progress_bars
         from textless.lm.model import UnitLM
         from textless.tokenizers.bundle import SpeechTokenizer
         from textless.vocoders import UnitVocoder
@@ -167,8 +170,9 @@ class SpeechPipeline:
         if config.get("version", 0) > FORMAT_VERSION:
             raise FormatError(config_path, f"written by a newer textless (version {config['version']})")
         tokenizer = SpeechTokenizer.from_pretrained(path / config["tokenizer"], device=device)
-        lm = (UnitLM.from_pretrained(path / config["lm"]).to(device).eval()
-              if load_lm and config.get("lm") else None)
+        with quiet_progress_bars():
+            lm = (UnitLM.from_pretrained(path / config["lm"]).to(device).eval()
+                  if load_lm and config.get("lm") else None)
         vocoder = (UnitVocoder.from_pretrained(path / config["vocoder"], device=device)
                    if load_vocoder and config.get("vocoder") else None)
         return cls(tokenizer, lm, vocoder, default_speaker=config.get("default_speaker"),

@@ -11,7 +11,8 @@ More engines plug in with `register_asr`. Inputs longer than 30 s are transcribe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,20 @@ def register_asr(prefix: str) -> Callable:
         return loader
 
     return decorator
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' generate() warns about its own Whisper defaults (max_length next to max_new_tokens, the
+    padding-free single-window batch): nothing to act on for greedy 30 s windows, so only errors are shown."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 class WhisperASR:
@@ -55,7 +70,7 @@ class WhisperASR:
         for start in range(0, len(pieces), self.batch_size):
             batch = pieces[start: start + self.batch_size]
             inputs = self.features([p for _, p in batch], sampling_rate=self.sample_rate, return_tensors="pt")
-            with torch.inference_mode():
+            with torch.inference_mode(), _quiet_transformers():
                 ids = self.model.generate(inputs.input_features.to(self.device), language="en", task="transcribe",
                                           max_new_tokens=self.max_new_tokens)
             for (i, _), text in zip(batch, self.tokenizer.batch_decode(ids, skip_special_tokens=True)):

@@ -118,7 +118,16 @@ class UnitVocoder(nn.Module):
                                 f"these units were not made for this vocoder")
 
     @torch.no_grad()
-    def predict_durations(self, units: Sequence[np.ndarray], *, batch_size: int = 16) -> list[np.ndarray]:
+    def _batch_size(self, batch_size: int | None) -> int:
+        """None ("auto"): 16 on a GPU, 1 on the CPU, where padded batches of these convolutions run slower than one
+        utterance at a time (benchmarks/results/vocoder_cpu.json: more memory traffic, no better matrix use)."""
+        if batch_size is None:
+            return 1 if self.device.type == "cpu" else 16
+        if batch_size < 1:
+            raise TextlessError(f"batch_size must be >= 1, got {batch_size}")
+        return batch_size
+
+    def predict_durations(self, units: Sequence[np.ndarray], *, batch_size: int | None = None) -> list[np.ndarray]:
         """Deduplicated units -> predicted durations (int64 frames, >= 1) each, batched with padding masks."""
         if self.generator.dur_predictor is None:
             raise TextlessError("deduplicated units need durations: pass durations=..., this vocoder has no "
@@ -127,7 +136,7 @@ class UnitVocoder(nn.Module):
         for i, u in enumerate(units):
             self._check_units(u, i)
         out: list[np.ndarray] = [np.zeros(0, np.int64)] * len(units)
-        for batch in _batches([len(u) for u in units], batch_size):
+        for batch in _batches([len(u) for u in units], self._batch_size(batch_size)):
             ids, mask = self._pad([units[i] for i in batch])
             dur = self.generator.predict_durations(ids, mask).cpu().numpy()
             for row, i in enumerate(batch):
@@ -136,7 +145,7 @@ class UnitVocoder(nn.Module):
 
     @torch.no_grad()
     def synthesize(self, units: Sequence[np.ndarray], durations: Sequence[np.ndarray] | None = None,
-                   speakers=None, f0: Sequence[np.ndarray] | None = None, *, batch_size: int = 16,
+                   speakers=None, f0: Sequence[np.ndarray] | None = None, *, batch_size: int | None = None,
                    deduplicated: bool | None = None) -> list[np.ndarray]:
         """Units of several utterances -> float32 waveforms [T_i] at `sample_rate` Hz, T_i = frames_i * hop.
 
@@ -146,7 +155,8 @@ class UnitVocoder(nn.Module):
         speakers: None, one id (or name, see ``config.speakers``) for all, or one per utterance (multi-speaker
             vocoders); vectors [D] / [N, D] for vocoders that take speaker vectors.
         f0: per utterance, float [F_i] or [C, F_i] with frames_i % F_i == 0 (f0 vocoders).
-        Utterances are sorted by length and run ``batch_size`` at a time with padding masks; each output equals
+        Utterances are sorted by length and run ``batch_size`` at a time (None: 16 on a GPU, 1 on the CPU) with
+        padding masks; each output equals
         synthesising that utterance alone (see `UnitHiFiGAN.forward`).
         """
         units = [np.asarray(u).astype(np.int64, copy=False) for u in units]
@@ -172,7 +182,7 @@ class UnitVocoder(nn.Module):
             raise TextlessError(f"{len(f0)} f0 arrays for {len(frames)} unit sequences")
 
         out: list[np.ndarray] = [np.zeros(0, np.float32)] * len(frames)
-        for batch in _batches([len(f) for f in frames], batch_size):
+        for batch in _batches([len(f) for f in frames], self._batch_size(batch_size)):
             ids, mask = self._pad([frames[i] for i in batch])
             spk = None if speakers is None else torch.as_tensor(np.stack([speakers[i] for i in batch])).to(self.device)
             f0_batch = None if f0 is None else self._pad_f0([f0[i] for i in batch], [len(frames[i]) for i in batch])
@@ -181,14 +191,16 @@ class UnitVocoder(nn.Module):
                 out[i] = wav[row, : len(frames[i]) * self.hop].copy()
         return out
 
-    def _pad(self, seqs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pad(self, seqs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(ids [B, n(, C)], mask [B, n]); the mask is None when nothing is padded (no masking work at all)."""
         n = max(len(s) for s in seqs)
         ids = np.zeros((len(seqs), n, *seqs[0].shape[1:]), np.int64)
         mask = np.zeros((len(seqs), n), bool)
         for row, s in enumerate(seqs):
             ids[row, : len(s)] = s
             mask[row, : len(s)] = True
-        return torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device)
+        ids_t = torch.from_numpy(ids).to(self.device)
+        return ids_t, None if mask.all() else torch.from_numpy(mask).to(self.device)
 
     def _pad_f0(self, f0s: list, n_frames: list[int]) -> torch.Tensor:
         """Repeat each f0 to its utterance's frame count (fairseq's rule), then right-pad: [B, C, max frames]."""

@@ -1,0 +1,158 @@
+"""Unit vocoder speed (real-time factor) and resynthesis intelligibility (Whisper-base WER).
+
+    python -m benchmarks.vocoder                   # CPU: speed of the fairseq-size and starter generators + WER
+    python -m benchmarks.vocoder --device cuda --skip-wer
+
+Speed: 16 utterances of deduplicated units (2-6 s, random units, durations 1-3 frames), duration prediction included,
+fastest of ``--repeats`` interleaved runs, for two generators with the same random-weight architecture as the
+fairseq CodeHiFiGAN release (512 channels, hop 320, duration predictor) and as the shipped starter vocoder:
+- ``reference_loop``: the anchors' way: one utterance at a time, duration predictor then generator on an unpadded
+  batch of one (fairseq's / textlesslib's CodeHiFiGANVocoder run batch size 1 only);
+- ``textless_batch1`` and ``textless_batch16``: `UnitVocoder.synthesize` with padding masks (equal outputs).
+Real-time factor = audio seconds / wall seconds (x real time).
+
+Intelligibility: the starter pipeline resynthesizes held-out bundled utterances (``valid``: held-out sentences of the
+training voices, in their own voice; ``valid_unseen``: held-out voices, in the vocoder's default voice); the offline
+Whisper-base transcribes originals and resyntheses; WER against the reference transcripts, corpus-level.
+Writes ``benchmarks/results/vocoder_<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+import torch
+
+from benchmarks.tokenize_kernels import RESULTS, machine_info
+from textless.vocoders import UnitHiFiGANConfig, UnitVocoder
+
+FAIRSEQ_SIZE = {"num_embeddings": 100, "duration_predictor": True}
+STARTER_SIZE = {"num_embeddings": 100, "duration_predictor": True, "upsample_initial_channel": 128,
+                "multispkr": True, "num_speakers": 8}
+
+
+def utterances(n: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    units, durations = [], []
+    for _ in range(n):
+        frames = int(rng.uniform(2, 6) * 50)
+        d = rng.integers(1, 4, frames)
+        d = d[: np.searchsorted(np.cumsum(d), frames) + 1]
+        u = rng.integers(0, 100, len(d))
+        u[1:][u[1:] == u[:-1]] = (u[1:][u[1:] == u[:-1]] + 1) % 100  # deduplicated: no equal neighbours
+        units.append(u)
+        durations.append(d)
+    return units, durations
+
+
+def reference_loop(voc: UnitVocoder, units: list[np.ndarray], speakers) -> float:
+    """Batch size 1, no masks: predict durations, expand, generate (the anchors' CodeHiFiGANVocoder flow)."""
+    gen = voc.generator
+    samples = 0
+    with torch.inference_mode():
+        for u in units:
+            ids = torch.as_tensor(u)[None].to(voc.device)
+            dur = gen.predict_durations(ids)
+            frames = torch.repeat_interleave(ids, dur[0], dim=1)
+            spk = None if speakers is None else torch.tensor([0], device=voc.device)
+            samples += gen(frames, speakers=spk).shape[-1]
+    return samples / voc.sample_rate
+
+
+def bench_speed(name: str, config: dict, device: torch.device, n: int, repeats: int) -> dict:
+    torch.manual_seed(0)
+    voc = UnitVocoder.from_config(UnitHiFiGANConfig(**config), deduplicated=True).to(device).eval()
+    units, _ = utterances(n)
+    speakers = 0 if voc.config.multispkr else None
+    runners = {"reference_loop": lambda: reference_loop(voc, units, speakers),
+               "textless_batch1": lambda: sum(map(len, voc.synthesize(units, speakers=speakers, batch_size=1))),
+               "textless_batch16": lambda: sum(map(len, voc.synthesize(units, speakers=speakers, batch_size=16)))}
+    for run in runners.values():  # warm-up
+        run()
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    audio_seconds = 0.0
+    for _ in range(repeats):
+        for key, run in runners.items():
+            start = time.perf_counter()
+            out = run()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[key].append(time.perf_counter() - start)
+            if key == "reference_loop":
+                audio_seconds = out
+    ref = min(times["reference_loop"])
+    params = sum(p.numel() for p in voc.generator.parameters())
+    result = {"parameters": params, "utterances": n, "audio_seconds": round(audio_seconds, 2), "runs": {}}
+    for key, ts in times.items():
+        result["runs"][key] = {"seconds": round(min(ts), 3), "all_seconds": [round(t, 3) for t in ts],
+                               "x_realtime": round(audio_seconds / min(ts), 2),
+                               "speedup_vs_reference_loop": round(ref / min(ts), 2)}
+    print(f"{name} ({params / 1e6:.2f}M parameters), {audio_seconds:.0f} s of audio:")
+    for key, r in result["runs"].items():
+        print(f"  {key:18s} {r['seconds']:7.2f} s  {r['x_realtime']:7.1f}x real time  "
+              f"x{r['speedup_vs_reference_loop']:.2f} vs reference_loop")
+    return result
+
+
+def bench_wer(device: str, max_utterances: int) -> dict:
+    from textless.audio import load_audio
+    from textless.data.corpus import load_bundled_corpus
+    from textless.eval.asr import load_asr
+    from textless.eval.wer import error_rate
+    from textless.pipeline import starter_pipeline
+
+    pipeline = starter_pipeline(device=device, load_lm=False)
+    asr = load_asr("offline:whisper-base", device=device)
+    out = {"pipeline": "textless starter (Whisper-base L4 k-means 100 -> small unit HiFi-GAN)", "asr": "Whisper-base "
+           "(offline, transformers, greedy)", "splits": {}}
+    for split in ("valid", "valid_unseen"):
+        items = [i for i in load_bundled_corpus(split) if i.transcript][:max_utterances]
+        originals, resynth = [], []
+        for item in items:
+            wav, sr = load_audio(item.path, 16000)
+            originals.append(wav.numpy())
+            resynth.append(pipeline.resynthesize(wav, sr, speaker=item.speaker)[0])
+        refs = [i.transcript for i in items]
+        hyp_orig, hyp_resynth = asr.transcribe(originals), asr.transcribe(resynth)
+        out["splits"][split] = {
+            "utterances": len(items), "speakers": sorted({i.speaker for i in items}),
+            "wer_original": error_rate(refs, hyp_orig).to_dict(), "wer_resynthesized": error_rate(refs, hyp_resynth)
+            .to_dict(), "cer_original": error_rate(refs, hyp_orig, "char").rate,
+            "cer_resynthesized": error_rate(refs, hyp_resynth, "char").rate,
+            "examples": [{"id": i.id, "reference": r, "original": a, "resynthesized": b}
+                         for i, r, a, b in list(zip(items, refs, hyp_orig, hyp_resynth))[:5]]}
+        s = out["splits"][split]
+        print(f"  {split}: WER original {s['wer_original']['rate']:.1%}, resynthesized "
+              f"{s['wer_resynthesized']['rate']:.1%} ({len(items)} utterances)")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--utterances", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--wer-utterances", type=int, default=40, help="per split")
+    parser.add_argument("--skip-wer", action="store_true")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    results = {"machine": machine_info(str(device)), "args": vars(args), "speed": {}}
+    results["speed"]["fairseq_size"] = bench_speed("fairseq CodeHiFiGAN size", FAIRSEQ_SIZE, device,
+                                                   args.utterances, args.repeats)
+    results["speed"]["starter_size"] = bench_speed("starter size", STARTER_SIZE, device, args.utterances,
+                                                   args.repeats)
+    if not args.skip_wer:
+        results["wer"] = bench_wer(args.device, args.wer_utterances)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"vocoder_{device.type}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
