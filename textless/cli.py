@@ -244,6 +244,45 @@ COMMANDS: dict[str, Command] = {
                     "prompts=bundled:valid tokenizer=tok/",
         add_arguments=_add_config_arguments,
         run=configured("generate", "textless.lm.generate_job:GenerateConfig", "textless.lm.generate_job:generate")),
+    "eval": Command(
+        help="likelihood suites: sWUGGY, sBLIMP, spoken/topic StoryCloze, SALMon (accuracy + JSON report)",
+        description="Tokenize every wav of the suites' official layouts once, score them with a unit LM (mean "
+                    "log-prob per token over bos + units + eos by default, as slamkit), compare each pair (ties "
+                    "0.5) and aggregate as the official code (ZeroSpeech voice averaging and frequency bands). "
+                    "Writes a JSON report and the ZeroSpeech 2021 submission files. Example: textless eval "
+                    "suite=[swuggy,sblimp] path=/data/zr2021 pipeline=outputs/pipeline",
+        add_arguments=_add_config_arguments,
+        run=configured("eval", "textless.eval.likelihood_job:EvalConfig", "textless.eval.likelihood_job:run_eval")),
+    "eval-generation": Command(
+        help="ASR-based metrics of generated speech: auto-BLEU, self-BLEU, VERT, GenPPL",
+        description="Transcribe the audio of a generations directory (textless generate ... vocoder=) once (cached), "
+                    "then report auto-BLEU (fairseq and slamkit variants) on transcripts and units, self-BLEU, VERT "
+                    "and GenPPL (slamkit and fairseq definitions) with a text LM; writes a JSON report. Example: "
+                    "textless eval-generation generations=outputs/generations output=report.json",
+        add_arguments=_add_config_arguments,
+        run=configured("eval-generation", "textless.eval.generative.job:EvalGenerationConfig",
+                       "textless.eval.generative.job:evaluate_generations")),
+    "eval-tokenizer": Command(
+        help="measure a tokenizer on aligned speech: ABX, phone/cluster purity, PNMI, bitrate",
+        description="Run a tokenizer bundle over a dataset with phone alignments (default bundled:valid_unseen) and "
+                    "report ABX within/across speakers (ZeroSpeech 2021 definition; on the encoder features and on "
+                    "the units), phone purity, cluster purity, PNMI (HuBERT) and unit bitrate. Example: textless "
+                    "eval-tokenizer tokenizer=tok/ dataset=bundled:valid_unseen output=report.json",
+        add_arguments=_add_config_arguments,
+        run=configured("eval-tokenizer", "textless.eval.tokenizer_metrics:EvalTokenizerConfig",
+                       "textless.eval.tokenizer_metrics:run_eval_tokenizer")),
+    "build-benchmark": Command(
+        help="build sWUGGY/sBLIMP-style sets with local TTS voices (ZeroSpeech 2021 layout)",
+        description="Word / non-word pairs (CMUdict words; non-words by same-class phone substitutions with attested "
+                    "trigrams, both synthesized from phones by the same voice: espeak-ng + MBROLA or festival) and "
+                    "grammatical / ungrammatical template pairs (agreement, argument structure, anaphors, islands, "
+                    "NPIs) read from text, written as <output>/lexical/dev and <output>/syntactic/dev (wavs + "
+                    "gold.csv), deterministic for a seed. Needs the Debian TTS packages listed in "
+                    "experiments/build-benchmark.yaml. Example: textless build-benchmark --config "
+                    "benchmarks/unseen output=outputs/bench/unseen",
+        add_arguments=_add_config_arguments,
+        run=configured("build-benchmark", "textless.eval.builder.job:BuildBenchmarkConfig",
+                       "textless.eval.builder.job:build_benchmark")),
     "resynth": Command(
         help="resynthesize speech: audio -> units -> audio (a file or a dataset)",
         description="Tokenize audio and vocode the units back (the starter pipeline by default, or --pipeline, or "

@@ -138,7 +138,7 @@ class SpeechPipeline:
                   "lm": "lm" if self.lm is not None else None,
                   "vocoder": "vocoder" if self.vocoder is not None else None,
                   "default_speaker": self.default_speaker, "notes": self.notes}
-        from textless.lm.checkpoint import quiet_progress_bars
+        from textless.utils.hf import quiet_progress_bars
 
         with atomic_directory(path, overwrite=overwrite) as tmp, quiet_progress_bars():
             self.tokenizer.save_pretrained(tmp / "tokenizer")
@@ -152,9 +152,9 @@ class SpeechPipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu", load_lm: bool = True,
                         load_vocoder: bool = True) -> SpeechPipeline:
-        from textless.lm.checkpoint import quiet_progress_bars
         from textless.lm.model import UnitLM
         from textless.tokenizers.bundle import SpeechTokenizer
+        from textless.utils.hf import quiet_progress_bars
         from textless.vocoders import UnitVocoder
 
         path = Path(path)

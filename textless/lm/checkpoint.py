@@ -22,11 +22,9 @@ gone, the newest complete ``step-*`` directory is used.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ import torch
 
 from textless.errors import FormatError
 from textless.utils.atomic import atomic_directory, atomic_write_text, cleanup_stale_temporaries
+from textless.utils.hf import quiet_progress_bars
 
 CHECKPOINTS_DIR = "checkpoints"
 LATEST_FILE = "latest"
@@ -111,20 +110,6 @@ def save_checkpoint(output_dir: str | Path, step: int, lm, trainer_state: dict[s
     if keep is not None:
         prune_checkpoints(output_dir, keep)
     return path
-
-
-@contextlib.contextmanager
-def quiet_progress_bars() -> Iterator[None]:
-    """Silence transformers' own progress bars ("Writing model shards") inside the block."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:

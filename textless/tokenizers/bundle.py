@@ -33,6 +33,7 @@ from textless.tokenizers.encoders.utterances import DEFAULT_CHUNK_SECONDS, encod
 from textless.tokenizers.kernels import dedup
 from textless.tokenizers.kmeans import KMeans
 from textless.utils.atomic import atomic_directory
+from textless.utils.hf import quiet_progress_bars
 
 FORMAT_NAME = "textless.speech_tokenizer"
 FORMAT_VERSION = 1
@@ -202,7 +203,8 @@ class SpeechTokenizer:
         if source != "mfcc" and not Path(source).is_absolute() and (path / source).exists():
             source = str(path / source)
         options = {**config["encoder"].get("options", {}), **encoder_kw}
-        encoder = load_encoder(source, config["encoder"].get("layer"), **options)
+        with quiet_progress_bars():
+            encoder = load_encoder(source, config["encoder"].get("layer"), **options)
         kmeans = KMeans.load(path / "kmeans.safetensors")
         bpe = UnitBPE.load(path / "bpe") if config.get("bpe") else None
         return cls(encoder, kmeans, deduplicate=config["deduplicate"], bpe=bpe, device=device)

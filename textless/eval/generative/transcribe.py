@@ -1,0 +1,148 @@
+"""Transcripts of generated / resynthesized speech, with a cache, and resynthesis WER / CER.
+
+`transcribe_records` turns the records of a generations directory (`textless generate ... vocoder=`) into one
+transcript each. With ``include_prompt`` (slamkit's default: ``remove_prompt`` unset, so the transcript covers the
+prompt too) the record's prompt audio and continuation audio are concatenated and transcribed together; without it
+only the continuation is. A record without audio (an empty continuation: ``"audio": null``) gets the prompt's
+transcript, or ``""`` without the prompt. Identical audio (the same files, unchanged) is transcribed once.
+
+The cache (`TranscriptCache`, a JSON file) maps (ASR spec, audio files with their size and mtime) to the transcript:
+a re-run (another text LM, another report) does not run the ASR again, and an interrupted run resumes (the cache is
+saved, atomically, after every ASR batch).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from textless.errors import FormatError, TextlessError
+from textless.eval.wer import ErrorRate, error_rate
+from textless.utils.atomic import atomic_write_text
+
+CACHE_FORMAT = "textless.transcripts"
+CACHE_VERSION = 1
+
+
+class TranscriptCache:
+    """A JSON file of ``{key: transcript}``; keys come from `audio_key`. `path` None: in memory only."""
+
+    def __init__(self, path: str | Path | None):
+        self.path = Path(path) if path is not None else None
+        self.entries: dict[str, str] = {}
+        if self.path is not None and self.path.exists():
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise FormatError(self.path, f"unreadable transcript cache ({e}); delete it to start afresh") from e
+            if data.get("format") != CACHE_FORMAT or data.get("version") != CACHE_VERSION:
+                raise FormatError(self.path, f"not a transcript cache of this version ({CACHE_FORMAT} "
+                                             f"v{CACHE_VERSION}); delete it to start afresh")
+            self.entries = dict(data["entries"])
+
+    def get(self, key: str) -> str | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, text: str) -> None:
+        self.entries[key] = text
+
+    def save(self) -> None:
+        if self.path is not None:
+            atomic_write_text(self.path, json.dumps({"format": CACHE_FORMAT, "version": CACHE_VERSION,
+                                                     "entries": self.entries}, indent=1) + "\n")
+
+
+def audio_key(asr: str, directory: Path, files: Sequence[Path]) -> str:
+    """Cache key of the concatenation of `files` transcribed by `asr`: names (relative to `directory`, so a moved
+    generations directory keeps its cache), sizes and mtimes."""
+    stamps = [[f.relative_to(directory).as_posix(), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    return json.dumps([asr, stamps])
+
+
+def load_waveform(path: Path, sample_rate: int) -> np.ndarray:
+    """A mono float32 waveform at `sample_rate` (any format `textless.audio.load_audio` reads)."""
+    from textless.audio import load_audio
+
+    return load_audio(path, sample_rate)[0].numpy().astype(np.float32, copy=False)
+
+
+def record_audio(directory: Path, record: dict, include_prompt: bool) -> list[Path]:
+    """The audio files to transcribe (in order) for one generations record; checks they exist."""
+    rels = ([record["prompt_audio"]] if include_prompt and record.get("prompt_audio") else []) + \
+        ([record["audio"]] if record.get("audio") else [])
+    files = [directory / rel for rel in rels]
+    for f in files:
+        if not f.is_file():
+            raise TextlessError(f"'{directory / 'generations.jsonl'}': record {record.get('id')!r} names audio "
+                                f"'{f.relative_to(directory)}', which does not exist in {directory}")
+    return files
+
+
+@dataclass
+class TranscriptionStats:
+    transcribed: int   # distinct audio inputs sent to the ASR in this run
+    cached: int        # distinct audio inputs found in the cache
+    silent: int        # records with no audio to transcribe (transcript "")
+
+
+def transcribe_records(directory: str | Path, records: Sequence[dict], asr, asr_name: str, *,
+                       include_prompt: bool = True, cache: TranscriptCache | None = None, batch_size: int = 8,
+                       log: Callable[[str], None] = print) -> tuple[list[str], TranscriptionStats]:
+    """One transcript per record (see the module docstring); the ASR sees each distinct audio input once."""
+    directory = Path(directory)
+    cache = cache if cache is not None else TranscriptCache(None)
+    files = [record_audio(directory, r, include_prompt) for r in records]
+    keys = [audio_key(asr_name, directory, f) if f else None for f in files]
+    todo: dict[str, list[Path]] = {}
+    for key, f in zip(keys, files):
+        if key is not None and cache.get(key) is None:
+            todo.setdefault(key, f)
+    distinct = {k for k in keys if k is not None}
+    if todo:
+        log(f"transcribing {len(todo)} audio inputs with {asr_name} ({len(distinct) - len(todo)} cached)")
+    pending = list(todo.items())
+    for start in range(0, len(pending), batch_size):
+        batch = pending[start: start + batch_size]
+        wavs = [np.concatenate([load_waveform(f, asr.sample_rate) for f in fs]) for _, fs in batch]
+        texts = asr.transcribe(wavs)
+        if len(texts) != len(wavs):
+            raise TextlessError(f"ASR '{asr_name}' returned {len(texts)} transcripts for {len(wavs)} inputs")
+        for (key, _), text in zip(batch, texts):
+            cache.put(key, text.strip())
+        cache.save()
+    transcripts = [(cache.get(k) or "") if k is not None else "" for k in keys]
+    stats = TranscriptionStats(transcribed=len(todo), cached=len(distinct) - len(todo),
+                               silent=sum(k is None for k in keys))
+    return transcripts, stats
+
+
+@dataclass
+class ResynthesisErrorRates:
+    """Corpus WER and CER of the transcripts of resynthesized speech against reference texts."""
+
+    wer: ErrorRate
+    cer: ErrorRate
+    transcripts: list[str]
+
+    def to_dict(self) -> dict:
+        return {"wer": self.wer.to_dict(), "cer": self.cer.to_dict(), "transcripts": self.transcripts}
+
+
+def resynthesis_error_rates(asr, audio: Sequence[str | Path | np.ndarray], references: Sequence[str],
+                            batch_size: int = 8) -> ResynthesisErrorRates:
+    """Transcribe resynthesized `audio` (files, or float waveforms at ``asr.sample_rate``) with `asr` and score the
+    transcripts against `references` (`textless.eval.wer.error_rate`: corpus WER / CER after normalisation)."""
+    if len(audio) != len(references):
+        raise TextlessError(f"resynthesis WER: {len(audio)} audio inputs but {len(references)} references")
+    transcripts: list[str] = []
+    for start in range(0, len(audio), batch_size):
+        batch = audio[start: start + batch_size]
+        wavs = [np.asarray(a, np.float32) if isinstance(a, np.ndarray) else load_waveform(Path(a), asr.sample_rate)
+                for a in batch]
+        transcripts.extend(t.strip() for t in asr.transcribe(wavs))
+    return ResynthesisErrorRates(error_rate(references, transcripts, "word"),
+                                 error_rate(references, transcripts, "char"), transcripts)
