@@ -5,10 +5,11 @@ layout (`textless.eval.builder.layout`), deterministic for a seed.
     textless build-benchmark --config benchmarks/unseen output=outputs/bench/unseen
 
 Lexical (sWUGGY-style): words are drawn (seeded shuffle) from `words` (minus `exclude_words`), kept if CMUdict has
-them with `min_phones`..`max_phones` phones, a count of at least `min_frequency` in `words`, a new pronunciation, and a non-word under the rule of
-`textless.eval.builder.nonwords`; the word and its non-word are both synthesized FROM PHONES by the same voice
-(phone-input engines only), and a word any of whose items fails (`SynthesisError`, e.g. a missing MBROLA diphone) is
-replaced by the next word. ``frequency`` is the word's count in `frequency_corpus` (0 = OOV).
+them with `min_phones`..`max_phones` phones, their count in `words` is at least `min_frequency`, their pronunciation
+is new to the set and the non-word rule of `textless.eval.builder.nonwords` gives a non-word no other item uses; the
+word and its non-word are both synthesized FROM PHONES by the same voice (phone-input engines only), and a word any
+of whose items fails (`SynthesisError`, e.g. a missing MBROLA diphone) is replaced by the next word. ``frequency`` is
+the word's count in `frequency_corpus` (0 = OOV).
 
 Syntactic (sBLIMP-style): `textless.eval.builder.templates.generate_pairs` under the `sentence_vocabulary` policy
 (seen / unseen / any, relative to `sentence_reference`); both sentences of a pair are read from text by the same
@@ -48,8 +49,7 @@ from textless.eval.builder.layout import (
 from textless.eval.builder.lexicon import Pron, Pronouncer, load_cmudict, union_counts, word_counts
 from textless.eval.builder.nonwords import NonWordRule, Phonotactics, make_nonword
 from textless.eval.builder.templates import VocabularyPolicy, generate_pairs
-from textless.eval.builder.tts import SAMPLE_RATE, ENGINES, SynthesisError, Voice, synthesize_phones, \
-    synthesize_text
+from textless.eval.builder.tts import ENGINES, SAMPLE_RATE, SynthesisError, Voice, synthesize_phones, synthesize_text
 
 TASKS = ("lexical", "syntactic")
 VOICE_SPLITS = ("any", "train", "held_out")
@@ -72,7 +72,7 @@ class BuildBenchmarkConfig:
     min_frequency: int = 0                  # keep words whose count in `words` is at least this
     min_phones: int = 3
     max_phones: int = 7
-    min_trigram_count: int = 5              # non-word rule: every boundary-padded trigram seen this often in CMUdict
+    min_trigram_count: int = 10             # non-word rule: every boundary-padded trigram seen this often in CMUdict
     single_max_length: int = 4              # non-word rule: one substitution up to this length, two above
     # syntactic (sBLIMP-style)
     syntactic_pairs: int = 36
@@ -185,7 +185,7 @@ def build_lexical(cfg: BuildBenchmarkConfig, directory: Path, synth: Synthesizer
         if key in used:
             skipped[word] = "same pronunciation as a word already used"
             continue
-        nonword = make_nonword(pron, rule, phonotactics, pronouncer, random.Random(f"{cfg.seed}:{word}"))
+        nonword = make_nonword(pron, rule, phonotactics, pronouncer, random.Random(f"{cfg.seed}:{word}"), used)
         if nonword is None:
             skipped[word] = "no non-word satisfies the rule"
             continue
@@ -202,7 +202,7 @@ def build_lexical(cfg: BuildBenchmarkConfig, directory: Path, synth: Synthesizer
             seconds += len(samples) / SAMPLE_RATE
             rows.append(LexicalRow(item_id, filename, name, frequencies.get(word, 0), word if correct else "",
                                    pron if correct else nonword, correct))
-        used.add(key)
+        used.update((key, tuple(p.rstrip("012") for p in nonword)))
         items.append(LexicalItem(item_id, word, pron, nonword, frequencies.get(word, 0), [v.name for v in readers]))
     if len(items) < cfg.lexical_pairs:
         raise ConfigError(f"only {len(items)} of {cfg.lexical_pairs} lexical items could be made from '{cfg.words}' "
@@ -255,6 +255,8 @@ def build_benchmark(cfg: BuildBenchmarkConfig, synth: Synthesizer | None = None,
     unknown = [t for t in cfg.tasks if t not in TASKS]
     if unknown or not cfg.tasks:
         raise ConfigError(f"tasks must be a non-empty list of {', '.join(TASKS)}, got {list(cfg.tasks)}")
+    if Path(cfg.output).exists() and not cfg.overwrite:
+        raise ConfigError(f"'{cfg.output}' already exists (pass overwrite=true to replace it)")
     if synth is None:
         needed = {Voice.parse(s).engine for t, specs in (("lexical", cfg.lexical_voices),
                                                         ("syntactic", cfg.syntactic_voices))

@@ -16,8 +16,9 @@ Vocabulary sources (`word_counts`), a registry keyed by the part before ``:``:
 
     corpus:<split>    word counts in the bundled corpus transcripts (train, valid, valid_unseen, or all)
     file:<path>       one word per line, optionally followed by a count (tab or space); default count 1
-    wordnet:<n>       WordNet 3.0 lemmas (Debian ``wordnet-base``) tagged at least n times in SemCor (a commonness
-                      filter: the ``tagsense_cnt`` field of index.{noun,verb,adj,adv}); count = that number
+    wordnet:<n>       WordNet 3.0 lemmas (Debian ``wordnet-base``) with at least n senses tagged in the SemCor
+                      concordance (``tagsense_cnt`` of index.{noun,verb,adj,adv}, max over parts of speech): a
+                      commonness filter (frequent words are polysemous and tagged); count = that number
     cmudict           every CMUdict word (count 1)
 
 Words are lower-case; transcripts are split with `transcript_words` (letters with inner apostrophes).
@@ -48,6 +49,13 @@ PHONES = frozenset(_CLASS_OF)
 VOWELS = frozenset(PHONE_CLASSES["vowel"])
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
 
+# The consonant clusters an English syllable may start with (stress-less ARPAbet): syllabification (maximal onset)
+# and the non-word rule's word-initial check. Every single consonant but NG; s-clusters; obstruent + liquid / glide.
+ONSETS = frozenset(tuple(o.split()) for o in """
+P|B|T|D|K|G|CH|JH|F|V|TH|DH|S|Z|SH|ZH|HH|M|N|L|R|W|Y|P R|P L|B R|B L|T R|D R|K R|K L|G R|G L|F R|F L|TH R|SH R|
+S P|S T|S K|S M|S N|S L|S W|S F|P Y|B Y|K Y|G Y|F Y|M Y|V Y|HH Y|T W|D W|K W|G W|TH W|S P R|S P L|S T R|S K R|
+S K W|S P Y|S K Y|S K L""".replace("\n", "").split("|"))
+
 Pron = tuple[str, ...]
 
 
@@ -77,6 +85,16 @@ def check_pronunciation(pron: Sequence[str], what: str = "pronunciation") -> Pro
             raise ValueError(f"{what} {' '.join(pron)}: '{phone}' must "
                              f"{'carry a stress digit' if base == 'vowel' else 'not carry a stress digit'}")
     return tuple(pron)
+
+
+def initial_onset(pron: Sequence[str]) -> tuple[str, ...]:
+    """The consonants before the first vowel (stress-less)."""
+    onset = []
+    for phone in pron:
+        if strip_stress(phone) in VOWELS:
+            break
+        onset.append(strip_stress(phone))
+    return tuple(onset)
 
 
 def transcript_words(text: str) -> list[str]:

@@ -11,10 +11,12 @@ and the candidate is kept only if
    `NonWordRule.min_trigram_count` times in the reference lexicon's pronunciations (`Phonotactics`; CMUdict by
    default, each distinct pronunciation counted once). The boundary-padded trigrams also cover word-initial and
    word-final bigrams, so position constraints (no word-initial NG, no word-final HH...) hold;
-2. it is not a pronunciation of any word of the lexicon (stress ignored): a real non-word, not a homophone;
-3. it has the word's length and stress pattern (guaranteed by substitution).
+2. its word-initial consonant cluster is empty or a legal English onset (`lexicon.ONSETS`): CMUdict's many foreign
+   names attest clusters such as ``# V R`` or ``# S R`` a dozen times, which the trigram test alone would allow;
+3. it is not a pronunciation of any word of the lexicon (stress ignored): a real non-word, not a homophone;
+4. it has the word's length and stress pattern (guaranteed by substitution).
 
-Every candidate satisfying 1-3 is enumerated in a fixed order and one is drawn with the caller's seeded
+Every candidate satisfying 1-4 is enumerated in a fixed order and one is drawn with the caller's seeded
 `random.Random`, so the result is deterministic for a seed. A word without any candidate gets None (the builder then
 skips it). The word and its non-word are then synthesized through the same phone-input path and voice
 (`textless.eval.builder.tts`), so the engine's lexicon and letter-to-sound rules cannot give the answer away.
@@ -25,14 +27,16 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from textless.eval.builder.lexicon import (
+    ONSETS,
     PHONE_CLASSES,
     Pron,
     Pronouncer,
     check_pronunciation,
+    initial_onset,
     phone_class,
     stress,
     strip_stress,
@@ -45,7 +49,7 @@ BOUNDARY = "#"
 class NonWordRule:
     """Parameters of the rule (see the module docstring)."""
 
-    min_trigram_count: int = 2
+    min_trigram_count: int = 10
     single_max_length: int = 4
 
     def substitutions(self, length: int) -> int:
@@ -80,9 +84,10 @@ def _alternatives(phone: str) -> list[str]:
     return [alt + digit for alt in PHONE_CLASSES[phone_class(phone)] if alt != base]
 
 
-def candidates(pron: Sequence[str], rule: NonWordRule, phonotactics: Phonotactics,
-               pronouncer: Pronouncer) -> list[Pron]:
-    """Every non-word of `pron` allowed by the rule, in a fixed (sorted) order."""
+def candidates(pron: Sequence[str], rule: NonWordRule, phonotactics: Phonotactics, pronouncer: Pronouncer,
+               exclude: Collection[Sequence[str]] = ()) -> list[Pron]:
+    """Every non-word of `pron` allowed by the rule, in a fixed (sorted) order; `exclude`: stress-less
+    pronunciations not to return (e.g. the non-words already used in a set)."""
     pron = check_pronunciation(pron)
     k = rule.substitutions(len(pron))
     found: set[Pron] = set()
@@ -92,16 +97,21 @@ def candidates(pron: Sequence[str], rule: NonWordRule, phonotactics: Phonotactic
             for i, phone in zip(positions, replacements):
                 phones[i] = phone
             result = tuple(phones)
+            onset = initial_onset(result)
+            if onset and onset not in ONSETS:
+                continue
             if phonotactics.unattested(result, rule.min_trigram_count) or pronouncer.is_word(result):
+                continue
+            if tuple(strip_stress(p) for p in result) in exclude:
                 continue
             found.add(result)
     return sorted(found)
 
 
 def make_nonword(pron: Sequence[str], rule: NonWordRule, phonotactics: Phonotactics, pronouncer: Pronouncer,
-                 rng: random.Random) -> Pron | None:
+                 rng: random.Random, exclude: Collection[Sequence[str]] = ()) -> Pron | None:
     """One non-word of `pron` drawn with `rng` among `candidates` (None if there is none)."""
-    options = candidates(pron, rule, phonotactics, pronouncer)
+    options = candidates(pron, rule, phonotactics, pronouncer, exclude)
     return rng.choice(options) if options else None
 
 

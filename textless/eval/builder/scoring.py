@@ -40,8 +40,9 @@ def shuffled_lm(lm, seed: int = 0):
 
 def score_sets(roots: Mapping[str, Path], tokenizer, lms: Mapping[str, Any], split: str = "dev",
                scoring: ScoringConfig | None = None, log: Callable[[str], None] = print,
-               units: dict[Path, Any] | None = None) -> dict[str, Any]:
-    """{set: {suite: {lm: SuiteResult.to_dict() + counts}}} for every set root (both suites when present).
+               units: dict[Path, Any] | None = None, suites: tuple[str, ...] = tuple(SUITES)) -> dict[str, Any]:
+    """{set: {suite: {lm: SuiteResult.to_dict() + counts}}} for every set root and every suite of `suites`
+    (swuggy, sblimp) whose directory exists.
 
     `units` (optional) is a shared {wav path: unit ids} cache: filled by the first LM's scorer and reused."""
     scoring = scoring or ScoringConfig()
@@ -53,7 +54,8 @@ def score_sets(roots: Mapping[str, Path], tokenizer, lms: Mapping[str, Any], spl
     results: dict[str, Any] = {}
     for set_name, root in roots.items():
         results[set_name] = {}
-        for suite_name, task in SUITES.items():
+        for suite_name in suites:
+            task = SUITES[suite_name]
             if not (Path(root) / task / split).is_dir():
                 continue
             suite = get_suite(suite_name)

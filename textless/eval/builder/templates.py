@@ -150,11 +150,7 @@ faint faints fainted fainted | sigh sighs sighed sighed | smile smiles smiled sm
 laugh laughs laughed laughed | hesitate hesitates hesitated hesitated
 """, transitive=False)
 
-ADJECTIVES = tuple("""
-old young sick dead lazy lonely curious safe famous wealthy strange nice good bad big huge new dirty dry sweet
-pleasant rebellious ungrateful watchful depressed tired angry brave clever hungry quiet gentle polite noisy sleepy
-rude tall shy proud honest cheerful grumpy silly nervous jealous
-""".split())
+ADJECTIVES = ("old", "young", "sick", "dead", "lazy", "lonely", "curious", "safe", "famous", "wealthy", "strange", "nice", "good", "bad", "big", "huge", "new", "dirty", "dry", "sweet", "pleasant", "rebellious", "ungrateful", "watchful", "depressed", "tired", "angry", "brave", "clever", "hungry", "quiet", "gentle", "polite", "noisy", "sleepy", "rude", "tall", "shy", "proud", "honest", "cheerful", "grumpy", "silly", "nervous", "jealous")
 
 # verbs taking both a that-clause and an embedded question (wh-island frames), and complex-NP frames + heads
 WH_BRIDGES = ("remember", "learn", "mention", "know", "forget", "discover", "reveal", "explain")

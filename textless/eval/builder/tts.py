@@ -30,7 +30,7 @@ that voice, else a short name, see `Voice.parse`), or ``corpus:<speaker>`` for a
 
 from __future__ import annotations
 
-import json
+import itertools
 import re
 import shutil
 import subprocess
@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from textless.errors import ConfigError, TextlessError
-from textless.eval.builder.lexicon import VOWELS, Pron, strip_stress, stress
+from textless.eval.builder.lexicon import ONSETS, VOWELS, Pron, stress, strip_stress
 
 SAMPLE_RATE = 16_000
 PEAK_DBFS = -1.0
@@ -82,13 +82,6 @@ RADIO_TO_ARPA = {**{p.lower(): p for p in (*ESPEAK_CONSONANTS, *ESPEAK_VOWELS)},
                  "ax": "AH", "axr": "ER", "dx": "T", "el": "L", "em": "M", "en": "N", "nx": "N", "hv": "HH"}
 SILENCES = {"_", "pau", "h#", "brth", "#"}
 
-# Maximal-onset syllabification: the onsets a syllable may start with (English; stress-less ARPAbet).
-ONSETS = frozenset(tuple(o.split()) for o in """
-P|B|T|D|K|G|CH|JH|F|V|TH|DH|S|Z|SH|ZH|HH|M|N|L|R|W|Y|P R|P L|B R|B L|T R|D R|K R|K L|G R|G L|F R|F L|TH R|SH R|
-S P|S T|S K|S M|S N|S L|S W|S F|P Y|B Y|K Y|G Y|F Y|M Y|V Y|HH Y|T W|D W|K W|G W|TH W|S P R|S P L|S T R|S K R|
-S K W|S P Y|S K Y|S K L""".replace("\n", "").split("|"))
-
-
 def syllabify(pron: Pron) -> list[Pron]:
     """Syllables of a pronunciation: each vowel is a nucleus; the consonants between two vowels go to the next
     syllable as far as they form a legal onset (`ONSETS`), the rest close the previous one."""
@@ -96,7 +89,7 @@ def syllabify(pron: Pron) -> list[Pron]:
     if not nuclei:
         raise ValueError(f"pronunciation {' '.join(pron)} has no vowel")
     starts = [0]
-    for left, right in zip(nuclei, nuclei[1:]):
+    for left, right in itertools.pairwise(nuclei):
         cluster = [strip_stress(p) for p in pron[left + 1:right]]
         split = len(cluster)
         for k in range(len(cluster) + 1):
@@ -105,7 +98,7 @@ def syllabify(pron: Pron) -> list[Pron]:
                 break
         starts.append(left + 1 + split)
     bounds = [*starts, len(pron)]
-    return [tuple(pron[a:b]) for a, b in zip(bounds, bounds[1:])]
+    return [tuple(pron[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
 def espeak_phonemes(pron: Pron) -> str:
@@ -115,7 +108,7 @@ def espeak_phonemes(pron: Pron) -> str:
     for phone in pron:
         base, digit = strip_stress(phone), stress(phone)
         if base in ESPEAK_VOWELS:
-            out.append({"1": "'", "2": ","}.get(digit, "") + ESPEAK_VOWELS[base][0 if digit in "12" else 1])
+            out.append({"1": "'", "2": ","}.get(digit, "") + ESPEAK_VOWELS[base][0 if digit in ("1", "2") else 1])
         else:
             out.append(ESPEAK_CONSONANTS[base])
     return "".join(out)
@@ -130,7 +123,7 @@ def festival_entry(token: str, pron: Pron) -> str:
         for phone in syllable:
             base, digit = strip_stress(phone), stress(phone)
             phones.append("ax" if (base, digit) == ("AH", "0") else base.lower())
-            if digit in "12":
+            if digit in ("1", "2"):
                 level = "1"
         syllables.append(f"(({' '.join(phones)}) {level})")
     return f'(lex.add.entry (list "{token}" nil (quote ({" ".join(syllables)}))))'
@@ -395,6 +388,3 @@ def synthesize_phones(voice: Voice, pron: Pron, work: Path, stretch: float = 1.0
     check_rendered(pron, rendered, f"{voice.spec} {' '.join(pron)}")
     return finish(wav, edge_silence)
 
-
-def describe_engines() -> str:
-    return json.dumps({n: {"packages": e.packages, "phone_input": e.phones is not None} for n, e in ENGINES.items()})
