@@ -118,3 +118,17 @@ def test_resynth_cli(pipeline, items, tmp_path, capsys):
     assert main(["resynth", str(data), str(tmp_path / "out"), "--pipeline", str(pipe_dir)]) == 0
     assert f"{len(items)} already there" in capsys.readouterr().out
     assert main(["resynth", str(items[0].path), str(tmp_path / "x.wav"), "--tokenizer", str(tok)]) == 2
+
+
+def test_versioned_config_errors_name_the_file(tmp_path):
+    from textless.errors import FormatError
+
+    (tmp_path / "pipeline.json").write_text('{"format": "textless.pipeline", "version": 99}')
+    with pytest.raises(FormatError, match=r"pipeline\.json.*newer textless \(version 99\)"):
+        SpeechPipeline.from_pretrained(tmp_path)
+    (tmp_path / "pipeline.json").write_text('{"format": "textless.vocoder", "version": 1}')
+    with pytest.raises(FormatError, match="not a speech pipeline directory .format 'textless.vocoder'"):
+        SpeechPipeline.from_pretrained(tmp_path)
+    (tmp_path / "pipeline.json").write_text("{not json")
+    with pytest.raises(FormatError, match=r"pipeline\.json.*invalid JSON"):
+        SpeechPipeline.from_pretrained(tmp_path)

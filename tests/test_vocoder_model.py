@@ -185,7 +185,7 @@ def test_save_from_pretrained_round_trip(tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-6)
     with pytest.raises(FileExistsError):
         voc.save_pretrained(path)
-    with pytest.raises(TextlessError, match="not a vocoder"):
+    with pytest.raises(TextlessError, match="not a textless vocoder directory"):
         UnitVocoder.from_pretrained(tmp_path)
 
 

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textless.errors import FormatError, TextlessError
+from textless.errors import TextlessError
 from textless.utils.atomic import atomic_directory
+from textless.utils.versioned import read_versioned_config
 
 FORMAT_NAME = "textless.pipeline"
 FORMAT_VERSION = 1
@@ -158,17 +159,7 @@ class SpeechPipeline:
         from textless.vocoders import UnitVocoder
 
         path = Path(path)
-        config_path = path / CONFIG_FILE
-        if not config_path.is_file():
-            raise TextlessError(f"'{path}' is not a speech pipeline directory (no {CONFIG_FILE})")
-        try:
-            config = json.loads(config_path.read_text())
-        except json.JSONDecodeError as e:
-            raise FormatError(config_path, f"invalid JSON ({e.msg})") from None
-        if config.get("format") != FORMAT_NAME:
-            raise FormatError(config_path, f"not a textless pipeline (format {config.get('format')!r})")
-        if config.get("version", 0) > FORMAT_VERSION:
-            raise FormatError(config_path, f"written by a newer textless (version {config['version']})")
+        config = read_versioned_config(path, CONFIG_FILE, FORMAT_NAME, FORMAT_VERSION, "a speech pipeline directory")
         tokenizer = SpeechTokenizer.from_pretrained(path / config["tokenizer"], device=device)
         with quiet_progress_bars():
             lm = (UnitLM.from_pretrained(path / config["lm"]).to(device).eval()

@@ -27,13 +27,14 @@ import numpy as np
 import torch
 
 from textless.audio import resample
-from textless.errors import FormatError, TextlessError
+from textless.errors import TextlessError
 from textless.tokenizers.encoders import SpeechEncoder, load_encoder
 from textless.tokenizers.encoders.utterances import DEFAULT_CHUNK_SECONDS, encode_utterances
 from textless.tokenizers.kernels import dedup
 from textless.tokenizers.kmeans import KMeans
 from textless.utils.atomic import atomic_directory
 from textless.utils.hf import quiet_progress_bars
+from textless.utils.versioned import read_versioned_config
 
 FORMAT_NAME = "textless.speech_tokenizer"
 FORMAT_VERSION = 1
@@ -188,17 +189,8 @@ class SpeechTokenizer:
         from textless.tokenizers.bpe import UnitBPE
 
         path = Path(path)
-        config_path = path / "tokenizer.json"
-        if not config_path.exists():
-            raise TextlessError(f"'{path}' is not a speech tokenizer bundle (no tokenizer.json)")
-        try:
-            config = json.loads(config_path.read_text())
-        except json.JSONDecodeError as e:
-            raise FormatError(config_path, f"invalid JSON ({e.msg})") from None
-        if config.get("format") != FORMAT_NAME:
-            raise FormatError(config_path, f"not a speech tokenizer (format {config.get('format')!r})")
-        if config.get("version", 0) > FORMAT_VERSION:
-            raise FormatError(config_path, f"written by a newer textless (version {config['version']})")
+        config = read_versioned_config(path, "tokenizer.json", FORMAT_NAME, FORMAT_VERSION,
+                                       "a speech tokenizer bundle")
         source = config["encoder"]["source"]
         if source != "mfcc" and not Path(source).is_absolute() and (path / source).exists():
             source = str(path / source)

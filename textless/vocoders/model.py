@@ -24,6 +24,7 @@ from torch import nn
 
 from textless.errors import FormatError, TextlessError
 from textless.utils.atomic import atomic_directory
+from textless.utils.versioned import read_versioned_config
 from textless.vocoders.generator import UnitHiFiGAN, UnitHiFiGANConfig, fold_weight_norm
 
 FORMAT_NAME = "textless.vocoder"
@@ -81,16 +82,7 @@ class UnitVocoder(nn.Module):
     def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu") -> UnitVocoder:
         path = Path(path)
         config_path = path / CONFIG_FILE
-        if not config_path.exists():
-            raise TextlessError(f"'{path}' is not a vocoder directory (no {CONFIG_FILE})")
-        try:
-            meta = json.loads(config_path.read_text())
-        except json.JSONDecodeError as e:
-            raise FormatError(config_path, f"invalid JSON ({e.msg})") from None
-        if meta.get("format") != FORMAT_NAME:
-            raise FormatError(config_path, f"not a textless vocoder (format {meta.get('format')!r})")
-        if meta.get("version", 0) > FORMAT_VERSION:
-            raise FormatError(config_path, f"written by a newer textless (version {meta['version']})")
+        meta = read_versioned_config(path, CONFIG_FILE, FORMAT_NAME, FORMAT_VERSION, "a textless vocoder directory")
         try:
             config = UnitHiFiGANConfig.from_dict(meta["generator"])
         except (KeyError, TypeError) as e:
