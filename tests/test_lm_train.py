@@ -531,11 +531,11 @@ _KILLED_FSDP_RUN = textwrap.dedent("""
             if step == int(sys.argv[2]):
                 with open(os.path.join(sys.argv[3], f"pid{os.environ['RANK']}"), "w") as f:
                     f.write(str(os.getpid()))
-                print("CHECKPOINTED", step, flush=True)
+                os.write(1, f"CHECKPOINTED {step}\\n".encode())  # one write: atomic on the shared pipe
                 time.sleep(600)  # the test kills the workers and the launcher here (SIGKILL)
     hooks = Stall() if len(sys.argv) > 2 else TrainHooks()
     result = train(TrainConfig(**json.loads(sys.argv[1])), log=lambda m: None, hooks=hooks)
-    print("LOSSES", json.dumps(result.losses), flush=True)
+    os.write(1, ("LOSSES " + json.dumps(result.losses) + "\\n").encode())  # both ranks: one write each, no interleaving
 """)
 
 

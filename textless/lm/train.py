@@ -83,10 +83,8 @@ import dataclasses
 import json
 import math
 import os
-import queue
 import random
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -111,6 +109,7 @@ from textless.lm.checkpoint import (
     set_rng_state,
 )
 from textless.lm.data import PackedBatch, PackedUnitDataset, PackingConfig, packed_nll, packing_mode
+from textless.utils.training import deterministic, prefetch
 
 FINAL_DIR = "final"
 TENSORBOARD_DIR = "tensorboard"
@@ -211,40 +210,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _prefetch(iterator: Iterator[PackedBatch], depth: int) -> tuple[Iterator[PackedBatch], Callable[[], None]]:
-    """Run `iterator` in a daemon thread, `depth` items ahead; returns (iterator, stop)."""
-    if depth <= 0:
-        return iterator, lambda: None
-    items: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def work() -> None:
-        try:
-            for item in iterator:
-                while not stop.is_set():
-                    try:
-                        items.put(("item", item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            items.put(("error", e))
-
-    thread = threading.Thread(target=work, name="textless-batches", daemon=True)
-    thread.start()
-
-    def consume() -> Iterator[PackedBatch]:
-        while True:
-            kind, value = items.get()
-            if kind == "error":
-                raise value
-            yield value
-
-    return consume(), stop.set
 
 
 def _schedule_steps(cfg: TrainConfig, tokens_per_step: int) -> tuple[int, str]:
@@ -459,19 +424,6 @@ def _config_yaml(cfg: TrainConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(_config_dict(cfg)))
 
 
-@contextlib.contextmanager
-def _deterministic(enabled: bool) -> Iterator[None]:
-    if not enabled:
-        yield
-        return
-    before, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before, warn_only=warn)
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------------------------------
@@ -481,7 +433,7 @@ def train(cfg: TrainConfig, log: Callable[[str], Any] = print, hooks: TrainHooks
     """Train (or resume) a unit LM as configured; see the module docstring. Every rank of a torchrun job calls it."""
     _check_config(cfg)
     accelerator = _make_accelerator(cfg)
-    with _deterministic(accelerator.device.type == "cpu"):
+    with deterministic(accelerator.device.type == "cpu"):
         return _Trainer(cfg, accelerator, log, hooks or TrainHooks()).run()
 
 
@@ -727,7 +679,7 @@ class _Trainer:
                  f"{self.packing_mode}); {self.total_steps} steps of {self.tokens_per_step} tokens (schedule from "
                  f"{self.schedule_by}, warmup {self.warmup_steps}); train: {len(self.train_units)} utterances, "
                  f"{len(self.train_data)} contexts of {cfg.context_length} per epoch")
-        stream, stop_prefetch = _prefetch(
+        stream, stop_prefetch = prefetch(
             self.train_data.batches(cfg.batch_size, start_step=self.step * cfg.grad_accum), cfg.num_workers)
         from tqdm.auto import tqdm
 

@@ -51,14 +51,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
-import queue
 import random
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +67,7 @@ import torch
 
 from textless.data.units import UnitDataset, read_units
 from textless.errors import ConfigError, FormatError, TextlessError
+from textless.utils.training import deterministic, prefetch
 from textless.vocoders.checkpoint import (
     MODEL_DIR,
     clean_checkpoint_temporaries,
@@ -293,60 +293,6 @@ def _check_same_units(train: UnitDataset, valid: UnitDataset) -> None:
                           f"train_dataset by {a.tokenizer.get('name')!r}")
 
 
-def _prefetch(make: Callable[[int], SegmentBatch], start: int, depth: int
-              ) -> tuple[Iterator[SegmentBatch], Callable[[], None]]:
-    """Batches make(start), make(start + 1), ... computed `depth` ahead in a daemon thread; returns (iterator, stop).
-    Batches are pure functions of the step, so prefetching never changes them."""
-    if depth <= 0:
-        def inline() -> Iterator[SegmentBatch]:
-            step = start
-            while True:
-                yield make(step)
-                step += 1
-        return inline(), lambda: None
-    items: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def work() -> None:
-        step = start
-        while not stop.is_set():
-            try:
-                item = ("item", make(step))
-            except BaseException as e:  # noqa: BLE001 - handed to the consumer
-                item = ("error", e)
-            while not stop.is_set():
-                try:
-                    items.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if item[0] == "error":
-                return
-            step += 1
-
-    threading.Thread(target=work, name="textless-vocoder-batches", daemon=True).start()
-
-    def consume() -> Iterator[SegmentBatch]:
-        while True:
-            kind, value = items.get()
-            if kind == "error":
-                raise value
-            yield value
-
-    return consume(), stop.set
-
-
-@contextlib.contextmanager
-def _deterministic(enabled: bool) -> Iterator[None]:
-    if not enabled:
-        yield
-        return
-    before, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before, warn_only=warn)
 
 
 def _grad_norm(params: list[torch.nn.Parameter], clip: float) -> float:
@@ -383,7 +329,7 @@ def train_vocoder(cfg: VocoderTrainConfig, log: Callable[[str], Any] = print,
     """Train (or resume) a unit vocoder as configured; see the module docstring."""
     _check_config(cfg)
     device = _device(cfg)
-    with _deterministic(device.type == "cpu"):
+    with deterministic(device.type == "cpu"):
         return _Trainer(cfg, device, log, hooks or VocoderTrainHooks()).run()
 
 
@@ -700,7 +646,8 @@ class _Trainer:
                  f"{'on' if self.generator_has_dur else 'off'}), discriminator {cfg.discriminator} "
                  f"{d_params / 1e6:.1f}M, on {self.device} ({'bf16' if self.bf16 else 'fp32'}); train: "
                  f"{describe(self.train)}" + (f"; valid: {len(self.valid)} utterances" if self.valid else ""))
-        stream, stop_prefetch = _prefetch(lambda s: self.train.batch(s, cfg.batch_size), self.step, cfg.prefetch)
+        batches = (self.train.batch(s, cfg.batch_size) for s in itertools.count(self.step))
+        stream, stop_prefetch = prefetch(batches, cfg.prefetch, name="textless-vocoder-batches")
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", desc="train-vocoder",
