@@ -7,6 +7,7 @@ import pytest
 import soundfile as sf
 
 from textless.cli import main
+from textless.data.corpus import load_bundled_corpus
 from textless.pipeline import STARTER_DIR, starter_pipeline
 
 
@@ -37,8 +38,17 @@ def test_demo_writes_three_wavs_a_picture_and_timings(tmp_path, capsys):
     np.testing.assert_allclose(continuation[: len(resynthesis)][:3200], resynthesis[:3200], atol=0.05)
     png = (tmp_path / "demo.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
-    for stage in ("load models", "tokenize", "generate (unit LM)", "vocode"):
+    for stage in ("load models", "tokenize", "generate (unit LM)", "vocode", "tokenize bundled:valid"):
         assert stage in summary["timings_s"] and stage in printed
+    # the held-out split of the training voices, tokenized: every utterance, all of its audio, consistent statistics
+    corpus = summary["corpus_units"]
+    items = load_bundled_corpus("valid")
+    assert summary["frame_rate"] == 50.0 and corpus["split"] == "valid" and corpus["utterances"] == len(items)
+    assert abs(corpus["seconds"] - sum(i.duration for i in items)) < 0.02 * len(items)  # <= 1 frame per utterance
+    assert corpus["frames"] == round(corpus["seconds"] * 50) and corpus["units"] < corpus["frames"]
+    assert corpus["bitrate"] == pytest.approx(corpus["units_per_second"] * corpus["entropy_bits"])
+    assert 0 < corpus["entropy_bits"] <= np.log2(corpus["used_units"]) and corpus["used_units"] <= 100
+    assert "bitrate b/s" in printed and "bundled:valid through whisper" in printed
     assert "wrote" in printed and str(tmp_path / "demo.png") in printed
 
 
@@ -49,7 +59,6 @@ def test_demo_transcribes_with_whisper(tmp_path):
     summary = run_demo(DemoConfig(output_dir=str(tmp_path), max_new_tokens=30, min_new_tokens=10), log=lambda m: None)
     assert set(summary["transcripts"]) == {"prompt", "resynthesis", "continuation"}
     # Whisper-base hears the original prompt (a clear held-out TTS sentence) almost perfectly
-    from textless.data.corpus import load_bundled_corpus
     from textless.eval.wer import error_rate
 
     item = next(i for i in load_bundled_corpus("valid") if str(i.path) == summary["prompt"])

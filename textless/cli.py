@@ -279,7 +279,7 @@ COMMANDS: dict[str, Command] = {
                     "NPIs) read from text, written as <output>/lexical/dev and <output>/syntactic/dev (wavs + "
                     "gold.csv), deterministic for a seed. Needs the Debian TTS packages listed in "
                     "experiments/build-benchmark.yaml. Example: textless build-benchmark --config "
-                    "benchmarks/unseen output=outputs/bench/unseen",
+                    "build-benchmark-unseen output=outputs/bench/unseen",
         add_arguments=_add_config_arguments,
         run=configured("build-benchmark", "textless.eval.builder.job:BuildBenchmarkConfig",
                        "textless.eval.builder.job:build_benchmark")),

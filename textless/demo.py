@@ -9,7 +9,9 @@ layer 4 + k-means 100 units, a small unit LM and a small unit HiFi-GAN, all trai
    prompt + continuation as one sequence (the prompt's own durations, predicted ones for the new units);
 4. write ``prompt.wav``, ``resynthesis.wav``, ``continuation.wav``, ``units.json`` and ``demo.png`` (waveforms and
    spectrograms with unit boundaries; a red line where the continuation starts) under ``output_dir``, transcribe the
-   three with the offline Whisper-base (``transcribe=false`` skips it), and print per-stage timings.
+   three with the offline Whisper-base (``transcribe=false`` skips it), and print per-stage timings;
+5. tokenize a bundled split (``corpus_split``, default the held-out utterances of the training voices) and report the
+   tokenizer's frame rate and the units' statistics (units/s, frames per unit, entropy, bitrate).
 
 ``mode=train``: build the stages from scratch instead (`textless.demo_train`).
 """
@@ -44,6 +46,7 @@ class DemoConfig:
     max_new_tokens: int = 250
     min_new_tokens: int = 50         # no end-of-utterance before this many units (~1.8 s)
     transcribe: bool = True          # Whisper-base transcripts of the three wav files
+    corpus_split: str | None = "valid"  # tokenize this bundled split and report its unit statistics (null: skip)
     device: str = "cpu"
     # train mode (textless.demo_train)
     splits: list[str] = field(default_factory=lambda: list(SPLITS))
@@ -82,6 +85,23 @@ def _default_prompt():
 
 def _boundaries(durations: np.ndarray, frame_rate: float, offset: float = 0.0) -> list[float]:
     return list(offset + np.cumsum(durations)[:-1] / frame_rate)
+
+
+def corpus_unit_statistics(tok, split: str, batch_size: int = 8):
+    """Tokenize the bundled `split` with `tok` (a SpeechTokenizer) -> `UnitStats` of its units."""
+    from textless.audio import load_audio
+    from textless.data.corpus import load_bundled_corpus
+    from textless.data.units import UnitSequence
+    from textless.eval.unit_stats import unit_statistics
+
+    items = list(load_bundled_corpus(split))
+    sequences = []
+    for start in range(0, len(items), batch_size):
+        batch = items[start:start + batch_size]
+        wavs = [load_audio(item.path, tok.sample_rate)[0] for item in batch]
+        for item, units in zip(batch, tok.encode_batch(wavs, tok.sample_rate)):
+            sequences.append(UnitSequence(item.id, units.ids, units.durations))
+    return unit_statistics(sequences, tok.frame_rate, tok.vocab_size)
 
 
 def run_starter_demo(cfg: DemoConfig, log=print) -> dict:
@@ -141,6 +161,10 @@ def run_starter_demo(cfg: DemoConfig, log=print) -> dict:
             asr = load_asr("offline:whisper-base", device=cfg.device)
             texts = asr.transcribe([prompt, resynthesis, continuation])
         transcripts = dict(zip(files, texts))
+    corpus_stats = None
+    if cfg.corpus_split:
+        with timer(f"tokenize bundled:{cfg.corpus_split}"):
+            corpus_stats = corpus_unit_statistics(tok, cfg.corpus_split)
     seconds = len(prompt) / tok.sample_rate
     log(f"prompt: {source} (first {seconds:.1f} s){'; speaker ' + speaker if speaker else ''}")
     if item is not None and item.transcript:
@@ -151,13 +175,22 @@ def run_starter_demo(cfg: DemoConfig, log=print) -> dict:
         f"temperature {cfg.temperature:g}, seed {cfg.seed}")
     for name, text in transcripts.items():
         log(f"  Whisper-base hears in {name}.wav: {text!r}")
+    if corpus_stats is not None:
+        st = corpus_stats
+        log(f"bundled:{cfg.corpus_split} through {tok.identity()['name']} ({tok.frame_rate:g} Hz frames, "
+            f"{tok.vocab_size} units):")
+        log(format_table(["utts", "seconds", "units/s", "frames/unit", "used units", "entropy bits", "bitrate b/s"],
+                         [[st.utterances, st.seconds, st.units_per_second, st.mean_run_frames, st.used_units,
+                           st.entropy_bits, st.bitrate]]))
     log(format_table(["stage", "seconds"], [[k, v] for k, v in timer.seconds.items()]))
     log(f"wrote {', '.join(str(f) for f in files.values())}, {out / 'units.json'} and {out / 'demo.png'}")
     if pipeline.notes:
         log(f"note: {pipeline.notes}")
     summary = {"prompt": str(source), "speaker": speaker, "prompt_seconds": seconds, "units": len(units.ids),
                "continuation_units": len(new), "files": {k: str(v) for k, v in files.items()},
-               "picture": str(out / "demo.png"), "transcripts": transcripts, "timings_s": timer.seconds}
+               "picture": str(out / "demo.png"), "transcripts": transcripts, "frame_rate": tok.frame_rate,
+               "corpus_units": None if corpus_stats is None else {"split": cfg.corpus_split, **corpus_stats.to_dict()},
+               "timings_s": timer.seconds}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary
 

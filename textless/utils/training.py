@@ -16,28 +16,34 @@ T = TypeVar("T")
 def prefetch(iterator: Iterator[T], depth: int, name: str = "textless-batches") -> tuple[Iterator[T], Callable[[], None]]:
     """Run `iterator` in a daemon thread, `depth` items ahead; returns (iterator, stop). ``depth <= 0``: inline.
 
-    An exception raised by `iterator` is re-raised by the consumer at the item where it happened.
+    An exception raised by `iterator` is re-raised by the consumer at the item where it happened. ``stop()`` waits
+    for the thread to finish the item it is making: a daemon thread still inside torch when the interpreter exits is
+    killed with ``pthread_exit``, which aborts the process ("terminate called without an active exception").
     """
     if depth <= 0:
         return iterator, lambda: None
     items: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def work() -> None:
         try:
             for item in iterator:
-                while not stop.is_set():
-                    try:
-                        items.put(("item", item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(("item", item)):
                     return
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            items.put(("error", e))
+            put(("error", e))
 
-    threading.Thread(target=work, name=name, daemon=True).start()
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
 
     def consume() -> Iterator[T]:
         while True:
@@ -46,7 +52,11 @@ def prefetch(iterator: Iterator[T], depth: int, name: str = "textless-batches") 
                 raise value
             yield value
 
-    return consume(), stop.set
+    def stop_and_join(timeout: float = 60.0) -> None:
+        stop.set()
+        thread.join(timeout)
+
+    return consume(), stop_and_join
 
 
 @contextlib.contextmanager

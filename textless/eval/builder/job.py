@@ -2,7 +2,7 @@
 layout (`textless.eval.builder.layout`), deterministic for a seed.
 
     textless build-benchmark output=outputs/bench/seen                      # recipe experiments/build-benchmark.yaml
-    textless build-benchmark --config benchmarks/unseen output=outputs/bench/unseen
+    textless build-benchmark --config build-benchmark-unseen output=outputs/bench/unseen
 
 Lexical (sWUGGY-style): words are drawn (seeded shuffle) from `words` (minus `exclude_words`), kept if CMUdict has
 them with `min_phones`..`max_phones` phones, their count in `words` is at least `min_frequency`, their pronunciation
