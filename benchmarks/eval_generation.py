@@ -9,7 +9,8 @@ continuation each (75 to 150 new units, ~2.5-5 s; no end-of-utterance before 75)
 * ``shuffled T=1.0``: the same LM with every parameter tensor's entries permuted (the control of
   `benchmarks/eval_builder.py`): units with no sequential structure learned.
 
-Each run is scored by `textless eval-generation` defaults (offline Whisper-base transcripts, SmolLM2-135M GenPPL),
+Each run is scored by `textless eval-generation` with the offline Whisper-base run by transformers (``asr=
+offline:whisper-base``; the default ``auto`` prefers faster-whisper when installed) and SmolLM2-135M GenPPL,
 on the continuation alone (``include_prompt=false``) so that the prompt's real words do not count for the LM.
 About 10 minutes on 2 CPU cores.
 """
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                                     min_new_tokens=min(args.min_new_tokens, args.max_new_tokens),
                                     temperature=temperature, seed=0, output=str(out)), log=quiet)
             report = evaluate_generations(EvalGenerationConfig(generations=str(out), output=str(out / "report.json"),
-                                                               include_prompt=False), log=quiet).to_dict()
+                                                               asr="offline:whisper-base", include_prompt=False),
+                                          log=quiet).to_dict()
             results[name] = {"lm": lm, "temperature": temperature, "records": report["records"],
                              "empty_transcripts": report["empty_transcripts"], "metrics": report["metrics"],
                              "mean_words": round(sum(len(r["transcript"].split()) for r in report["per_record"])
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
               "prompts": args.prompts, "prompt_seconds": 3.0, "max_new_tokens": args.max_new_tokens,
               "min_new_tokens": args.min_new_tokens,
               "pipeline": "textless/assets/starter (vocoder speaker awb)",
-              "scoring": "textless eval-generation defaults, include_prompt=false (continuations only); metrics x1 "
+              "scoring": "textless eval-generation, asr=offline:whisper-base, include_prompt=false (continuations only); metrics x1 "
                          "(fractions), per-record values in the eval-generation report",
               "runs": results}
     args.output.parent.mkdir(parents=True, exist_ok=True)

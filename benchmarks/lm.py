@@ -4,8 +4,10 @@
     python -m benchmarks.lm --device cuda --preset 350m --context 1024 --batch 8 --steps 30
 
 Writes ``benchmarks/results/lm_<device>.json``. Both trainers get the same model (same init), the same packed contexts
-(textless.lm.data.PackedUnitDataset over random units), the same batch size, optimizer (AdamW), learning-rate
-schedule and precision; the time of a warm-up run is excluded by timing `--steps` steps after `--warmup` steps.
+(textless.lm.data.PackedUnitDataset over random units, with their restarting position ids), the same batch size,
+optimizer (AdamW, betas 0.9 / 0.95, weight decay 0.1, clipping 0.5), peak learning rate and precision; the schedules
+differ in shape only (textless: 1 % warmup, cosine to ``min_lr``; Trainer: 1 warmup step, cosine to 0), which does not
+change the cost of a step. The time of a warm-up run is excluded by timing `--steps` steps after `--warmup` steps.
 Generation: batch 1 and 16, with and without the KV cache, `--new-tokens` new units after a 50-unit prompt.
 On CUDA, model FLOPs utilisation = 6 x parameters x tokens/s / peak bf16 FLOP/s (`--peak-tflops`).
 """
@@ -91,7 +93,7 @@ def bench_hf_trainer(units: Path, out: Path, args, device) -> dict:
 
     targs = TrainingArguments(output_dir=str(out), per_device_train_batch_size=args.batch,
                               max_steps=args.warmup + args.steps + 1, learning_rate=1e-4, lr_scheduler_type="cosine",
-                              warmup_steps=1, weight_decay=0.1, max_grad_norm=0.5, report_to=[],
+                              warmup_steps=1, weight_decay=0.1, adam_beta2=0.95, max_grad_norm=0.5, report_to=[],
                               save_strategy="no", logging_strategy="no", dataloader_num_workers=0,
                               bf16=device.type == "cuda", use_cpu=device.type == "cpu", disable_tqdm=True,
                               remove_unused_columns=False)

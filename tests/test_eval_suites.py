@@ -5,6 +5,8 @@ aggregation tests use hand-made file scores, so every expected number is compute
 """
 
 import json
+import math
+import re
 
 import numpy as np
 import pytest
@@ -52,11 +54,11 @@ LEXICAL = [
 ]
 
 
-def lexical_split(root, split="dev", gold=True):
+def lexical_split(root, split="dev", gold=True, entries=LEXICAL):
     """ZeroSpeech 2021 ``lexical/<split>``; non-word rows listed in REVERSE order (positional pairing would fail)."""
     directory = root / "lexical" / split
     words, non_words, scores, seed = [], [], {}, 0
-    for wid, freq, length, voices in LEXICAL:
+    for wid, freq, length, voices in entries:
         for voice, (sw, snw) in voices.items():
             for stem, score, correct, rows in ((f"{wid}{voice}w", sw, 1, words), (f"{wid}{voice}n", snw, 0, non_words)):
                 write_wav(directory / f"{stem}.wav", seed)
@@ -186,6 +188,52 @@ def test_syntactic_pairs_on_keys_and_averages_voices_per_type_subtype_id(tmp_pat
     by_type = result.breakdowns["type"]
     assert (by_type["morphology"].accuracy, by_type["morphology"].n, by_type["syntax"].accuracy) == (0.5, 2, 1.0)
     assert set(result.breakdowns["subtype"]) == {"morphology/anaphor", "morphology/det_noun", "syntax/island"}
+
+
+# ids with 3, 1 and 2 voices: the ZeroSpeech mean over ids and slamkit's plain mean over pairs differ
+UNEVEN_VOICES = [
+    ("u1", 0, 3, {"A": (-1.0, -2.0), "B": (-1.0, -2.0), "C": (-3.0, -2.0)}),  # 1, 1, 0 -> 2/3
+    ("u2", 3, 4, {"A": (-2.0, -1.0)}),                                        # 0       -> 0
+    ("u3", 50, 4, {"A": (-1.0, -1.0), "B": (-1.0, -3.0)}),                    # 0.5, 1  -> 0.75
+]
+
+
+def test_pair_mean_is_slamkits_plain_mean_over_pairs(tmp_path):
+    from textless.eval.likelihood_job import format_report, headline_rows
+
+    _, scores = lexical_split(tmp_path, entries=UNEVEN_VOICES)
+    data = SUITES["swuggy"].read(tmp_path, ReadOptions())
+    lexical, _ = evaluate_suite(SUITES["swuggy"], data, fake_scores(scores))
+    # ZeroSpeech: voices averaged per id, then ids: (2/3 + 0 + 3/4) / 3 = 17/36; slamkit: 6 pairs 1 1 0 0 .5 1 -> 7/12
+    assert (lexical.metrics["lexical_all"].accuracy, lexical.metrics["lexical_all"].n) == (pytest.approx(17 / 36), 3)
+    pair_mean = lexical.metrics["lexical_pair_mean"]
+    assert (pair_mean.accuracy, pair_mean.n) == (pytest.approx(7 / 12), 6)
+    # sample std (ddof 1) of the pair outcomes: squared deviations 3 x (5/12)^2 + 2 x (7/12)^2 + (1/12)^2 = 174/144
+    assert pair_mean.std == pytest.approx(math.sqrt(174 / 144 / 5))
+    assert lexical.metrics["lexical_all"].accuracy != pytest.approx(pair_mean.accuracy)
+
+    # sBLIMP fixture: anaphor/1 has 2 voices, det_noun/1 one, island/2 two; pairs 1 0 .5 1 1
+    _, syntactic_scores = syntactic_split(tmp_path)
+    syntactic, _ = evaluate_suite(SUITES["sblimp"], SUITES["sblimp"].read(tmp_path, ReadOptions()),
+                                  fake_scores(syntactic_scores))
+    assert (syntactic.metrics["syntactic"].accuracy, syntactic.metrics["syntactic"].n) == (pytest.approx(2 / 3), 3)
+    assert (syntactic.metrics["syntactic_pair_mean"].accuracy, syntactic.metrics["syntactic_pair_mean"].n) == (
+        pytest.approx(3.5 / 5), 5)
+
+    # equal voice counts (the LEXICAL fixture, 2 voices per id): the two aggregations agree
+    _, even_scores = lexical_split(tmp_path / "even")
+    even, _ = evaluate_suite(SUITES["swuggy"], SUITES["swuggy"].read(tmp_path / "even", ReadOptions()),
+                             fake_scores(even_scores))
+    assert even.metrics["lexical_pair_mean"].accuracy == pytest.approx(even.metrics["lexical_all"].accuracy)
+
+    # JSON report entry and printed table: one more headline row each, n = pairs
+    report = {"suites": {"swuggy": lexical.to_dict(), "sblimp": syntactic.to_dict()}}
+    assert json.loads(json.dumps(report))["suites"]["swuggy"]["metrics"]["lexical_pair_mean"] == {
+        "accuracy": pytest.approx(7 / 12), "n": 6, "std": pytest.approx(math.sqrt(174 / 720))}
+    rows = headline_rows(report)
+    assert ("swuggy", "dev", "lexical_pair_mean", pytest.approx(100 * 7 / 12), 6) in rows
+    assert ("sblimp", "dev", "syntactic_pair_mean", pytest.approx(70.0), 5) in rows
+    assert re.search(r"swuggy\s+dev\s+lexical_pair_mean\s+58\.33\s+6\n", format_report(report))
 
 
 def test_syntactic_reader_errors(tmp_path):
@@ -386,6 +434,59 @@ def test_cli_end_to_end_writes_table_report_and_submission(tmp_path, tokenizer, 
                                 output=str(tmp_path / "quick.json"), max_items=2), log=lambda m: None)
     assert quick["suites"]["swuggy"]["items"] == 2 and quick["suites"]["swuggy"]["submission"] is None
     assert json.loads((tmp_path / "quick.json").read_text())["suites"]["swuggy"]["pairs"] == 4
+
+
+def test_cli_tstorycloze_and_salmon_accuracies_follow_the_lm_scores(tmp_path, tokenizer, tiny_lm, capsys):
+    """`textless eval suite=[tstorycloze,salmon]` on official layouts; every expected outcome comes from the LM's
+    log-likelihoods computed directly (or is an exact 0.5 tie: the two sides are the same audio)."""
+    from textless.audio import load_audio
+
+    tok_dir = tokenizer.save_pretrained(tmp_path / "tok")
+    lm_dir = tiny_lm.save_pretrained(tmp_path / "lm")
+    tsc = tmp_path / "tSC"  # slamkit naming; story 1's wrong ending is the very same audio
+    write_wav(tsc / "0_0.wav", 2, 0.4)
+    write_wav(tsc / "0_1.wav", 1, 0.5)
+    write_wav(tsc / "1_0.wav", 4, 0.3)
+    (tsc / "1_1.wav").write_bytes((tsc / "1_0.wav").read_bytes())
+    write_wav(tsc / "2_0.wav", 3, 0.3)
+    write_wav(tsc / "2_1.wav", 6, 0.4)
+    salmon = tmp_path / "salmon"
+    for p, part in enumerate(PARTS):  # sample 0: two different recordings; sample 1: positive == negative
+        write_wav(salmon / part / "sample_0_0.wav", 2 * p, 0.3)
+        write_wav(salmon / part / "sample_0_1.wav", 2 * p + 1, 0.4)
+        write_wav(salmon / part / "sample_1_0.wav", 2 * p + 3, 0.3)
+        (salmon / part / "sample_1_1.wav").write_bytes((salmon / part / "sample_1_0.wav").read_bytes())
+    # a second negative identical to the positive: only the FIRST negative counts (official), so no tie from it
+    (salmon / "bg_alignment" / "sample_0_2.wav").write_bytes((salmon / "bg_alignment" / "sample_0_0.wav").read_bytes())
+    out = tmp_path / "report.json"
+    assert main(["eval", "suite=[tstorycloze,salmon]", f"path={{tstorycloze: {tsc}, salmon: {salmon}}}",
+                 f"lm={lm_dir}", f"tokenizer={tok_dir}", f"output={out}", "batch_size=4"]) == 0
+    printed = capsys.readouterr().out
+
+    def score(path):  # slamkit's default: mean log-prob per token over bos + units + eos
+        return direct_log_likelihood(tiny_lm, tokenizer.encode(load_audio(path, SR)[0], SR).ids)[1]
+
+    def outcome(positive, negative):
+        if positive.read_bytes() == negative.read_bytes():
+            return 0.5
+        s_pos, s_neg = score(positive), score(negative)
+        assert abs(s_pos - s_neg) > 1e-3, (positive, negative)  # far from a tie: batching cannot flip it
+        return float(s_pos > s_neg)
+
+    report = read_report(out)
+    story = report["suites"]["tstorycloze"]
+    expected = (outcome(tsc / "0_0.wav", tsc / "0_1.wav") + 0.5 + outcome(tsc / "2_0.wav", tsc / "2_1.wav")) / 3
+    assert (story["pairs"], story["items"], story["files"], story["submission"]) == (3, 3, 6, None)
+    assert story["metrics"]["tstorycloze"]["accuracy"] == pytest.approx(expected)
+    assert story["metrics"]["tstorycloze"]["n"] == 3
+    parts = report["suites"]["salmon"]
+    assert (parts["pairs"], parts["items"], parts["files"]) == (16, 16, 32)  # sample_0_2 is not scored
+    assert list(parts["metrics"]) == list(PARTS)
+    won = {part: outcome(salmon / part / "sample_0_0.wav", salmon / part / "sample_0_1.wav") for part in PARTS}
+    assert {part: (m["accuracy"], m["n"]) for part, m in parts["metrics"].items()} == {
+        part: (pytest.approx((won[part] + 0.5) / 2), 2) for part in PARTS}
+    assert 0.0 < sum(won.values()) < len(PARTS)  # the fixture has won and lost pairs, not one outcome everywhere
+    assert "bg_alignment" in printed and "tstorycloze" in printed and "first negative (official)" in printed
 
 
 def test_cli_config_errors(tmp_path, capsys):

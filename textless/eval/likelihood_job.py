@@ -11,6 +11,9 @@ Prints a table of accuracies (percent) and writes a JSON report (atomic)::
      "metrics": {metric: {"accuracy" (fraction in [0, 1]), "n", "std"}}, "breakdowns": {kind: {group: {...}}},
      "notes": [...], "submission": path | null}}}
 
+``n`` counts items (ids, stories, samples), except for ``lexical_pair_mean`` / ``syntactic_pair_mean``, slamkit's
+plain mean over pairs (next to the ZeroSpeech voice-averaged ``lexical_all`` / ``syntactic``), where it counts pairs.
+
 For the ZeroSpeech 2021 suites the official submission files are written too (``<submission_dir>/lexical/<split>.txt``,
 ``syntactic/<split>.txt``; default ``submission_dir``: the report path without ``.json`` + ``_zr2021``), unless
 ``max_items`` cut the split. Suites, their layouts and the scoring rules: `textless.eval.suites`,
@@ -169,7 +172,7 @@ def headline_rows(report: Mapping[str, Any]) -> list[tuple[str, str, str, float 
 
 
 def format_report(report: Mapping[str, Any]) -> str:
-    """The headline table, then the breakdowns (accuracy in percent; n = items)."""
+    """The headline table, then the breakdowns (accuracy in percent; n = items, pairs for the *_pair_mean rows)."""
     text = format_table(["suite", "split", "metric", "accuracy %", "n"], headline_rows(report))
     detail = [(name, kind, group, "-" if s["accuracy"] is None else 100.0 * s["accuracy"], s["n"])
               for name, entry in report["suites"].items()

@@ -12,8 +12,11 @@ Parameter names equal fairseq's state-dict keys (after weight norm is folded, se
     conv_post.{weight,bias}             Conv1d(C/2^U -> 1, k=7, 'same')
     dur_predictor.conv1.0, .ln1, .conv2.0, .ln2, .proj     FastSpeech2 VariancePredictor
 
-Forward (fairseq's order): x = concat(dict(units), spkr(speaker) repeated over frames, f0 repeated to the frame rate)
-[B, model_in_dim, L] -> conv_pre -> for each stage: leaky_relu(0.1) -> ups[i] (length x u_i) -> mean of the R
+Forward: x = concat(dict(units), spkr(speaker) repeated over frames, f0 repeated to the frame rate) in fairseq's
+order (``examples/speech_to_speech``: speaker, then the other features), or units, f0, speaker with
+``f0_before_speaker`` (textlesslib's and speech-resynthesis' CodeGenerator: the order of every released F0 vocoder;
+the fairseq loader sets it for configs with ``f0``). Quantised F0 (``f0_quant_num_bin``, textlesslib): integer bins
+embedded by ``f0_quant_embed.weight`` [bins, E]. Then [B, model_in_dim, L] -> conv_pre -> for each stage: leaky_relu(0.1) -> ups[i] (length x u_i) -> mean of the R
 resblocks -> leaky_relu(0.01, torch's default slope, as fairseq) -> conv_post -> tanh -> [B, 1, L * hop] samples.
 A resblock ("1", the only type fairseq has) is: for (c1, c2): x = x + c2(lrelu(c1(lrelu(x)))).
 
@@ -56,8 +59,10 @@ class UnitHiFiGANConfig:
     """Hyper-parameters; field names are fairseq's ``config.json`` keys, so a real config maps 1:1.
 
     ``model_in_dim`` (conv_pre input channels) defaults to ``embedding_dim`` (+ ``embedding_dim`` with ``multispkr``,
-    + 1 with ``f0``); with ``f0`` the f0 conditioning has ``model_in_dim - embedding_dim - speaker dim`` channels
-    (`f0_channels`: 1 for a raw/normalised F0 track, more for e.g. F0-quantiser embeddings).
+    + 1 with ``f0``, + ``embedding_dim`` with ``f0`` and ``f0_quant_num_bin``); with ``f0`` the f0 conditioning has
+    ``model_in_dim - embedding_dim - speaker dim`` channels (`f0_channels`: 1 for a raw/normalised F0 track, more for
+    e.g. F0-quantiser embeddings). ``f0_quant_num_bin > 0`` (fairseq's quantised-F0 variant): the f0 input is
+    integer bins in ``[0, f0_quant_num_bin)``, embedded by ``f0_quant_embed`` into ``embedding_dim`` channels.
     ``duration_predictor`` is True when fairseq's ``dur_predictor_params`` is present. ``code_hop_size`` is the
     number of output samples per unit frame (= prod(upsample_rates): 320 for 50 Hz units at 16 kHz, 640 for 25 Hz).
     Keys of a fairseq config that do not shape the generator (data options such as ``f0_stats``, ``segment_size``)
@@ -78,6 +83,8 @@ class UnitHiFiGANConfig:
     embedder_params: dict | None = None  # fairseq: speaker given as a d-vector -> spkr = Linear(embedder_dim, E)
     embedder_dim: int = 256
     f0: bool = False
+    f0_quant_num_bin: int = 0             # fairseq: > 0 -> f0 given as bins, f0_quant_embed = Embedding(n, E)
+    f0_before_speaker: bool = False       # conv_pre input order: units, f0, speaker (textlesslib) vs units, speaker, f0
     duration_predictor: bool = False
     dur_predictor_params: dict = field(default_factory=lambda: dict(_DEFAULT_DUR_PARAMS))
     sampling_rate: int = 16000
@@ -103,7 +110,8 @@ class UnitHiFiGANConfig:
         self.resblock = str(self.resblock)
         self.dur_predictor_params = {**_DEFAULT_DUR_PARAMS, **(self.dur_predictor_params or {})}
         if self.model_in_dim is None:
-            self.model_in_dim = self.embedding_dim + self.speaker_dim + (1 if self.f0 else 0)
+            f0_dim = (self.embedding_dim if self.f0_quant_num_bin > 0 else 1) if self.f0 else 0
+            self.model_in_dim = self.embedding_dim + self.speaker_dim + f0_dim
         hop = math.prod(self.upsample_rates)
         if self.code_hop_size is None:
             self.code_hop_size = hop
@@ -171,6 +179,9 @@ class UnitHiFiGANConfig:
         if self.speakers is not None and (not self.multispkr or len(self.speakers) != self.num_speakers):
             raise ConfigError(f"speakers names ({len(self.speakers)}) need multispkr with num_speakers equal to "
                               f"their number ({self.num_speakers})")
+        if self.f0 and self.f0_quant_num_bin > 0 and self.f0_channels != self.embedding_dim:
+            raise ConfigError(f"quantised f0 ({self.f0_quant_num_bin} bins) adds embedding_dim {self.embedding_dim} "
+                              f"channels, but model_in_dim {self.model_in_dim} leaves {self.f0_channels}")
         if self.f0 and self.f0_channels < 1:
             raise ConfigError(f"model_in_dim {self.model_in_dim} leaves no channel for f0")
         if not self.f0 and self.f0_channels != 0:
@@ -185,6 +196,8 @@ class UnitHiFiGANConfig:
         extra = {k: v for k, v in cfg.items() if k not in names and k != "duration_predictor"}
         dur = cfg.get("dur_predictor_params")
         known["duration_predictor"] = bool(dur) or bool(cfg.get("duration_predictor", False))
+        # the released F0 vocoders (speech-resynthesis, textlesslib) put f0 before the speaker at conv_pre's input
+        known.setdefault("f0_before_speaker", bool(cfg.get("f0")))
         if not dur:
             known.pop("dur_predictor_params", None)
         if "num_speakers" not in known and cfg.get("multispkr") and not cfg.get("embedder_params"):
@@ -318,6 +331,8 @@ class UnitHiFiGAN(nn.Module):
             self.spkr = nn.Embedding(c.num_speakers, c.embedding_dim)
         elif c.multispkr and c.speaker_input == "dvector":
             self.spkr = nn.Linear(c.embedder_dim, c.embedding_dim)
+        if c.f0 and c.f0_quant_num_bin > 0:
+            self.f0_quant_embed = nn.Embedding(c.f0_quant_num_bin, c.embedding_dim)
         self.dur_predictor = (VariancePredictor(**c.dur_predictor_params, layer_norm=c.dur_predictor_layer_norm,
                                                 padding_mode=pad) if c.duration_predictor else None)
         self.conv_pre = SameConv1d(c.model_in_dim, ch, 7, padding_mode=pad)
@@ -388,17 +403,29 @@ class UnitHiFiGAN(nn.Module):
     def _inputs(self, units, mask, speakers, f0) -> torch.Tensor:
         c = self.config
         x = self.embed_units(units, mask).transpose(1, 2)  # [B, E, L]
-        parts = [x]
+        speaker = f0_part = None
         if c.multispkr:
-            parts.append(self._speaker(speakers, units.shape[0]).unsqueeze(2).expand(-1, -1, units.shape[1]))
+            speaker = self._speaker(speakers, units.shape[0]).unsqueeze(2).expand(-1, -1, units.shape[1])
         if c.f0:
             if f0 is None:
                 raise ValueError("this vocoder is conditioned on f0: pass f0")
+            if c.f0_quant_num_bin > 0:  # bins [B, L'] (or [B, 1, L']) -> [B, E, L'] (padding holds bin 0)
+                f0 = f0[:, 0] if f0.dim() == 3 and f0.shape[1] == 1 else f0
+                bins = f0.long()
+                if bins.dim() != 2 or not torch.equal(bins.to(f0.dtype), f0):
+                    raise ValueError(f"this vocoder takes quantised f0: integer bins [B, L'], got {f0.dtype} "
+                                     f"{tuple(f0.shape)}")
+                if bins.min() < 0 or bins.max() >= c.f0_quant_num_bin:
+                    raise ValueError(f"f0 bins must be in [0, {c.f0_quant_num_bin}), got {int(bins.min())}.."
+                                     f"{int(bins.max())}")
+                f0 = self.f0_quant_embed(bins).transpose(1, 2)
             f0 = f0.to(x.dtype)
             f0 = f0.unsqueeze(1) if f0.dim() == 2 else f0
             if f0.shape[1] != c.f0_channels:
                 raise ValueError(f"f0 has {f0.shape[1]} channels, the vocoder expects {c.f0_channels}")
-            parts.append(self._repeat_to(f0, units.shape[1]))
+            f0_part = self._repeat_to(f0, units.shape[1])
+        conditions = [f0_part, speaker] if c.f0_before_speaker else [speaker, f0_part]
+        parts = [x] + [part for part in conditions if part is not None]
         return _masked(torch.cat(parts, dim=1), mask)
 
     # ------------------------------------------------------------------------------------------------- forward
@@ -409,7 +436,8 @@ class UnitHiFiGAN(nn.Module):
         units: int64 [B, L] unit ids per frame (already duration-expanded; [B, L, C] with C codebooks),
         right-padded; unit_mask: bool [B, L], True on valid frames (a prefix of each row; None = all valid);
         speakers: int64 [B] speaker ids (float [B, D] vectors for "dvector" / "vector" speaker input), multispkr only;
-        f0: float [B, L'] or [B, C, L'] with L % L' == 0 (repeated L // L' times, as fairseq), f0 models only.
+        f0: float [B, L'] or [B, C, L'] with L % L' == 0 (repeated L // L' times, as fairseq), f0 models only;
+            integer bins [B, L'] (as floats or ints) for quantised-f0 models.
         Returns float [B, 1, L * hop] samples at ``sampling_rate`` Hz in [-1, 1]; row b is valid for its first
         len_b * hop samples (the rest is zero-conditioned padding).
         """

@@ -1,6 +1,9 @@
 """`textless eval-generation`: ASR-based metrics of a generations directory (`textless generate ... vocoder=`).
 
-Steps: transcribe every record's audio once (`transcribe.transcribe_records`, cached), then compute
+Steps: load the ASR (``asr=auto``, the default: faster-whisper with the offline Whisper-base, else the same model
+with transformers, else pocketsphinx; the engine picked and why is logged and reported, and the transcript cache is
+named after it, so transcripts of one engine are never reused for another), transcribe every record's audio once
+(`transcribe.transcribe_records`, cached), then compute
 
 * on the transcripts: auto-BLEU2 fairseq (arithmetic and geometric) and self-BLEU2 on the `normalize_text` words
   (what fairseq's letter ASR prints), auto-BLEU slamkit (bigrams) on slamkit's word tokens of the raw transcript,
@@ -42,24 +45,29 @@ AUTO_CACHE = "auto"
 class EvalGenerationConfig:
     generations: str = ""              # a generations directory written by `textless generate` with vocoder=
     output: str = "outputs/generation_report.json"
-    asr: str = "offline:whisper-base"  # textless.eval.asr.load_asr spec: offline:whisper-base | pocketsphinx | dir
+    # textless.eval.asr.load_asr spec: auto (faster-whisper, else offline:whisper-base, else pocketsphinx) |
+    # faster-whisper | offline:whisper-base | pocketsphinx | a Whisper directory
+    asr: str = "auto"
     text_lm: str = DEFAULT_TEXT_LM     # GenPPL text LM: offline:<name>, a local HF directory or a .gguf file
     # token before (and, for fairseq, after) each scored text; null: the LM's default (perplexity module docstring).
     # Quote it for Hydra: text_lm_boundary="'<|endoftext|>'"
     text_lm_boundary: str | None = None
     include_prompt: bool = True        # transcribe prompt + continuation (slamkit's default) or the continuation only
-    transcript_cache: str | None = AUTO_CACHE  # auto: <generations>/transcripts/<asr>.json; null: no cache; a path
+    # auto: <generations>/transcripts/<engine>.json, named after the engine that runs (asr=auto resolved); null: no
+    # cache; a path (its keys hold the engine, so engines never share transcripts)
+    transcript_cache: str | None = AUTO_CACHE
     max_records: int | None = None
     asr_batch_size: int = 8
     lm_batch_size: int = 8
     device: str = "cpu"
 
 
-def _cache_path(cfg: EvalGenerationConfig) -> Path | None:
+def _cache_path(cfg: EvalGenerationConfig, asr_name: str) -> Path | None:
+    """The transcript cache of `cfg` for the engine `asr_name` (the loaded engine's name, never ``auto``)."""
     if cfg.transcript_cache is None or cfg.transcript_cache == "":
         return None
     if cfg.transcript_cache == AUTO_CACHE:
-        return Path(cfg.generations) / "transcripts" / (re.sub(r"[^A-Za-z0-9._-]+", "_", cfg.asr).strip("_") + ".json")
+        return Path(cfg.generations) / "transcripts" / (re.sub(r"[^A-Za-z0-9._-]+", "_", asr_name).strip("_") + ".json")
     return Path(cfg.transcript_cache)
 
 
@@ -151,7 +159,8 @@ def format_report(report: GenerationReport) -> str:
     rows.append(["GenPPL fairseq mean ppl", f"{f.mean:.2f} ± {f.sem:.2f}", "", "fairseq ppx.py"])
     rows.append(["GenPPL fairseq median ppl", f"{f.median:.2f}", "", "fairseq ppx.py"])
     cfg = report.config
-    head = (f"{cfg.generations}: {len(report.records)} records, ASR {cfg.asr}, text LM {cfg.text_lm}, "
+    head = (f"{cfg.generations}: {len(report.records)} records, ASR {report.transcription.get('asr', cfg.asr)}, "
+            f"text LM {cfg.text_lm}, "
             f"{'prompt + continuation' if cfg.include_prompt else 'continuation only'}, "
             f"{report.empty_transcripts} empty transcripts")
     return head + "\n" + format_table(["metric", "transcripts (x100)", "units (x100)", "as in"], rows)
@@ -162,14 +171,17 @@ def evaluate_generations(cfg: EvalGenerationConfig, log: Callable[[str], None] =
     from textless.eval.asr import load_asr
 
     _, records = load_records(cfg)
-    asr = load_asr(cfg.asr, device=cfg.device, batch_size=cfg.asr_batch_size)
-    transcripts, stats = transcribe_records(cfg.generations, records, asr, cfg.asr,
-                                            include_prompt=cfg.include_prompt, cache=TranscriptCache(_cache_path(cfg)),
+    asr = load_asr(cfg.asr, device=cfg.device, batch_size=cfg.asr_batch_size, log=log)
+    asr_name = getattr(asr, "name", cfg.asr)
+    transcription = {"asr": asr_name, "asr_selection": getattr(asr, "selection", None)}
+    transcripts, stats = transcribe_records(cfg.generations, records, asr, asr_name,
+                                            include_prompt=cfg.include_prompt,
+                                            cache=TranscriptCache(_cache_path(cfg, asr_name)),
                                             batch_size=cfg.asr_batch_size, log=log)
     del asr
     empty = sum(not t.strip() for t in transcripts)
     if empty == len(transcripts):
-        raise TextlessError(f"'{cfg.generations}': the ASR '{cfg.asr}' returned an empty transcript for all "
+        raise TextlessError(f"'{cfg.generations}': the ASR '{asr_name}' returned an empty transcript for all "
                             f"{len(transcripts)} records (is the vocoded audio speech? try include_prompt=true or "
                             f"another asr=)")
     if empty:
@@ -180,7 +192,8 @@ def evaluate_generations(cfg: EvalGenerationConfig, log: Callable[[str], None] =
     scorer = load_text_scorer(cfg.text_lm, device=cfg.device, batch_size=cfg.lm_batch_size,
                               boundary_token=cfg.text_lm_boundary)
     genppl = asr_perplexity(transcripts, scorer)
-    report = GenerationReport(cfg, records, transcripts, on_transcripts, on_units, genppl, empty, asdict(stats))
+    report = GenerationReport(cfg, records, transcripts, on_transcripts, on_units, genppl, empty,
+                              {**transcription, **asdict(stats)})
     atomic_write_text(cfg.output, json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n")
     log(format_report(report))
     log(f"wrote {cfg.output}")

@@ -6,9 +6,10 @@ prompt too) the record's prompt audio and continuation audio are concatenated an
 only the continuation is. A record without audio (an empty continuation: ``"audio": null``) gets the prompt's
 transcript, or ``""`` without the prompt. Identical audio (the same files, unchanged) is transcribed once.
 
-The cache (`TranscriptCache`, a JSON file) maps (ASR spec, audio files with their size and mtime) to the transcript:
-a re-run (another text LM, another report) does not run the ASR again, and an interrupted run resumes (the cache is
-saved, atomically, after every ASR batch).
+The cache (`TranscriptCache`, a JSON file) maps (ASR engine name, audio files with their size and mtime) to the
+transcript; the name is the engine that runs (``asr.name``: with ``asr=auto``, the engine it picked), so a cache
+shared by two engines never hands one engine's transcripts to the other. A re-run (another text LM, another report)
+does not run the ASR again, and an interrupted run resumes (the cache is saved, atomically, after every ASR batch).
 """
 
 from __future__ import annotations
@@ -92,7 +93,11 @@ class TranscriptionStats:
 def transcribe_records(directory: str | Path, records: Sequence[dict], asr, asr_name: str, *,
                        include_prompt: bool = True, cache: TranscriptCache | None = None, batch_size: int = 8,
                        log: Callable[[str], None] = print) -> tuple[list[str], TranscriptionStats]:
-    """One transcript per record (see the module docstring); the ASR sees each distinct audio input once."""
+    """One transcript per record (see the module docstring); the ASR sees each distinct audio input once.
+    `asr_name` names the engine in the cache keys: ``asr.name``, never the spec ``auto``."""
+    if asr_name == "auto":
+        raise TextlessError("transcribe_records: asr_name must name the engine that runs (asr.name), not 'auto' "
+                            "(cached transcripts of different engines would be mixed)")
     directory = Path(directory)
     cache = cache if cache is not None else TranscriptCache(None)
     files = [record_audio(directory, r, include_prompt) for r in records]

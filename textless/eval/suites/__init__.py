@@ -4,8 +4,10 @@
 name           data directory (`path`)                                     headline metrics
 =============  ==========================================================  =====================================
 swuggy         ZeroSpeech 2021 root (``lexical/<split>/*.wav + gold.csv``)  lexical_all, lexical_invocab,
-                                                                           lexical_oov (+ by frequency, length)
-sblimp         ZeroSpeech 2021 root (``syntactic/<split>/...``)             syntactic (+ by type, subtype)
+                                                                           lexical_oov (+ by frequency, length);
+                                                                           lexical_pair_mean (slamkit's mean)
+sblimp         ZeroSpeech 2021 root (``syntactic/<split>/...``)             syntactic (+ by type, subtype);
+                                                                           syntactic_pair_mean (slamkit's mean)
 sstorycloze    flat folder of ``<id>_correct/_incorrect.wav`` or            sstorycloze
                ``<id>_0/_1.wav``
 tstorycloze    same layout                                                  tstorycloze

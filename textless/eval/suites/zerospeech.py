@@ -25,6 +25,17 @@ Scoring, exactly as the official evaluation: per pair ``0.5 * (s_w == s_nw) + (s
     lexical_oov       the 'oov' band (LibriSpeech frequency 0)
     syntactic         mean over (type, subtype, id)
 
+slamkit's aggregation (``*_pair_mean``): slamkit's ``modelling_metric`` scores sWUGGY / sBLIMP as one flat list of
+pairs and reports the plain mean of the pair outcomes, with no per-id voice averaging. Both numbers are reported:
+
+    lexical_pair_mean     mean over all (voice, id) pairs, n = pairs (slamkit)
+    syntactic_pair_mean   mean over all (type, subtype, id, voice) pairs, n = pairs (slamkit)
+
+They equal ``lexical_all`` / ``syntactic`` only when every id has the same number of voices: with voice counts
+``v_i`` and per-id means ``m_i``, ZeroSpeech takes ``mean_i m_i`` and slamkit ``sum_i v_i m_i / sum_i v_i``, which
+weights an id by its voices (e.g. an id won by 2 voices and an id lost by its single voice: 0.5 vs 2/3). Compare
+with papers by the aggregation they used; the ZeroSpeech one is the headline here.
+
 Frequency bands: ``pandas.cut(frequency, [0, 1, 5, 20, 100, inf], right=False)`` labelled oov, 1-5, 6-20, 21-100,
 >100, i.e. right-open ``[0,1) [1,5) [5,20) [20,100) [100,inf)`` (so "1-5" holds 1..4 and 5 falls in "6-20"; the labels
 are the official ones). The official scripts round their CSVs to 4 decimals before the leaderboard reads them; we
@@ -204,7 +215,8 @@ def read_lexical(root: Path, options: ReadOptions) -> SuiteData:
 
 
 def aggregate_lexical(data: SuiteData, outcomes: np.ndarray) -> SuiteResult:
-    """lexical_all / lexical_invocab / lexical_oov and the by-frequency and by-length breakdowns."""
+    """lexical_all / lexical_invocab / lexical_oov (ZeroSpeech), lexical_pair_mean (slamkit) and the by-frequency
+    and by-length breakdowns."""
     result = SuiteResult(data.suite, data.split, {}, pairs=len(data.pairs), notes=list(data.notes))
     if not data.has_gold:
         return result
@@ -213,7 +225,8 @@ def aggregate_lexical(data: SuiteData, outcomes: np.ndarray) -> SuiteResult:
     result.items = len(items)
     result.metrics = {"lexical_all": summarize(it.score for it in items),
                       "lexical_invocab": weighted_mean(s for band, s in bands.items() if band != "oov"),
-                      "lexical_oov": bands["oov"]}
+                      "lexical_oov": bands["oov"],
+                      "lexical_pair_mean": summarize(outcomes)}
     result.breakdowns = {"frequency": bands, "length": group_scores(items, lambda it: it.info["length"])}
     return result
 
@@ -239,13 +252,14 @@ def read_syntactic(root: Path, options: ReadOptions) -> SuiteData:
 
 
 def aggregate_syntactic(data: SuiteData, outcomes: np.ndarray) -> SuiteResult:
-    """syntactic (mean over (type, subtype, id)) and the by-type (official) and by-subtype breakdowns."""
+    """syntactic (mean over (type, subtype, id)), syntactic_pair_mean (mean over pairs, slamkit) and the by-type
+    (official) and by-subtype breakdowns."""
     result = SuiteResult(data.suite, data.split, {}, pairs=len(data.pairs), notes=list(data.notes))
     if not data.has_gold:
         return result
     items = item_scores(data.pairs, outcomes)
     result.items = len(items)
-    result.metrics = {"syntactic": summarize(it.score for it in items)}
+    result.metrics = {"syntactic": summarize(it.score for it in items), "syntactic_pair_mean": summarize(outcomes)}
     result.breakdowns = {"type": group_scores(items, lambda it: it.info["type"]),
                          "subtype": group_scores(items, lambda it: f"{it.info['type']}/{it.info['subtype']}")}
     return result

@@ -23,6 +23,10 @@ from textless.vocoders.loaders import register_vocoder_format
 from textless.vocoders.model import UnitVocoder
 
 CONFIG = "config.json"
+# variants whose extra modules are not implemented (their weights would not load): config key -> what it is
+UNSUPPORTED = {"multistyle": "textlesslib style-conditioned (Expresso) vocoders are",
+               "f0_quantizer_path": "speech-resynthesis vocoders with a VQ-VAE F0 quantizer are",
+               "lambda_commit_code": "speech-resynthesis vocoders with VQ-VAE unit codes are"}
 
 
 def _checkpoint_file(path: Path) -> Path | None:
@@ -75,8 +79,15 @@ def load_fairseq_vocoder(path: str | Path, *, device="cpu", trust_pickle: bool =
                             f"directory)")
     config_path = ckpt.parent / CONFIG
     try:
-        config = UnitHiFiGANConfig.from_fairseq_config(json.loads(config_path.read_text()))
-    except ValueError as e:  # JSON errors and ConfigError alike
+        raw = json.loads(config_path.read_text())
+    except ValueError as e:
+        raise FormatError(config_path, f"not JSON ({e})") from None
+    unsupported = [key for key in UNSUPPORTED if isinstance(raw, dict) and raw.get(key)]
+    if unsupported:
+        raise FormatError(config_path, f"{unsupported[0]}: {UNSUPPORTED[unsupported[0]]} not supported")
+    try:
+        config = UnitHiFiGANConfig.from_fairseq_config(raw)
+    except ValueError as e:  # ConfigError
         raise FormatError(config_path, str(e)) from None
     state = fold_weight_norm(read_generator_state(ckpt, trust_pickle))
     generator = UnitHiFiGAN(config)
