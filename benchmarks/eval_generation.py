@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from textless.lm.model import UnitLM
     from textless.utils.table import format_table
 
-    quiet = lambda line: None  # noqa: E731
+    quiet = lambda line: None
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         lms = {"starter": str(STARTER / "lm")}
