@@ -82,3 +82,37 @@ def test_vocoder_trains_in_bf16_on_cuda(tmp_path):  # pragma: no cover - GPU mac
                  "preset=small", "max_steps=4", "mel_only_steps=2", "save_every=4", "eval_every=4",
                  "batch_size=4", "precision=bf16", "device=cuda", "progress=false"]) == 0
     assert (tmp_path / "voc" / "final" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("backend", ["flash_attention_2", "flash_attention_3"])
+def test_unit_lm_flash_attention_matches_sdpa_on_cuda(backend):  # pragma: no cover - GPU machines only
+    """A flash backend (when its package is installed) gives the SDPA logits, packed training contexts (restarting
+    position ids) score like their utterances alone, and generation with the KV cache runs on it."""
+    import importlib.util
+
+    from textless.lm.generation import SamplingConfig, generate_units
+    from textless.lm.model import UnitLM
+    from textless.lm.vocab import UnitVocab
+
+    package = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}[backend]
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"{package} is not installed")
+    torch.manual_seed(0)
+    lm = UnitLM.from_scratch("tiny", UnitVocab.default(50))
+    with torch.no_grad():
+        lm.model.to("cuda", torch.bfloat16)
+        ids = torch.randint(3, 53, (2, 64), device="cuda")
+        lm.model.config._attn_implementation = "sdpa"
+        sdpa = lm.model(input_ids=ids).logits.float()
+        lm.model.config._attn_implementation = backend
+        flash = lm.model(input_ids=ids).logits.float()
+        torch.testing.assert_close(flash, sdpa, atol=3e-2, rtol=3e-2)
+        # two utterances packed into one row with restarting positions == each alone
+        a, b = ids[0, :30], ids[1, :34]
+        packed = lm.model(input_ids=torch.cat([a, b])[None],
+                          position_ids=torch.cat([torch.arange(30), torch.arange(34)])[None].cuda()).logits.float()
+        alone = lm.model(input_ids=b[None]).logits.float()
+        torch.testing.assert_close(packed[0, 30:], alone[0], atol=3e-2, rtol=3e-2)
+    out = generate_units(lm, [np.arange(10) % 50, np.arange(4) % 50],
+                         SamplingConfig(temperature=0.0, max_new_tokens=20, min_new_tokens=20, seed=0))
+    assert [len(o[0]) for o in out] == [20, 20] and all(((o[0] >= 0) & (o[0] < 50)).all() for o in out)

@@ -385,3 +385,31 @@ def test_warning_free_import(tmp_path):
         warnings.simplefilter("error")
         load_vocoder(ckpt)
         load_vocoder(tmp_path / "sb")
+
+
+def test_textlesslib_download_layout(tmp_path):
+    """textlesslib's CHECKPOINT_MANAGER files: <name> (torch), <name>-config (JSON, no suffix), <name>-speakers (names
+    in id order): loaded by file or directory, speaker names usable, the same audio as the config.json layout."""
+    cfg = fairseq_config(multispkr=True, num_speakers=4, model_in_dim=16)
+    sd = fairseq_state(cfg)
+    name = "hubert-base-ls960-kmeans-100-hifigan"
+    root = tmp_path / "textlesslib"
+    root.mkdir()
+    torch.save({"generator": sd}, root / name)
+    (root / f"{name}-config").write_text(json.dumps(cfg))
+    (root / f"{name}-speakers").write_text("p225\np226\np227\n")
+    assert detect_vocoder_format(root / name) == detect_vocoder_format(root) == "fairseq"
+    voc, by_dir = load_vocoder(root / name), load_vocoder(root)
+    assert voc.config.speakers == by_dir.config.speakers == ["p225", "p226", "p227", "#3"]
+    units = [np.arange(7) % K]
+    reference = load_vocoder(write_fairseq_checkpoint(tmp_path / "fairseq", cfg, sd)).synthesize(units, speakers=1)[0]
+    np.testing.assert_allclose(voc.synthesize(units, speakers="p226")[0], reference, atol=1e-6)
+    (root / f"{name}-speakers").write_text("a\nb\nc\nd\ne\n")
+    with pytest.raises(FormatError, match="-speakers: 5 speaker names"):
+        load_vocoder(root / name)
+    bad = dict(sd)
+    bad["conv_pre.weight_v"] = torch.randn(16, 9, 7)
+    (root / f"{name}-speakers").unlink()
+    torch.save({"generator": bad}, root / name)
+    with pytest.raises(FormatError, match=f"do not fit {name}-config"):
+        load_vocoder(root / name)

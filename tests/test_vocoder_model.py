@@ -219,6 +219,12 @@ def test_synthesize_long_equals_whole():
     assert seamed.shape == whole.shape and np.abs(seamed - whole).max() > 1e-3
     short = synthesize_long(voc, units, chunk_frames=10, context_frames=rf - 3)
     assert np.abs(short - whole).max() > 1e-6  # the receptive field is tight (not over-estimated by much)
+    # bounded memory: the generator never sees more than batch_size windows of chunk + 2 context frames
+    seen = []
+    forward = voc.generator.forward
+    voc.generator.forward = lambda units, *a, **kw: seen.append(tuple(units.shape)) or forward(units, *a, **kw)
+    synthesize_long(voc, np.tile(units, 20), chunk_frames=10, context_frames=rf, batch_size=3)
+    assert len(seen) == -(-106 // 3) and max(b for b, _ in seen) == 3 and max(f for _, f in seen) == 10 + 2 * rf
 
 
 def test_synthesize_long_with_durations_and_predictor():

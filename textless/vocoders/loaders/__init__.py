@@ -7,8 +7,8 @@ Formats (``VOCODER_FORMATS``, tried in order by `detect_vocoder_format`):
 
 * ``textless``: a `UnitVocoder.save_pretrained` directory (``config.json`` with ``"format": "textless.vocoder"``);
 * ``fairseq``: a fairseq / textlesslib CodeHiFiGAN checkpoint: a torch file whose dict holds ``"generator"`` (a
-  state dict, weight norm as ``weight_g`` / ``weight_v``) and the ``config.json`` beside it (or the directory holding
-  both); see `loaders.fairseq`;
+  state dict, weight norm as ``weight_g`` / ``weight_v``) and the ``config.json`` beside it, or textlesslib's
+  ``<name>-config`` (+ ``<name>-speakers``) (or the directory holding them); see `loaders.fairseq`;
 * ``speechbrain``: a speechbrain unit HiFi-GAN directory (``hyperparams.yaml`` + ``generator.ckpt``); see
   `loaders.speechbrain`.
 
