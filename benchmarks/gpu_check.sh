@@ -9,7 +9,7 @@ PY=.venv/bin/python
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 status=0
 run() { echo "== $*"; "$@" || status=1; }
-run $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py "tests/test_kernels.py::test_cuda_matches_cpu"
+run $PY -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py "tests/test_kernels.py::test_cuda_matches_cpu"
 run timeout 120 $PY benchmarks/tokenize_kernels.py --device cuda
 run timeout 150 $PY benchmarks/tokenize.py --device cuda --minutes 10 --repeats 2
 run timeout 180 $PY -m benchmarks.lm --device cuda --preset 350m --context 1024 --batch 8 --steps 20 --warmup 3

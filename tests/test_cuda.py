@@ -1,7 +1,8 @@
 """GPU checks (skipped without CUDA; run on a lent GPU machine with `bash benchmarks/gpu_check.sh`).
 
 What only a GPU can show: encoder bf16/fp16 autocast stays close to fp32, vocoder batching is exact on CUDA kernels
-too, unit-LM and vocoder training steps run in bf16 and match CPU fp32 closely at the first step.
+too, unit-LM and vocoder training steps run in bf16 and match CPU fp32 closely at the first step, dedup and the torch
+k-means backend on CUDA agree with the CPU, and flash attention (when installed) matches SDPA.
 (Assignment-kernel parity on CUDA: tests/test_kernels.py::test_cuda_matches_cpu.)
 """
 
@@ -116,3 +117,28 @@ def test_unit_lm_flash_attention_matches_sdpa_on_cuda(backend):  # pragma: no co
     out = generate_units(lm, [np.arange(10) % 50, np.arange(4) % 50],
                          SamplingConfig(temperature=0.0, max_new_tokens=20, min_new_tokens=20, seed=0))
     assert [len(o[0]) for o in out] == [20, 20] and all(((o[0] >= 0) & (o[0] < 50)).all() for o in out)
+
+
+def test_dedup_and_torch_kmeans_on_cuda():  # pragma: no cover - GPU machines only
+    """dedup_torch on a CUDA tensor == the numba kernel; the torch k-means backend on CUDA recovers separated blobs
+    with the CPU run's inertia (k-means++ draws come from the same seeded numpy stream)."""
+    from textless.tokenizers.kernels import dedup, dedup_torch
+    from textless.tokenizers.kmeans import KMeans
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(rng.integers(0, 50, 20000), rng.integers(1, 6, 20000))
+    units, durations = dedup_torch(torch.from_numpy(labels).cuda())
+    assert units.device.type == "cuda"
+    ref_units, ref_durations = dedup(labels)
+    np.testing.assert_array_equal(units.cpu().numpy(), ref_units)
+    np.testing.assert_array_equal(durations.cpu().numpy(), ref_durations)
+
+    k, d = 8, 12
+    centers = (rng.standard_normal((k, d)) * 10).astype(np.float32)
+    truth = np.arange(4000) % k
+    x = centers[truth] + rng.standard_normal((4000, d)).astype(np.float32)
+    fits = {dev: KMeans(k=k, backend="torch", device=dev, seed=1).fit(x) for dev in ("cpu", "cuda")}
+    table = np.zeros((k, k), np.int64)
+    np.add.at(table, (truth, fits["cuda"].predict(x)), 1)
+    assert ((table > 0).sum(0) == 1).all() and ((table > 0).sum(1) == 1).all()  # a permutation of the blobs
+    assert fits["cuda"].metadata["inertia"] == pytest.approx(fits["cpu"].metadata["inertia"], rel=1e-4)
