@@ -225,7 +225,7 @@ COMMANDS: dict[str, Command] = {
                     "TensorBoard, atomic checkpoints with exact resume; DDP/FSDP under torchrun/accelerate. "
                     "Recipes: --config gslm | twist | lm_tiny.",
         add_arguments=_add_config_arguments,
-        run=configured("train", "textless.lm.train:TrainConfig", "textless.lm.train:train")),
+        run=configured("train", "textless.lm.train:TrainConfig", "textless.lm.train:train_command")),
     "train-vocoder": Command(
         help="train a unit HiFi-GAN vocoder on a unit dataset and its audio; resumes automatically",
         description="Train a unit HiFi-GAN (fairseq CodeHiFiGAN; speechbrain MPD + MSD discriminators): random "

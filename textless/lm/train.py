@@ -432,36 +432,37 @@ def _config_yaml(cfg: TrainConfig) -> str:
 def train(cfg: TrainConfig, log: Callable[[str], Any] = print, hooks: TrainHooks | None = None) -> TrainResult:
     """Train (or resume) a unit LM as configured; see the module docstring. Every rank of a torchrun job calls it.
 
-    A process group that this call created (through accelerate, under torchrun) is destroyed when training ends: left
-    to the interpreter's exit, gloo's threads could abort a finished run ("terminate called without an active
-    exception"). A group the caller created beforehand is left alone.
+    Under torchrun the process group stays up (a later `train` call reuses it); `train_command` (``textless train``)
+    also destroys it before the process exits.
     """
     _check_config(cfg)
-    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     accelerator = _make_accelerator(cfg)
     with deterministic(accelerator.device.type == "cpu"):
         result = _Trainer(cfg, accelerator, log, hooks or TrainHooks()).run()
-    if owns_group and torch.distributed.is_available() and torch.distributed.is_initialized():
-        _end_process_group(accelerator)
+    if accelerator.num_processes > 1:
+        _settle(accelerator)
     return result
 
 
-def _end_process_group(accelerator) -> None:
-    """Every rank: wait for the others, destroy the default process group and reset accelerate's process state (so
-    that a later `train` call in this process sets up a fresh one).
+def train_command(cfg: TrainConfig, log: Callable[[str], Any] = print) -> TrainResult:
+    """``textless train``: `train`, then destroy the process group it set up (the process ends next)."""
+    result = train(cfg, log)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return result
 
-    The pause: a gloo worker thread releases a finished collective just after the waiting rank is let go, and with it
-    the last references to tensors that have Python objects, which takes the GIL. If that happens while the
-    interpreter is finalizing, the thread is killed in C++ code and the process aborts ("terminate called without an
-    active exception"; core dump: ProcessGroupGloo::runLoop -> ~AsyncBarrierWork -> decref_pyobject -> pthread_exit).
-    Destroying the group does not stop those threads while the sharded model still holds it.
+
+def _settle(accelerator) -> None:
+    """Every rank: wait for the others, then pause while gloo's worker threads release the finished collectives.
+
+    A gloo worker thread releases a finished collective just after the waiting rank is let go, and with it the last
+    references to tensors that have Python objects, which takes the GIL. If that happens while the interpreter is
+    finalizing, the thread is killed inside C++ code and the process aborts after a successful run ("terminate called
+    without an active exception"; core dump: ProcessGroupGloo::runLoop -> ~AsyncBarrierWork -> decref_pyobject ->
+    pthread_exit). With nothing left in flight when `train` returns, exiting is safe.
     """
-    from accelerate.state import AcceleratorState
-
     accelerator.wait_for_everyone()
-    time.sleep(0.2)  # let gloo's worker threads drop the finished work while the interpreter is alive
-    torch.distributed.destroy_process_group()
-    AcceleratorState._reset_state(reset_partial_state=True)
+    time.sleep(0.2)
 
 
 class _Trainer:
