@@ -149,7 +149,9 @@ def test_old_sklearn_pickles(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert b"sklearn.cluster.k_means_" in (tmp_path / "old.bin").read_bytes()
     assert "sklearn.cluster.k_means_" not in sys.modules
-    model = load_sklearn_pickle(tmp_path / "old.bin")
+    with pytest.raises(FormatError, match="trust_pickle=True"):
+        load_sklearn_pickle(tmp_path / "old.bin")
+    model = load_sklearn_pickle(tmp_path / "old.bin", trust_pickle=True)
     assert "sklearn.cluster.k_means_" not in sys.modules
     np.testing.assert_array_equal(model.predict(x), expected)  # works thanks to the patched _n_threads
     np.testing.assert_array_equal(KMeans.load(tmp_path / "old.bin", trust_pickle=True).predict(x), expected)

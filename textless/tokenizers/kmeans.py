@@ -301,21 +301,24 @@ def _legacy_sklearn_modules() -> Iterator[None]:
             sys.modules.pop(old, None)
 
 
-def load_sklearn_pickle(path: str | Path) -> Any:
+def load_sklearn_pickle(path: str | Path, *, trust_pickle: bool = False) -> Any:
     """Unpickle a scikit-learn k-means ``km.bin`` (joblib) and return the model, patched to run on this sklearn.
 
-    The ONLY place textless loads a pickle: unpickling can execute arbitrary code, so callers reach it only through
-    ``trust_pickle=True`` (an explicit statement that the file is trusted). Old pickles may lack ``_n_threads``
+    The ONLY place textless loads a pickle: unpickling can execute arbitrary code, so it runs only with
+    ``trust_pickle=True`` (an explicit statement that the file is trusted) and refuses otherwise. Old pickles may lack ``_n_threads``
     (added in sklearn 0.23; ``predict`` needs it), which is set here. Raises `FormatError` when the file cannot be
     unpickled or holds something other than a k-means model.
     """
     import joblib
 
     path = Path(path)
+    if trust_pickle is not True:
+        raise FormatError(path, "loading a pickle can run arbitrary code; pass trust_pickle=True only for a file you "
+                                "trust")
     try:
         with _legacy_sklearn_modules(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # InconsistentVersionWarning: expected for km.bin files from old sklearn
-            model = joblib.load(path)  # trusted by the caller (trust_pickle=True)
+            model = joblib.load(path)  # only reached with trust_pickle=True (checked above)
     except Exception as e:  # noqa: BLE001 - anything from a foreign pickle is the file's problem, reported on one line
         raise FormatError(path, f"cannot unpickle ({type(e).__name__}: {e}); a km.bin written by another "
                                 f"scikit-learn version may need that version to load") from None
@@ -536,7 +539,7 @@ class KMeans:
                                         "pickle can run arbitrary code, so it is refused; " + _conversion_hint(path))
             raise FormatError(path, "not a k-means file (expected .safetensors with a 'centroids' tensor, a .npy "
                                     "[K, D] array, or - with trust_pickle=True - a joblib km.bin)")
-        model = load_sklearn_pickle(path)
+        model = load_sklearn_pickle(path, trust_pickle=True)
         centers = _check_centroids(path, model.cluster_centers_)
         meta = {"backend": "sklearn", "source": "sklearn-pickle", "source_file": path.name,
                 "sklearn_class": f"{type(model).__module__}.{type(model).__qualname__}",

@@ -3,9 +3,9 @@
 Why: a pickle is a small program; unpickling can call any importable function (`os.system`, `builtins.eval`...).
 Research checkpoints (fairseq, old vocoders, LMs) pickle their training framework's own objects next to the tensors:
 fairseq stores its `cfg` as an OmegaConf `DictConfig` (or an `argparse.Namespace`, or a plain dict), `task_state` holds
-`fairseq.data.dictionary.Dictionary` objects, old `extra_state` holds `fairseq.meters` objects. `torch.load(...,
-weights_only=True)` refuses all of these, and `weights_only=False` with the normal unpickler would import fairseq (not
-installed, and we do not want it) and run whatever the file asks for.
+`fairseq.data.dictionary.Dictionary` objects, old `extra_state` holds `fairseq.meters` objects. `torch.load` with
+``weights_only=True`` refuses all of these, and ``weights_only=False`` with the normal unpickler would import fairseq
+(not installed, and we do not want it) and run whatever the file asks for.
 
 `RestrictedUnpickler.find_class` is the single place where a pickle names a Python global. It returns:
 
@@ -414,7 +414,7 @@ class RestrictedUnpickler(pickle._Unpickler):
 
 
 def make_pickle_module(extra_globals: Mapping[str, Any] | None = None) -> types.ModuleType:
-    """A module-like object with `Unpickler`, `load`, `loads` (what `torch.load(pickle_module=...)` uses).
+    """A module-like object with `Unpickler`, `load`, `loads` (what `torch.load` takes as ``pickle_module``).
 
     `extra_globals` ('module.name' -> object) lets a loader allow more; only pass objects that are safe to call with
     arbitrary arguments.
