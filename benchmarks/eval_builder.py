@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -87,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from benchmarks.tokenize_kernels import write_results
     from textless.eval.builder.scoring import headline, score_sets, shuffled_lm
     from textless.pipeline import starter_pipeline
     from textless.utils.table import format_table
@@ -127,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
               "sets": {name: str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
                        for name, path in roots.items()},
               "comparison": comparison, "results": results}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    write_results(args.output, report, indent=1)
     print(f"wrote {args.output}")
     return 0
 

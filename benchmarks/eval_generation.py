@@ -18,7 +18,6 @@ About 10 minutes on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS / "eval_generation.json")
     args = parser.parse_args(argv)
 
-    from benchmarks.tokenize_kernels import machine_info
+    from benchmarks.tokenize_kernels import machine_info, write_results
     from textless.eval.builder.scoring import shuffled_lm
     from textless.eval.generative.job import EvalGenerationConfig, evaluate_generations
     from textless.lm.generate_job import GenerateConfig, generate
@@ -86,11 +85,10 @@ def main(argv: list[str] | None = None) -> int:
               "prompts": args.prompts, "prompt_seconds": 3.0, "max_new_tokens": args.max_new_tokens,
               "min_new_tokens": args.min_new_tokens,
               "pipeline": "textless/assets/starter (vocoder speaker awb)",
-              "scoring": "textless eval-generation, asr=offline:whisper-base, include_prompt=false (continuations only); metrics x1 "
-                         "(fractions), per-record values in the eval-generation report",
+              "scoring": "textless eval-generation, asr=offline:whisper-base, include_prompt=false (continuations "
+                         "only); metrics x1 (fractions), per-record values in the eval-generation report",
               "runs": results}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    write_results(args.output, report, indent=1)
     print(f"wrote {args.output}")
     return 0
 

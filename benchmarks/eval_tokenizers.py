@@ -16,7 +16,6 @@ tokenizer takes 1-2 min on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -50,16 +49,14 @@ def build(spec: str, workdir: Path, log) -> tuple[str, dict]:
                         "fit_seconds": round(time.perf_counter() - start, 1)}
 
 
-def position_probe(bundle: str, dataset: str, shift: int = 20) -> dict[str, float]:
-    """How much a layer encodes position rather than content: mean cosine similarity of frame i of the first two
-    utterances of `dataset` (different sentences), and of frame i with frame i + `shift`."""
+def position_probe(encoder, dataset: str, shift: int = 20) -> dict[str, float]:
+    """How much `encoder`'s layer encodes position rather than content: mean cosine similarity of frame i of the
+    first two utterances of `dataset` (different sentences), and of frame i with frame i + `shift`."""
     import torch
 
     from textless.audio import load_audio
     from textless.data import load_dataset
-    from textless.tokenizers.bundle import SpeechTokenizer
 
-    encoder = SpeechTokenizer.from_pretrained(bundle).encoder
     feats = []
     for item in list(load_dataset(dataset))[:2]:
         wav = load_audio(item.path, encoder.sample_rate)[0]
@@ -79,20 +76,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS / "eval_tokenizers.json")
     args = parser.parse_args(argv)
 
-    from benchmarks.tokenize_kernels import machine_info
+    from benchmarks.tokenize_kernels import machine_info, write_results
     from textless.eval.tokenizer_metrics import EvalTokenizerConfig, evaluate_tokenizer
+    from textless.tokenizers.bundle import SpeechTokenizer
     from textless.utils.table import format_table
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.specs:
             bundle, about = build(spec, Path(tmp), print)
-            metrics = evaluate_tokenizer(bundle, args.dataset, EvalTokenizerConfig(dataset=args.dataset),
+            tokenizer = SpeechTokenizer.from_pretrained(bundle)
+            metrics = evaluate_tokenizer(tokenizer, args.dataset, EvalTokenizerConfig(dataset=args.dataset),
                                          log=lambda line: None)
             results[spec] = {**about, "tokenizer": metrics.tokenizer, "frame_rate": metrics.frame_rate,
                              "utterances": metrics.utterances, "abx_tokens": metrics.abx_features.tokens,
                              "headline": metrics.headline(), "eval_seconds": round(metrics.seconds, 1),
-                             "position_probe": position_probe(bundle, args.dataset)}
+                             "position_probe": position_probe(tokenizer.encoder, args.dataset)}
             print(f"{spec}: done ({metrics.seconds:.0f} s)", flush=True)
 
     def pct(value):
@@ -113,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                           "(angular) distance, max 10 per group, 5 X across; units one-hot at frame level; purity / "
                           "PNMI on frame labels (SIL included); bitrate of the deduplicated unit stream",
               "results": results}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    write_results(args.output, report, indent=1)
     print(f"wrote {args.output}")
     return 0
 

@@ -15,7 +15,6 @@ On CUDA, model FLOPs utilisation = 6 x parameters x tokens/s / peak bf16 FLOP/s 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.tokenize_kernels import RESULTS, machine_info
+from benchmarks.tokenize_kernels import RESULTS, machine_info, write_results
 from textless.data.units import UnitMeta, UnitSequence, write_units
 from textless.lm.data import PackedUnitDataset, PackingConfig
 from textless.lm.generation import SamplingConfig, generate_units
@@ -152,9 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in (ours, hf):
             r["mfu"] = round(6 * params * r["tokens_per_s"] / (args.peak_tflops * 1e12), 4)
     results["generation"] = bench_generation(args, device)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"lm_{device.type}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(path, results)
     print(f"{args.preset} ({params / 1e6:.1f}M parameters), {device}, context {args.context}, batch {args.batch}")
     print(f"  train: textless {ours['tokens_per_s']} tok/s, HF Trainer {hf['tokens_per_s']} tok/s "
           f"(x{results['train']['speedup_vs_hf_trainer']})")

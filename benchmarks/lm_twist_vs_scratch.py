@@ -14,14 +14,13 @@ end, also on held-out speakers (``valid_unseen``). Writes ``benchmarks/results/l
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.tokenize_kernels import RESULTS, machine_info
+from benchmarks.tokenize_kernels import RESULTS, machine_info, write_results
 from textless.data.units import read_units
 from textless.lm.loaders.smollm import offline_smollm2_dir
 from textless.lm.model import UnitLM
@@ -88,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     results["runs"]["twist"] = run("twist", args, {"init": "twist", "base_model": str(base)}, args.out)
     results["runs"]["scratch"] = run("scratch", args, {"init": "scratch", "preset": str(base / "config.json")},
                                      args.out)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "lm_twist_vs_scratch.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results(RESULTS / "lm_twist_vs_scratch.json", results)
     plot(results, RESULTS / "lm_twist_vs_scratch.png")
     for name, r in results["runs"].items():
         print(f"{name}: valid {r['valid_losses'][-1][1]:.3f}, unseen speakers {r['valid_unseen_loss']:.3f}, "

@@ -33,12 +33,11 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
 
 import argparse
-import json
 import time
 
 import numpy as np
 import torch
-from tokenize_kernels import RESULTS, machine_info, python_loop_dedup, sklearn_model
+from tokenize_kernels import RESULTS, machine_info, python_loop_dedup, sklearn_model, write_results
 
 from textless.audio import load_audio
 from textless.data.corpus import load_bundled_corpus
@@ -170,9 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             "speedup_vs_anchor_early_exit": round(t_early / seconds, 2),
             "utterances_identical_to_anchor_hf_full": round(same_utterances, 4),
             "frames_identical_to_anchor_hf_full": round(same_frames, 5)}
-    RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"tokenize_{device.type}.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(out, results)
     print(f"{audio_seconds:.0f} s of audio, {len(wavs)} utterances, {device}, {torch.get_num_threads()} threads")
     for name, r in results["pipelines"].items():
         print(f"  {name:18s} {r['seconds']:8.2f} s  {r['x_realtime']:7.1f}x real time  "

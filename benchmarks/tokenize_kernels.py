@@ -78,6 +78,15 @@ def timed(fn: Callable[[], Any], repeats: int, warmup: bool = True) -> tuple[flo
     return min(times), result, [round(t, 4) for t in times]
 
 
+def write_results(path: Path, results: Any, indent: int = 2) -> None:
+    """A benchmark's results as JSON at `path` (parent folders created; written atomically, so an interrupted run
+    leaves the previous file intact). Shared by every script under benchmarks/."""
+    from textless.utils.atomic import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(results, indent=indent) + "\n")
+
+
 def machine_info(device: str) -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -422,8 +431,7 @@ def main(argv: list[str] | None = None) -> int:
 
     slug = args.device.replace(":", "")
     out = args.out or RESULTS / f"tokenize_kernels_{slug}{'_quick' if quick else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(out, results)
     print(f"# wrote {out} ({results['total_seconds']} s)")
     return 0
 

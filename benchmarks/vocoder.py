@@ -20,14 +20,13 @@ Writes ``benchmarks/results/vocoder_<device>.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 import numpy as np
 import torch
 
-from benchmarks.tokenize_kernels import RESULTS, machine_info
+from benchmarks.tokenize_kernels import RESULTS, machine_info, write_results
 from textless.vocoders import UnitHiFiGANConfig, UnitVocoder
 
 FAIRSEQ_SIZE = {"num_embeddings": 100, "duration_predictor": True}
@@ -147,9 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    args.repeats)
     if not args.skip_wer:
         results["wer"] = bench_wer(args.device, args.wer_utterances)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"vocoder_{device.type}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(path, results)
     print(f"wrote {path}")
     return 0
 
