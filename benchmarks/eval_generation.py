@@ -40,12 +40,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.tokenize_kernels import machine_info, write_results
     from textless.eval.builder.scoring import shuffled_lm
-    from textless.eval.generative.job import EvalGenerationConfig, evaluate_generations
-    from textless.lm.generate_job import GenerateConfig, generate
+    from textless.jobs.eval_generation import EvalGenerationConfig, evaluate_generations
+    from textless.jobs.generate import GenerateConfig, generate
     from textless.lm.model import UnitLM
     from textless.utils.table import format_table
 
-    quiet = lambda line: None
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         lms = {"starter": str(STARTER / "lm")}
@@ -58,10 +57,9 @@ def main(argv: list[str] | None = None) -> int:
                                     vocoder=str(STARTER / "vocoder"), speaker="awb", prompt_seconds=3.0,
                                     max_prompts=args.max_prompts, max_new_tokens=args.max_new_tokens,
                                     min_new_tokens=min(args.min_new_tokens, args.max_new_tokens),
-                                    temperature=temperature, seed=0, output=str(out)), log=quiet)
+                                    temperature=temperature, seed=0, output=str(out)))
             report = evaluate_generations(EvalGenerationConfig(generations=str(out), output=str(out / "report.json"),
-                                                               asr="offline:whisper-base", include_prompt=False),
-                                          log=quiet).to_dict()
+                                                               asr="offline:whisper-base", include_prompt=False)).to_dict()
             results[name] = {"lm": lm, "temperature": temperature, "records": report["records"],
                              "empty_transcripts": report["empty_transcripts"], "metrics": report["metrics"],
                              "mean_words": round(sum(len(r["transcript"].split()) for r in report["per_record"])

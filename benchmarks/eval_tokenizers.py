@@ -28,7 +28,7 @@ DEFAULT_SPECS = ["starter", "mfcc:100", "whisper:2:100", "whisper:6:100", "whisp
 
 def build(spec: str, workdir: Path, log) -> tuple[str, dict]:
     """Bundle directory and a description for `spec` (fitting it if needed)."""
-    from textless.tokenizers.fit_job import KMeansJobConfig, fit_tokenizer
+    from textless.jobs.kmeans import KMeansJobConfig, fit_tokenizer
 
     if spec == "starter":
         return str(REPO / "textless/assets/starter/tokenizer"), {"fitted_in_run": False,
@@ -43,7 +43,7 @@ def build(spec: str, workdir: Path, log) -> tuple[str, dict]:
     cfg.output = str(workdir / spec.replace(":", "-"))
     cfg.progress = False
     start = time.perf_counter()
-    fit_tokenizer(cfg, log=lambda line: None)
+    fit_tokenizer(cfg)
     return cfg.output, {"fitted_in_run": True, "encoder": cfg.encoder, "layer": cfg.layer, "k": cfg.k,
                         "backend": cfg.backend, "fit_dataset": cfg.dataset,
                         "fit_seconds": round(time.perf_counter() - start, 1)}
@@ -86,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         for spec in args.specs:
             bundle, about = build(spec, Path(tmp), print)
             tokenizer = SpeechTokenizer.from_pretrained(bundle)
-            metrics = evaluate_tokenizer(tokenizer, args.dataset, EvalTokenizerConfig(dataset=args.dataset),
-                                         log=lambda line: None)
+            metrics = evaluate_tokenizer(tokenizer, args.dataset, EvalTokenizerConfig(dataset=args.dataset))
             results[spec] = {**about, "tokenizer": metrics.tokenizer, "frame_rate": metrics.frame_rate,
                              "utterances": metrics.utterances, "abx_tokens": metrics.abx_features.tokens,
                              "headline": metrics.headline(), "eval_seconds": round(metrics.seconds, 1),

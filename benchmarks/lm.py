@@ -61,7 +61,7 @@ def bench_textless(units: Path, out: Path, args, device) -> dict:
     cfg = TrainConfig(train_dataset=str(units), preset=args.preset, output_dir=str(out), context_length=args.context,
                       batch_size=args.batch, max_steps=args.warmup + args.steps + 1, save_every=10**9,
                       eval_every=10**9, log_every=10**9, progress=False, tensorboard=False, lr=1e-4)
-    train(cfg, log=lambda *a: None, hooks=timer)
+    train(cfg, hooks=timer)
     seconds = timer.end - timer.start  # steps warmup+1 .. warmup+steps (the last on_batch starts the last step)
     tokens = args.steps * args.batch * args.context
     return {"seconds": round(seconds, 3), "tokens": tokens, "tokens_per_s": round(tokens / seconds, 1)}

@@ -22,8 +22,8 @@ import numpy as np
 
 from benchmarks.tokenize_kernels import RESULTS, machine_info, write_results
 from textless.data.units import read_units
-from textless.lm.loaders.smollm import offline_smollm2_dir
 from textless.lm.model import UnitLM
+from textless.lm.offline import offline_smollm2_dir
 from textless.lm.train import TrainConfig, train
 
 
@@ -41,7 +41,7 @@ def run(name: str, args, extra: dict, out: Path) -> dict:
                       eval_every=args.eval_every, save_every=args.steps, log_every=10**9, progress=False,
                       tensorboard=True, seed=0, **extra)
     start = time.perf_counter()
-    result = train(cfg, log=lambda *a: None)
+    result = train(cfg)
     seconds = time.perf_counter() - start
     return {"valid_losses": result.valid_losses, "train_losses": result.losses, "tokens": result.tokens_seen,
             "seconds": round(seconds, 1), "valid_unseen_loss": unseen_loss(result.final_model,

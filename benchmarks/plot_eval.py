@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from textless.eval.likelihood_job import read_report
+from textless.jobs.evaluate import read_report
 
 
 def metric_table(reports: Sequence[dict], breakdowns: bool = False) -> tuple[list[str], np.ndarray]:

@@ -275,7 +275,7 @@ def test_built_layout_loads_with_the_zerospeech_readers(tmp_path):
     from textless.eval.builder.job import build_benchmark
 
     cfg = _tiny_config(tmp_path)
-    summary = build_benchmark(cfg, synth=FakeSynthesizer(), log=lambda m: None)
+    summary = build_benchmark(cfg, synth=FakeSynthesizer())
     root = Path(cfg.output)
     lexical = read_lexical(root, ReadOptions(split="dev"))
     assert len(lexical.pairs) == 5 * 2 and len(lexical.files) == 20  # 5 items x 2 voices, word + non-word
@@ -299,12 +299,12 @@ def test_built_layout_loads_with_the_zerospeech_readers(tmp_path):
 
     # deterministic: the same seed rebuilds the same names, gold files and audio
     again = _tiny_config(tmp_path, output=str(tmp_path / "again"))
-    build_benchmark(again, synth=FakeSynthesizer(), log=lambda m: None)
+    build_benchmark(again, synth=FakeSynthesizer())
     for task in ("lexical", "syntactic"):
         assert (root / task / "dev" / "gold.csv").read_text() == \
                (Path(again.output) / task / "dev" / "gold.csv").read_text()
     other = _tiny_config(tmp_path, output=str(tmp_path / "other"), seed=4)
-    build_benchmark(other, synth=FakeSynthesizer(), log=lambda m: None)
+    build_benchmark(other, synth=FakeSynthesizer())
     assert (root / "syntactic/dev/gold.csv").read_text() != (Path(other.output) / "syntactic/dev/gold.csv").read_text()
 
 
@@ -313,15 +313,15 @@ def test_build_refuses_existing_output_and_impossible_requests(tmp_path):
     from textless.eval.builder.job import build_benchmark
 
     cfg = _tiny_config(tmp_path, tasks=["syntactic"])
-    build_benchmark(cfg, synth=FakeSynthesizer(), log=lambda m: None)
+    build_benchmark(cfg, synth=FakeSynthesizer())
     with pytest.raises(ConfigError, match="already exists"):
-        build_benchmark(cfg, synth=FakeSynthesizer(), log=lambda m: None)
+        build_benchmark(cfg, synth=FakeSynthesizer())
     with pytest.raises(ConfigError, match="only 9 of 50 lexical items|only .* of 50 lexical items"):
         build_benchmark(_tiny_config(tmp_path, output=str(tmp_path / "x"), lexical_pairs=50, tasks=["lexical"]),
-                        synth=FakeSynthesizer(), log=lambda m: None)
+                        synth=FakeSynthesizer())
     with pytest.raises(ConfigError, match="tasks must be"):
         build_benchmark(_tiny_config(tmp_path, output=str(tmp_path / "y"), tasks=["phonetic"]),
-                        synth=FakeSynthesizer(), log=lambda m: None)
+                        synth=FakeSynthesizer())
 
 
 def test_stable_names_look_random_and_are_reproducible():
@@ -357,7 +357,7 @@ def test_recipes_reproduce_the_committed_gold_files(tmp_path):
             pytest.skip("wordnet-base not installed")
         from textless.eval.builder.job import build_benchmark
 
-        build_benchmark(cfg, log=lambda m: None)
+        build_benchmark(cfg)
         for task in ("lexical", "syntactic"):
             assert (tmp_path / name / task / "dev" / "gold.csv").read_text() == \
                    (SETS / name / task / "dev" / "gold.csv").read_text(), (name, task)
@@ -429,7 +429,7 @@ def test_starter_lm_beats_shuffled_lm_on_the_seen_set():
     pipe = starter_pipeline("cpu", load_vocoder=False)
     lm = pipe.lm.eval()
     results = score_sets({"seen": SETS / "seen"}, pipe.tokenizer, {"starter": lm, "shuffled": shuffled_lm(lm, 0)},
-                         log=lambda m: None, suites=("swuggy",))
+                         suites=("swuggy",))
     _, starter, n = headline(results["seen"]["swuggy"]["starter"])
     _, shuffled, _ = headline(results["seen"]["swuggy"]["shuffled"])
     assert n == COUNTS["seen"][0]

@@ -282,7 +282,7 @@ def _edit_json(path, edit):
 def test_load_newer_version_is_format_error(bpe, tmp_path):
     path = bpe.save(tmp_path / "bpe")
     _edit_json(path / "bpe.json", lambda d: d.update(version=2))
-    with pytest.raises(FormatError, match=r"bpe\.json: written by a newer textless \(format version 2"):
+    with pytest.raises(FormatError, match=r"bpe\.json: written by a newer textless \(version 2\)"):
         UnitBPE.load(path)
 
 

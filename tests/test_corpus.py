@@ -14,7 +14,7 @@ from textless.data.corpus import (
     load_bundled_corpus,
     load_bundled_speakers,
 )
-from textless.demo import DemoConfig, run_demo
+from textless.jobs.demo import DemoConfig, run_demo
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +68,10 @@ def test_bundled_dataset_spec():
     assert load_dataset("bundled:valid").ids == load_bundled_corpus("valid").ids
 
 
-def test_demo_fits_a_tokenizer_and_writes_units(tmp_path):
-    lines = []
+def test_demo_fits_a_tokenizer_and_writes_units(tmp_path, logs):
+    lines = logs
     summary = run_demo(DemoConfig(mode="train", output_dir=str(tmp_path), k=20, splits=["valid", "valid_unseen"],
-                                  progress=False),
-                       log=lines.append)
+                                  progress=False))
     assert summary["tokenizer"]["name"] == "mfcc-km20"
     assert set(summary["splits"]) == {"valid", "valid_unseen"}
     for split, result in summary["splits"].items():

@@ -66,7 +66,7 @@ def test_unit_lm_trains_in_bf16_on_cuda(tmp_path):  # pragma: no cover - GPU mac
         cfg = TrainConfig(train_dataset=str(units), preset="small", output_dir=str(tmp_path / device_precision),
                           context_length=128, batch_size=8, max_steps=3, save_every=3, eval_every=10**9,
                           precision=device_precision, progress=False, tensorboard=False, lr=1e-4)
-        results[device_precision] = train(cfg, log=lambda *a: None)
+        results[device_precision] = train(cfg)
     bf16, fp32 = results["bf16"].losses, results["fp32"].losses
     assert all(np.isfinite(v) for _, v in bf16) and abs(bf16[0][1] - fp32[0][1]) < 0.05
 

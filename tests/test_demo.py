@@ -54,9 +54,9 @@ def test_demo_writes_three_wavs_a_picture_and_timings(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_transcribes_with_whisper(tmp_path):
-    from textless.demo import DemoConfig, run_demo
+    from textless.jobs.demo import DemoConfig, run_demo
 
-    summary = run_demo(DemoConfig(output_dir=str(tmp_path), max_new_tokens=30, min_new_tokens=10), log=lambda m: None)
+    summary = run_demo(DemoConfig(output_dir=str(tmp_path), max_new_tokens=30, min_new_tokens=10))
     assert set(summary["transcripts"]) == {"prompt", "resynthesis", "continuation"}
     # Whisper-base hears the original prompt (a clear held-out TTS sentence) almost perfectly
     from textless.eval.wer import error_rate

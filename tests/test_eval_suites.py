@@ -14,13 +14,14 @@ import soundfile as sf
 import torch
 
 from textless.cli import main
+from textless.data.identity import UnitMismatchError
 from textless.errors import FormatError, TextlessError
 from textless.eval.likelihood import LikelihoodScorer, ScoringConfig, evaluate_suite
-from textless.eval.likelihood_job import EvalConfig, read_report, run_eval
 from textless.eval.suites import SUITES, ReadOptions, get_suite, pair_outcomes
 from textless.eval.suites.salmon import PARTS
 from textless.eval.suites.zerospeech import frequency_band, read_submission
-from textless.lm.model import UnitLM, UnitMismatchError
+from textless.jobs.evaluate import EvalConfig, read_report, run_eval
+from textless.lm.model import UnitLM
 from textless.lm.vocab import UnitVocab
 
 SR = 16000
@@ -199,7 +200,7 @@ UNEVEN_VOICES = [
 
 
 def test_pair_mean_is_slamkits_plain_mean_over_pairs(tmp_path):
-    from textless.eval.likelihood_job import format_report, headline_rows
+    from textless.jobs.evaluate import format_report, headline_rows
 
     _, scores = lexical_split(tmp_path, entries=UNEVEN_VOICES)
     data = SUITES["swuggy"].read(tmp_path, ReadOptions())
@@ -431,7 +432,7 @@ def test_cli_end_to_end_writes_table_report_and_submission(tmp_path, tokenizer, 
     assert report["suites"]["sstorycloze"]["submission"] is None
     assert main(args) == 2 and "already exists (pass overwrite=true" in capsys.readouterr().err
     quick = run_eval(EvalConfig(suite="swuggy", path=str(tmp_path / "zr2021"), lm=str(lm_dir), tokenizer=str(tok_dir),
-                                output=str(tmp_path / "quick.json"), max_items=2), log=lambda m: None)
+                                output=str(tmp_path / "quick.json"), max_items=2))
     assert quick["suites"]["swuggy"]["items"] == 2 and quick["suites"]["swuggy"]["submission"] is None
     assert json.loads((tmp_path / "quick.json").read_text())["suites"]["swuggy"]["pairs"] == 4
 

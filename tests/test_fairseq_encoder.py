@@ -410,7 +410,7 @@ def test_fairseq_checkpoint_dataclass_defaults():
 def test_load_encoder_dispatches_fairseq_checkpoints(checkpoints):
     """Integration with the encoder registry: `load_encoder(x.pt, layer)` -> SSLEncoder over our HF model."""
     from textless.tokenizers.encoders import ENCODER_LOADERS, load_encoder
-    from textless.tokenizers.encoders.fairseq import load_fairseq_encoder
+    from textless.tokenizers.encoders.registry import load_fairseq_encoder
 
     assert ENCODER_LOADERS["fairseq"] is load_fairseq_encoder
     encoder = load_encoder(checkpoints["hubert_large_style"], 2)

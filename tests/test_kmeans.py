@@ -82,7 +82,12 @@ def test_save_load_round_trip(tmp_path):
 
     with safe_open(str(path), framework="numpy") as f:
         raw = f.metadata()
-    assert json.loads(raw["format"]) == "textless-kmeans" and json.loads(raw["layer"]) == 11
+    assert json.loads(raw["format"]) == "textless.kmeans" and json.loads(raw["layer"]) == 11
+    # files of textless <= 0.1 (format "textless-kmeans", key "format_version") still read
+    old = {**raw, "format": json.dumps("textless-kmeans"), "format_version": json.dumps(1)}
+    del old["version"]
+    save_file({"centroids": model.centroids}, str(path.with_name("old.safetensors")), metadata=old)
+    assert KMeans.load(path.with_name("old.safetensors")).metadata == model.metadata
 
 
 def _fitted_sklearn(x):

@@ -31,7 +31,8 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from textless.errors import FormatError, TextlessError
-from textless.lm.loaders import LOADERS, detect_family, import_unit_lm, load_unit_lm, smollm
+from textless.lm import offline as smollm
+from textless.lm.loaders import LOADERS, detect_family, import_unit_lm, load_unit_lm
 from textless.lm.loaders import slamkit as slamkit_loader
 from textless.lm.loaders import twist as twist_loader
 from textless.lm.model import UnitLM

@@ -11,11 +11,13 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, OPTConfig, Qwen2Config
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
+from textless.data.identity import UnitMismatchError
 from textless.data.units import UnitMeta
 from textless.errors import ConfigError, FormatError, TextlessError
 from textless.lm import UnitLM, UnitVocab
+from textless.lm.attention import check_attn_implementation
 from textless.lm.loaders import load_unit_lm
-from textless.lm.model import UnitMismatchError, check_attn_implementation, lm_meta
+from textless.lm.model import lm_meta
 from textless.lm.presets import PRESETS, build_config
 from textless.lm.twist import is_tied, load_text_lm, resolve_text_lm, vocab_parameter_names
 from textless.lm.vocab import VocabError
@@ -141,8 +143,8 @@ def test_save_load_round_trip(tmp_path):
     lm = _tiny_lm().eval()
     path = lm.save_pretrained(tmp_path / "lm")
     config = json.loads((path / "config.json").read_text())
-    assert config["textless"] == {"format_version": 1, "vocab": lm.vocab.to_dict(), "tokenizer": TOKENIZER,
-                                  "frame_rate": 50.0, "deduplicated": True}
+    assert config["textless"] == {"format": "textless.unit_lm", "version": 1, "vocab": lm.vocab.to_dict(),
+                                  "tokenizer": TOKENIZER, "frame_rate": 50.0, "deduplicated": True}
     again = UnitLM.from_pretrained(path)
     assert again.vocab == lm.vocab and again.tokenizer == TOKENIZER
     assert again.frame_rate == 50.0 and again.deduplicated is True
@@ -170,7 +172,7 @@ def test_from_pretrained_plain_hf_dir_points_to_loaders(tmp_path):
 def test_from_pretrained_refuses_newer_format(tmp_path):
     path = _tiny_lm().save_pretrained(tmp_path / "lm")
     config = json.loads((path / "config.json").read_text())
-    config["textless"]["format_version"] = 99
+    config["textless"]["version"] = 99
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(FormatError, match="upgrade textless"):
         UnitLM.from_pretrained(path)
@@ -302,7 +304,7 @@ def test_missing_text_lm_directory_names_it_and_suggests_the_offline_source(tmp_
 
 
 def test_offline_source_resolves_through_its_builder(tmp_path, monkeypatch):
-    from textless.lm.loaders import smollm
+    from textless.lm import offline as smollm
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_config(_TEXT_CONFIGS["llama-tied"]())
@@ -342,7 +344,7 @@ def test_attn_implementation_reaches_the_model(tmp_path, impl, other):
 @pytest.mark.parametrize("impl,package", [("flash_attention_2", "flash_attn"),
                                           ("flash_attention_3", "flash_attn_interface")])
 def test_flash_attention_without_its_package_is_a_config_error(tmp_path, monkeypatch, impl, package):
-    import textless.lm.model as model_module
+    import textless.lm.attention as model_module
 
     path = UnitLM.from_scratch("tiny", UnitVocab.default(20)).save_pretrained(tmp_path / "lm")
     monkeypatch.setattr(model_module, "_importable", lambda name: name != package)

@@ -21,11 +21,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from textless.data.identity import UnitMismatchError
 from textless.data.units import UnitMeta, UnitSequence, write_units
 from textless.errors import ConfigError
-from textless.lm.checkpoint import LATEST_FILE, MODEL_DIR, list_checkpoints, load_trainer_state
-from textless.lm.model import UnitLM, UnitMismatchError
-from textless.lm.train import PROBE_WAIT_ENV, TrainConfig, TrainHooks, lr_lambda, param_groups, train
+from textless.lm.model import UnitLM
+from textless.lm.train import TrainConfig, TrainHooks, lr_lambda, param_groups, train
+from textless.training.checkpoint import LATEST_FILE, MODEL_DIR, list_checkpoints, load_trainer_state
+from textless.training.distributed import PROBE_WAIT_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 K = 20
@@ -80,11 +82,10 @@ def test_weight_decay_groups():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(lm.model.parameters()))
 
 
-def test_train_outputs_checkpoints_and_tensorboard(data, tmp_path):
+def test_train_outputs_checkpoints_and_tensorboard(data, tmp_path, logs):
     out = tmp_path / "run"
-    logs: list[str] = []
     cfg = config(data, out, max_steps=7, tensorboard=True, keep_checkpoints=2)
-    result = train(cfg, log=logs.append)
+    result = train(cfg)
     assert result.step == 7 and [s for s, _ in result.losses] == list(range(1, 8))
     assert all(math.isfinite(v) for _, v in result.losses)
     assert [s for s, _ in result.valid_losses] == [4, 7] and result.stopped_by == "max_steps"
@@ -94,7 +95,7 @@ def test_train_outputs_checkpoints_and_tensorboard(data, tmp_path):
     assert (out / "checkpoints" / LATEST_FILE).read_text().strip() == "step-0000007"
     state = load_trainer_state(result.checkpoint)  # weights_only=True
     assert state["step"] == 7 and state["world_size"] == 1 and state["tokens_seen"] == 7 * 3 * 48
-    assert [tuple(x) for x in state["losses"]] == result.losses
+    assert list(zip(state["history"]["step"].int().tolist(), state["history"]["loss"].tolist())) == result.losses
     assert set(state["rng"][0]) >= {"python", "numpy", "torch"} and state["config"]["context_length"] == 48
     assert state["scheduler"]["last_epoch"] == 7 and len(state["optimizer"]["state"]) > 0
     # the final model and the checkpoint's model are the same weights, loadable as a UnitLM
@@ -108,10 +109,8 @@ def test_train_outputs_checkpoints_and_tensorboard(data, tmp_path):
 
 def test_grad_accumulation_matches_the_big_batch(data, tmp_path):
     """batch 4 x accum 1 and batch 2 x accum 2 see the same contexts per step: same (token-weighted) losses."""
-    big = train(config(data, tmp_path / "a", batch_size=4, grad_accum=1, max_steps=4, valid_dataset=None),
-                log=lambda m: None)
-    acc = train(config(data, tmp_path / "b", batch_size=2, grad_accum=2, max_steps=4, valid_dataset=None),
-                log=lambda m: None)
+    big = train(config(data, tmp_path / "a", batch_size=4, grad_accum=1, max_steps=4, valid_dataset=None))
+    acc = train(config(data, tmp_path / "b", batch_size=2, grad_accum=2, max_steps=4, valid_dataset=None))
     np.testing.assert_allclose([v for _, v in acc.losses], [v for _, v in big.losses], rtol=1e-5)
     wa, wb = weights(big.final_model), weights(acc.final_model)
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
@@ -119,27 +118,25 @@ def test_grad_accumulation_matches_the_big_batch(data, tmp_path):
 
 def test_budgets(data, tmp_path):
     per_step = 3 * 48
-    r = train(config(data, tmp_path / "tok", max_steps=None, max_tokens=2 * per_step + 1, valid_dataset=None),
-              log=lambda m: None)
+    r = train(config(data, tmp_path / "tok", max_steps=None, max_tokens=2 * per_step + 1, valid_dataset=None))
     assert r.step == 3 and r.stopped_by == "max_tokens"  # ceil(tokens / tokens per step)
-    r = train(config(data, tmp_path / "sec", max_steps=10**6, max_seconds=1e-9, valid_dataset=None),
-              log=lambda m: None)
+    r = train(config(data, tmp_path / "sec", max_steps=10**6, max_seconds=1e-9, valid_dataset=None))
     assert r.step == 0 and r.stopped_by == "max_seconds" and r.final_model.is_dir()
     with pytest.raises(ConfigError, match="max_steps or max_tokens"):
-        train(config(data, tmp_path / "none", max_steps=None), log=lambda m: None)
+        train(config(data, tmp_path / "none", max_steps=None))
 
 
 def test_units_must_match_the_model_before_training(data, tmp_path):
     train_dir, _ = data
     other = make_units(tmp_path / "other", 5, seed=3, vocab_size=K + 5)
     with pytest.raises(UnitMismatchError, match="vocab_size"):
-        train(config((train_dir, other), tmp_path / "o"), log=lambda m: None)
+        train(config((train_dir, other), tmp_path / "o"))
     assert not (tmp_path / "o" / "checkpoints").exists()
     # resuming on units from another tokenizer is refused too
-    train(config(data, tmp_path / "r", max_steps=2, valid_dataset=None), log=lambda m: None)
+    train(config(data, tmp_path / "r", max_steps=2, valid_dataset=None))
     renamed = make_units(tmp_path / "renamed", 30, seed=4, name="other-km")
     with pytest.raises(UnitMismatchError, match="tokenizer"):
-        train(config((renamed, None), tmp_path / "r", max_steps=4, valid_dataset=None), log=lambda m: None)
+        train(config((renamed, None), tmp_path / "r", max_steps=4, valid_dataset=None))
 
 
 def test_config_errors(data, tmp_path):
@@ -148,7 +145,7 @@ def test_config_errors(data, tmp_path):
                       ({"context_length": 4096}, "positions"), ({"init": "resume"}, "no complete checkpoint"),
                       ({"preset": "huge"}, "unknown preset")]:
         with pytest.raises(ConfigError, match=match):
-            train(config(data, tmp_path / "e", **kw), log=lambda m: None)
+            train(config(data, tmp_path / "e", **kw))
 
 
 @pytest.mark.parametrize("recipe", ["lm_tiny", "gslm", "twist"])
@@ -176,7 +173,7 @@ def test_hooks_are_no_ops_by_default():
 def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
     import random
 
-    from textless.lm.checkpoint import rng_state, set_rng_state
+    from textless.training.checkpoint import rng_state, set_rng_state
 
     random.seed(1)
     np.random.seed(2)
@@ -189,8 +186,8 @@ def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
 
 
 def test_prefetch_thread_gives_the_same_run(data, tmp_path):
-    a = train(config(data, tmp_path / "a", max_steps=3, valid_dataset=None), log=lambda m: None)
-    b = train(config(data, tmp_path / "b", max_steps=3, valid_dataset=None, num_workers=2), log=lambda m: None)
+    a = train(config(data, tmp_path / "a", max_steps=3, valid_dataset=None))
+    b = train(config(data, tmp_path / "b", max_steps=3, valid_dataset=None, num_workers=2))
     assert a.losses == b.losses
 
 
@@ -203,7 +200,7 @@ def test_twist_init_from_a_text_lm(data, tmp_path):
                                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128))
     text_lm.save_pretrained(tmp_path / "text_lm")
     result = train(config(data, tmp_path / "twist", init="twist", base_model=str(tmp_path / "text_lm"), max_steps=2,
-                          lr=1e-9, min_lr=0.0), log=lambda m: None)
+                          lr=1e-9, min_lr=0.0))
     lm = UnitLM.from_pretrained(result.final_model)
     assert lm.vocab.num_units == K and lm.model.get_input_embeddings().weight.shape[0] == lm.vocab.size
     base = text_lm.state_dict()
@@ -211,24 +208,24 @@ def test_twist_init_from_a_text_lm(data, tmp_path):
     torch.testing.assert_close(lm.model.state_dict()[mlp], base[mlp], atol=1e-6, rtol=0)  # lr ~ 0: kept
 
 
-def test_attn_implementation_option(data, tmp_path, monkeypatch):
+def test_attn_implementation_option(data, tmp_path, monkeypatch, logs):
     """attn_implementation reaches the trained model (the start-up log reports the model's own setting) and gives the
     default (sdpa) run's losses; a flash backend whose package is missing stops training before anything is written."""
-    import textless.lm.model as model_module
+    import textless.lm.attention as model_module
 
-    logs: dict[str, list[str]] = {"eager": [], "sdpa": []}
-    runs = {impl: train(config(data, tmp_path / impl, max_steps=2, valid_dataset=None, attn_implementation=impl),
-                        log=logs[impl].append) for impl in logs}
-    for impl, lines in logs.items():
-        assert any(f"attention {impl}, packing position_ids" in line for line in lines)
+    runs = {}
+    for impl in ("eager", "sdpa"):
+        logs.clear()
+        runs[impl] = train(config(data, tmp_path / impl, max_steps=2, valid_dataset=None, attn_implementation=impl))
+        assert any(f"attention {impl}, packing position_ids" in line for line in logs)
     np.testing.assert_allclose([v for _, v in runs["eager"].losses], [v for _, v in runs["sdpa"].losses], rtol=1e-5)
     assert compose_train(["attn_implementation=eager"]).attn_implementation == "eager"
     monkeypatch.setattr(model_module, "_importable", lambda name: False)
     with pytest.raises(ConfigError, match="'flash_attn', which is not installed"):
-        train(config(data, tmp_path / "flash", attn_implementation="flash_attention_2"), log=lambda m: None)
+        train(config(data, tmp_path / "flash", attn_implementation="flash_attention_2"))
     assert not (tmp_path / "flash").exists()
     with pytest.raises(ConfigError, match="attn_implementation must be one of"):
-        train(config(data, tmp_path / "bad", attn_implementation="flash"), log=lambda m: None)
+        train(config(data, tmp_path / "bad", attn_implementation="flash"))
 
 
 def compose_train(overrides: list[str], recipe: str | None = None) -> TrainConfig:
@@ -243,10 +240,10 @@ def test_twist_recipe_without_its_base_model_names_it_and_suggests_the_offline_s
     cfg = compose_train([f"train_dataset={data[0]}", f"output_dir={tmp_path / 'out'}", "precision=fp32"], "twist")
     assert cfg.base_model == "models/Qwen2.5-0.5B"
     with pytest.raises(ConfigError) as err:
-        train(cfg, log=lambda m: None)
+        train(cfg)
     message = str(err.value)
     assert "text LM 'models/Qwen2.5-0.5B'" in message and "no such directory" in message
-    assert "base_model=offline:smollm2-135m" in (REPO / "experiments" / "twist.yaml").read_text()
+    assert "base_model=offline:smollm2-135m" in (REPO / "textless" / "recipes" / "twist.yaml").read_text()
     assert "'offline:smollm2-135m'" in message
     assert not (tmp_path / "out" / "checkpoints").exists()
 
@@ -260,7 +257,7 @@ def test_twist_recipe_with_the_offline_smollm2(data, tmp_path, monkeypatch):
     cfg = compose_train([f"train_dataset={data[0]}", f"output_dir={tmp_path / 'out'}",
                          "base_model=offline:smollm2-135m", "precision=fp32", "context_length=32", "batch_size=1",
                          "max_steps=1", "tensorboard=false", "progress=false"], "twist")
-    result = train(cfg, log=lambda m: None)
+    result = train(cfg)
     lm = UnitLM.from_pretrained(result.final_model)
     assert result.step == 1 and lm.model.config.num_hidden_layers == 30 and lm.vocab.num_units == K
 
@@ -275,7 +272,7 @@ _KILLED_RUN = textwrap.dedent("""
             if step == int(sys.argv[3]):
                 print("CHECKPOINTED", step, flush=True)
                 time.sleep(600)  # the test kills us here with SIGKILL
-    train(TrainConfig(**json.loads(sys.argv[1])), log=lambda m: None, hooks=Stall())
+    train(TrainConfig(**json.loads(sys.argv[1])), hooks=Stall())
 """)
 
 
@@ -291,7 +288,7 @@ def test_exact_resume_after_sigkill(data, tmp_path):
     OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64,
               word_embed_proj_dim=32, dropout=0.1).to_json_file(preset)
     N, k = 8, 3
-    reference = train(config(data, tmp_path / "ref", max_steps=N, preset=str(preset)), log=lambda m: None)
+    reference = train(config(data, tmp_path / "ref", max_steps=N, preset=str(preset)))
     out = tmp_path / "killed"
     cfg = config(data, out, max_steps=N, preset=str(preset))
     args = json.dumps(cfg.__dict__)
@@ -316,7 +313,7 @@ def test_exact_resume_after_sigkill(data, tmp_path):
     stale = out / "checkpoints" / ".tmp-step-0000006.abc"
     stale.mkdir()
     (stale / "trainer_state.pt").write_bytes(b"partial")
-    resumed = train(cfg, log=lambda m: None)  # the same command again
+    resumed = train(cfg)  # the same command again
     assert resumed.resumed_from == k and not stale.exists()
     assert resumed.losses == reference.losses  # bit for bit, steps 1..k from the checkpoint, k+1..N recomputed
     assert [v for s, v in resumed.losses if s > k] == [v for s, v in reference.losses if s > k]
@@ -325,20 +322,25 @@ def test_exact_resume_after_sigkill(data, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
     assert UnitLM.from_pretrained(resumed.final_model).model.config.model_type == "opt"
     # rerunning a finished run does nothing more
-    again = train(cfg, log=lambda m: None)
+    again = train(cfg)
     assert again.step == N and again.losses == reference.losses
 
 
 # ----------------------------------------------------------------------------------------------------------------
 _DDP_RUN = textwrap.dedent("""
-    import json, os, sys
+    import json, logging, os, sys
     from textless.lm.train import TrainConfig, TrainHooks, train
     seen, logs = [], []
+    class Keep(logging.Handler):
+        def emit(self, record):
+            logs.append(record.getMessage())
     class Record(TrainHooks):
         def on_batch(self, step, batch):
             seen.append([step, batch.contexts])
-    result = train(TrainConfig(**json.loads(sys.argv[1])), log=logs.append, hooks=Record())
-    again = train(TrainConfig(**json.loads(sys.argv[1])), log=lambda m: None)  # same group; the run is finished
+    logging.getLogger("textless").addHandler(Keep())
+    logging.getLogger("textless").setLevel(logging.INFO)
+    result = train(TrainConfig(**json.loads(sys.argv[1])), hooks=Record())
+    again = train(TrainConfig(**json.loads(sys.argv[1])))  # same group; the run is finished
     with open(os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.json"), "w") as f:
         json.dump({"seen": seen, "step": result.step, "losses": result.losses, "world": int(os.environ["WORLD_SIZE"]),
                    "local_rank": int(os.environ["LOCAL_RANK"]), "logs": logs,
@@ -368,15 +370,14 @@ def test_ddp_two_processes_on_cpu(data, tmp_path):
     state = load_trainer_state(out / "checkpoints" / "step-0000004")
     assert state["world_size"] == 2 and len(state["rng"]) == 2 and state["tokens_seen"] == 4 * 2 * 3 * 48
     # gradients are synchronised and token-weighted: one process with batch 6 sees the same contexts per step
-    single = train(config(data, tmp_path / "single", max_steps=4, save_every=2, eval_every=2, batch_size=6),
-                   log=lambda m: None)
+    single = train(config(data, tmp_path / "single", max_steps=4, save_every=2, eval_every=2, batch_size=6))
     np.testing.assert_allclose([v for _, v in ranks[0]["losses"]], [v for _, v in single.losses], rtol=1e-5)
     wa, wb = weights(out / "final"), weights(single.final_model)
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
     assert UnitLM.from_pretrained(out / "final").vocab.num_units == K
     # resuming with another number of processes is refused
     with pytest.raises(ConfigError, match="processes"):
-        train(config(data, out, max_steps=6, save_every=2, eval_every=2), log=lambda m: None)
+        train(config(data, out, max_steps=6, save_every=2, eval_every=2))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -449,8 +450,7 @@ def test_two_nodes_on_one_machine(data, tmp_path):
     state = load_trainer_state(out / "checkpoints" / "step-0000004")
     assert state["world_size"] == 2 and len(state["rng"]) == 2
     assert not list(out.glob(".textless-probe-*"))  # the shared-directory probe is cleaned up
-    single = train(config(data, tmp_path / "single", max_steps=4, save_every=2, eval_every=2, batch_size=6),
-                   log=lambda m: None)
+    single = train(config(data, tmp_path / "single", max_steps=4, save_every=2, eval_every=2, batch_size=6))
     np.testing.assert_allclose([v for _, v in ranks[0]["losses"]], [v for _, v in single.losses], rtol=1e-5)
     wa, wb = weights(out / "final"), weights(single.final_model)
     assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
@@ -505,7 +505,7 @@ def test_fsdp_two_processes_on_cpu(data, tmp_path):
     assert all(r["world"] == 2 and r["step"] == 4 for r in ranks) and ranks[0]["losses"] == ranks[1]["losses"]
     assert ranks[0]["seen"][0][1] == [0, 1, 2] and ranks[1]["seen"][0][1] == [3, 4, 5]
     single = train(config(data, tmp_path / "single", max_steps=4, save_every=2, eval_every=2, grad_accum=2,
-                          batch_size=6, eval_batches=3), log=lambda m: None)
+                          batch_size=6, eval_batches=3))
     np.testing.assert_allclose([v for _, v in ranks[0]["losses"]], [v for _, v in single.losses], rtol=0, atol=1e-5)
     wa, wb = weights(out / "final"), weights(single.final_model)
     assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
@@ -538,7 +538,7 @@ _KILLED_FSDP_RUN = textwrap.dedent("""
                 os.write(1, f"CHECKPOINTED {step}\\n".encode())  # one write: atomic on the shared pipe
                 time.sleep(600)  # the test kills the workers and the launcher here (SIGKILL)
     hooks = Stall() if len(sys.argv) > 2 else TrainHooks()
-    result = train(TrainConfig(**json.loads(sys.argv[1])), log=lambda m: None, hooks=hooks)
+    result = train(TrainConfig(**json.loads(sys.argv[1])), hooks=hooks)
     os.write(1, ("LOSSES " + json.dumps(result.losses) + "\\n").encode())  # both ranks: one write each, no interleaving
 """)
 
@@ -603,8 +603,9 @@ def test_fsdp_helpers_in_one_process(tmp_path):
     gathered state equals the unsharded model's, and a fresh sharded copy restored from it steps identically."""
     import torch.distributed as dist
 
-    from textless.lm.train import full_state_dicts, load_full_optimizer_state, plain_unit_lm, shard_model
+    from textless.lm.train import plain_unit_lm
     from textless.lm.vocab import UnitVocab
+    from textless.training.distributed import full_state_dicts, load_full_optimizer_state, shard_model
 
     if dist.is_initialized():
         pytest.skip("a process group is already initialised")

@@ -78,9 +78,9 @@ def test_save_load_round_trip(pipeline, items, tmp_path):
 def test_parts_must_fit(tokenizer):
     other = vocoder_for(tokenizer)
     other.tokenizer = {**other.tokenizer, "kmeans_sha256": "0" * 16}
-    with pytest.raises(TextlessError, match="vocoder was trained on units of tokenizer"):
+    with pytest.raises(TextlessError, match="the vocoder expects units of tokenizer"):
         SpeechPipeline(tokenizer, None, other)
-    with pytest.raises(TextlessError, match="takes 20 units"):
+    with pytest.raises(TextlessError, match="the vocoder has 20 units but the units have vocab_size"):
         SpeechPipeline(tokenizer, None, vocoder_for(tokenizer, num_embeddings=20))
     with pytest.raises(TextlessError, match="expects 200 Hz units"):
         SpeechPipeline(tokenizer, None, vocoder_for(tokenizer, upsample_rates=[5, 4, 2, 2],
@@ -127,7 +127,7 @@ def test_versioned_config_errors_name_the_file(tmp_path):
     with pytest.raises(FormatError, match=r"pipeline\.json.*newer textless \(version 99\)"):
         SpeechPipeline.from_pretrained(tmp_path)
     (tmp_path / "pipeline.json").write_text('{"format": "textless.vocoder", "version": 1}')
-    with pytest.raises(FormatError, match="not a speech pipeline directory .format 'textless.vocoder'"):
+    with pytest.raises(FormatError, match="not a speech pipeline directory .format is 'textless.vocoder'"):
         SpeechPipeline.from_pretrained(tmp_path)
     (tmp_path / "pipeline.json").write_text("{not json")
     with pytest.raises(FormatError, match=r"pipeline\.json.*invalid JSON"):

@@ -16,11 +16,11 @@ from textless.cli import main
 from textless.data.corpus import load_bundled_corpus
 from textless.data.units import read_units
 from textless.errors import TextlessError
+from textless.jobs.tokenize import ShardJournal, TokenizeConfig, tokenize_dataset
 from textless.tokenizers.bpe import BPEConfig, UnitBPE
 from textless.tokenizers.bundle import SpeechTokenizer
 from textless.tokenizers.encoders import load_encoder
 from textless.tokenizers.kmeans import KMeans
-from textless.tokenizers.tokenize_job import ShardJournal, TokenizeConfig, tokenize_dataset
 
 
 @pytest.fixture(scope="module")
@@ -179,9 +179,9 @@ def _as_dict(units_dir):
     return {s.id: (s.units.tolist(), s.durations.tolist()) for s in read_units(units_dir)}
 
 
-def test_tokenize_reports_bad_files_and_completes_the_rest(messy_dataset, tokenizer_dir, tokenizer, tmp_path):
-    log = []
-    result = tokenize_dataset(_cfg(messy_dataset, tokenizer_dir, tmp_path / "units"), log=log.append)
+def test_tokenize_reports_bad_files_and_completes_the_rest(messy_dataset, tokenizer_dir, tokenizer, tmp_path, logs):
+    log = logs
+    result = tokenize_dataset(_cfg(messy_dataset, tokenizer_dir, tmp_path / "units"))
     units = read_units(result.output)
     assert len(units) == 6
     failed = {f["id"]: f["error"] for f in units.meta.extra["failures"]}
@@ -207,7 +207,7 @@ def test_sharded_ranks_merge_into_one_dataset(messy_dataset, tokenizer_dir, tmp_
     assert last.output == out and _as_dict(out) == whole
 
 
-def test_interrupted_run_resumes_without_duplicates(messy_dataset, tokenizer_dir, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_without_duplicates(messy_dataset, tokenizer_dir, tmp_path, monkeypatch, logs):
     whole = _as_dict(tokenize_dataset(_cfg(messy_dataset, tokenizer_dir, tmp_path / "whole")).output)
     out = tmp_path / "units"
     calls = {"n": 0}
@@ -229,8 +229,8 @@ def test_interrupted_run_resumes_without_duplicates(messy_dataset, tokenizer_dir
     assert 0 < len(done_before) < 6
     with open(journal.units_path, "a") as f:  # a torn line, as a kill in the middle of a write leaves
         f.write('{"id": "torn", "units": [1, 2')
-    log = []
-    result = tokenize_dataset(_cfg(messy_dataset, tokenizer_dir, out), log=log.append)
+    log = logs
+    result = tokenize_dataset(_cfg(messy_dataset, tokenizer_dir, out))
     assert any(f"{len(done_before)} of 9 utterances already done, 3 failed earlier" in line for line in log)
     assert _as_dict(result.output) == whole
 
@@ -239,7 +239,7 @@ def test_sigkilled_run_leaves_no_output_and_resumes(messy_dataset, tokenizer_dir
     out = tmp_path / "units"
     script = textwrap.dedent(f"""
         import os, signal
-        from textless.tokenizers import tokenize_job as job
+        from textless.jobs import tokenize as job
         original, calls = job.ShardJournal.add, []
         def add(self, records):
             original(self, records)
@@ -284,34 +284,33 @@ def test_tokenize_with_bpe_writes_a_bpe_dataset(messy_dataset, tokenizer, valid_
         UnitMeta({"name": "t"}, 50, 90, False, bpe=True)
 
 
-def test_merge_lock(tmp_path):
+def test_merge_lock(tmp_path, logs):
     """A lock of a dead process on this host is taken over; a live one or another host's is respected."""
     import os
     import socket
 
-    from textless.tokenizers.tokenize_job import _take_merge_lock
+    from textless.jobs.tokenize import _take_merge_lock
 
-    logs: list[str] = []
     lock = tmp_path / "merge.lock"
     lock.write_text(f"{socket.gethostname()} {os.getpid()}")  # alive: this process
-    assert not _take_merge_lock(lock, tmp_path / "out", logs.append) and "is writing" in logs[-1]
+    assert not _take_merge_lock(lock, tmp_path / "out") and "is writing" in logs[-1]
     lock.write_text("some-other-host 12")
-    assert not _take_merge_lock(lock, tmp_path / "out", logs.append)
+    assert not _take_merge_lock(lock, tmp_path / "out")
     assert "some-other-host:12" in logs[-1] and f"delete {lock}" in logs[-1]
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     lock.write_text(f"{socket.gethostname()} {dead.pid}")
-    assert _take_merge_lock(lock, tmp_path / "out", logs.append)
+    assert _take_merge_lock(lock, tmp_path / "out")
     assert lock.read_text() == f"{socket.gethostname()} {os.getpid()}"
     lock.unlink()
-    assert _take_merge_lock(lock, tmp_path / "out", logs.append)
-    assert not _take_merge_lock(tmp_path / "gone" / "merge.lock", tmp_path / "out", logs.append)
+    assert _take_merge_lock(lock, tmp_path / "out")
+    assert not _take_merge_lock(tmp_path / "gone" / "merge.lock", tmp_path / "out")
     assert "already wrote" in logs[-1]
 
 
 # --------------------------------------------------------------------------------------------------- kmeans job
 def test_frame_reservoir_is_a_uniform_sample_within_capacity():
-    from textless.tokenizers.fit_job import FrameReservoir
+    from textless.jobs.kmeans import FrameReservoir
 
     n, capacity, trials = 60, 10, 3000
     frames = np.arange(n, dtype=np.float32)[:, None]
@@ -330,14 +329,13 @@ def test_frame_reservoir_is_a_uniform_sample_within_capacity():
     assert np.array_equal(small.sample(), frames[:5])
 
 
-def test_kmeans_job_skips_bad_files(messy_dataset, tmp_path):
+def test_kmeans_job_skips_bad_files(messy_dataset, tmp_path, logs):
     """Unreadable and too-short files are reported and skipped; long files are encoded in windows."""
-    from textless.tokenizers.fit_job import KMeansJobConfig, fit_tokenizer
+    from textless.jobs.kmeans import KMeansJobConfig, fit_tokenizer
 
-    logs: list[str] = []
     cfg = KMeansJobConfig(dataset=str(messy_dataset), k=8, backend="torch", max_iter=5, max_frames=500,
                           bpe_vocab_size=40, output=str(tmp_path / "tok"), progress=False, chunk_seconds=1.0)
-    tok = fit_tokenizer(cfg, log=logs.append)
+    tok = fit_tokenizer(cfg)
     skipped = sorted(line.split()[1].rstrip(":") for line in logs if line.startswith("skipped"))
     assert skipped == ["empty", "text", "tiny"]
     assert any("sampled 500 of" in line for line in logs)

@@ -12,8 +12,7 @@ import pytest
 
 from textless.data import units as units_module
 from textless.data.units import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
+    UNITS,
     InvalidUnitsError,
     UnitDataset,
     UnitMeta,
@@ -102,7 +101,7 @@ def test_unit_sequence_rejects_bad_arrays():
 def test_unit_meta_json_round_trip_and_checks():
     meta = _meta(extra={"corpus": "librispeech"})
     data = json.loads(json.dumps(meta.to_json()))
-    assert data["format"] == FORMAT_NAME and data["version"] == FORMAT_VERSION
+    assert data["format"] == UNITS.name == "textless.units" and data["version"] == UNITS.version == 1
     assert UnitMeta.from_json(data) == meta
     with pytest.raises(ValueError, match=r"'vocab_size' must be an integer in \[1, 2\*\*32\], got 0"):
         _meta(vocab_size=0)
@@ -376,7 +375,8 @@ def _edit_meta(out, **changes):
     ({"encoding": None}, "missing key 'encoding'"),
     ({"encoding": "parquet"}, "unknown encoding 'parquet' (expected one of jsonl, binary)"),
     ({"num_units": None}, "missing key 'num_units'"),
-    ({"version": 2}, "written by a newer textless (version 2); this textless reads version 1 - upgrade textless"),
+    ({"version": 2}, ("written by a newer textless (version 2); this textless reads a textless unit dataset up to "
+                      "version 1 - upgrade textless")),
     ({"format": "other"}, "not a textless unit dataset (format is 'other', expected 'textless.units')"),
     ({"vocab_size": "500"}, "'vocab_size' must be an integer in [1, 2**32], got '500'"),
 ])
@@ -390,7 +390,7 @@ def test_meta_errors(tmp_path, encoding, changes, reason):
 
 def test_newer_version_is_refused_even_if_keys_changed(tmp_path):
     out = write_units(tmp_path / "ds", [UnitSequence("a", [1], [1])], _meta())
-    (out / "meta.json").write_text(json.dumps({"format": FORMAT_NAME, "version": 7, "something": "new"}))
+    (out / "meta.json").write_text(json.dumps({"format": UNITS.name, "version": 7, "something": "new"}))
     with pytest.raises(FormatError, match=r"written by a newer textless \(version 7\)"):
         read_units(out)
 

@@ -24,7 +24,6 @@ from textless.data import load_dataset
 from textless.data.units import UnitMeta, UnitSequence, dedup, read_units, write_units
 from textless.errors import ConfigError
 from textless.vocoders import UnitVocoder, load_vocoder
-from textless.vocoders.checkpoint import TRAINER_STATE_KEYS
 from textless.vocoders.data import VocoderSegments, segment_runs
 from textless.vocoders.losses import (
     LogMel,
@@ -37,6 +36,7 @@ from textless.vocoders.losses import (
 from textless.vocoders.presets import PRESETS, GeneratorOverrides, generator_config
 from textless.vocoders.train import (
     DISCRIMINATORS,
+    TRAINER_STATE_KEYS,
     VocoderTrainConfig,
     VocoderTrainHooks,
     register_discriminator,
@@ -299,18 +299,16 @@ def test_training_reduces_the_mel_loss_on_a_tiny_overfit_case(tmp_path):
     rng = np.random.default_rng(4)
     units = write_corpus(tmp_path / "data", {"one": (random_frames(rng, 64), None, 0)})  # one segment: always it
     result = train_vocoder(config((units, None), tmp_path / "run", valid_dataset=None, max_steps=20,
-                                  mel_only_steps=20, lr=5e-3, save_every=100, eval_every=100, num_valid_samples=0),
-                           log=lambda m: None)
+                                  mel_only_steps=20, lr=5e-3, save_every=100, eval_every=100, num_valid_samples=0))
     mel = result.history["mel"]
     assert len(mel) == 20 and np.mean(mel[-3:]) < 0.8 * np.mean(mel[:3])
     assert all(math.isnan(v) for v in result.history["disc"])  # mel-only: the discriminator never ran
 
 
-def test_train_end_to_end_checkpoints_tensorboard_and_final_vocoder(corpus, tmp_path):
-    logs: list[str] = []
+def test_train_end_to_end_checkpoints_tensorboard_and_final_vocoder(corpus, tmp_path, logs):
     out = tmp_path / "run"
     result = train_vocoder(config(corpus, out, max_steps=4, eval_every=2, save_every=2, keep_checkpoints=1,
-                                  tensorboard=True), log=logs.append)
+                                  tensorboard=True))
     assert result.step == 4 and result.stopped_by == "max_steps" and result.resumed_from is None
     h = result.history
     assert h["step"] == [1.0, 2.0, 3.0, 4.0] and set(h) == {"step", "mel", "dur", "gen", "disc", "adv", "fm"}
@@ -364,14 +362,13 @@ class _Interrupt(VocoderTrainHooks):
             raise KeyboardInterrupt
 
 
-def test_resumed_run_equals_the_uninterrupted_run_bit_for_bit(corpus, tmp_path):
-    reference = train_vocoder(config(corpus, tmp_path / "ref"), log=lambda m: None)
+def test_resumed_run_equals_the_uninterrupted_run_bit_for_bit(corpus, tmp_path, logs):
+    reference = train_vocoder(config(corpus, tmp_path / "ref"))
     out = tmp_path / "interrupted"
     with pytest.raises(KeyboardInterrupt):  # killed right after checkpoint 4 (GAN steps 3-4 already done)
-        train_vocoder(config(corpus, out, prefetch=2), log=lambda m: None, hooks=_Interrupt(4))
+        train_vocoder(config(corpus, out, prefetch=2), hooks=_Interrupt(4))
     assert not (out / "final").exists()
-    logs: list[str] = []
-    resumed = train_vocoder(config(corpus, out, prefetch=2), log=logs.append)  # the same command again
+    resumed = train_vocoder(config(corpus, out, prefetch=2))  # the same command again
     # (prefetching batches in a thread changes nothing: a batch is a pure function of the step)
     assert resumed.resumed_from == 4 and any("resuming from" in line for line in logs)
     for name in reference.history:
@@ -382,20 +379,21 @@ def test_resumed_run_equals_the_uninterrupted_run_bit_for_bit(corpus, tmp_path):
         a, b = load_file(tmp_path / "ref" / f), load_file(out / f)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f
     # nothing left to do: a third run only rewrites final/
-    again = train_vocoder(config(corpus, out), log=lambda m: None)
+    again = train_vocoder(config(corpus, out))
     assert again.step == 6 and again.resumed_from == 6 and again.history["mel"] == resumed.history["mel"]
 
 
 def test_max_seconds_stops_and_still_writes_the_final_vocoder(corpus, tmp_path):
-    result = train_vocoder(config(corpus, tmp_path, max_steps=None, max_seconds=1e-9), log=lambda m: None)
+    result = train_vocoder(config(corpus, tmp_path, max_steps=None, max_seconds=1e-9))
     assert result.stopped_by == "max_seconds" and result.step == 0 and load_vocoder(result.final_model).hop == HOP
 
 
 def test_resume_refuses_a_different_generator(corpus, tmp_path):
-    train_vocoder(config(corpus, tmp_path, max_steps=2), log=lambda m: None)
+    train_vocoder(config(corpus, tmp_path, max_steps=2))
     wider = GeneratorOverrides(**{**vars(TINY), "upsample_initial_channel": 32})
-    with pytest.raises(ConfigError, match="different generator .*upsample_initial_channel"):
-        train_vocoder(config(corpus, tmp_path, max_steps=3, generator=wider), log=lambda m: None)
+    with pytest.raises(ConfigError, match="different inputs or settings .*generator.upsample_initial_channel: 16 "
+                                          "there, 32 now"):
+        train_vocoder(config(corpus, tmp_path, max_steps=3, generator=wider))
 
 
 # ------------------------------------------------------------------------------------------------------ speakers
@@ -411,22 +409,20 @@ def test_speaker_ids_are_sorted_names_and_multispkr_follows_the_data(tmp_path):
     # one speaker -> single-speaker vocoder; no labels + multispkr=true -> an error naming the utterances
     single = write_corpus(tmp_path / "single", {"a": (random_frames(rng, 70), "only", 0)})
     result = train_vocoder(config((single, None), tmp_path / "run1", valid_dataset=None, max_steps=1,
-                                  mel_only_steps=1, num_valid_samples=0), log=lambda m: None)
+                                  mel_only_steps=1, num_valid_samples=0))
     assert not load_vocoder(result.final_model).config.multispkr
     unlabeled = write_corpus(tmp_path / "unlabeled", {"a": (random_frames(rng, 70), None, 0),
                                                       "b": (random_frames(rng, 70), "x", 0)})
     with pytest.raises(ConfigError, match=r"multispkr=true needs a speaker for every utterance.*\(e\.g\. a\)"):
-        train_vocoder(config((unlabeled, None), tmp_path / "run2", valid_dataset=None, multispkr=True),
-                      log=lambda m: None)
+        train_vocoder(config((unlabeled, None), tmp_path / "run2", valid_dataset=None, multispkr=True))
 
 
-def test_validation_utterances_of_unknown_speakers_are_skipped(corpus, tmp_path):
+def test_validation_utterances_of_unknown_speakers_are_skipped(corpus, tmp_path, logs):
     rng = np.random.default_rng(6)
     valid = write_corpus(tmp_path / "valid", {"v0": (random_frames(rng, 90), "alice", 0),
                                               "v1": (random_frames(rng, 90), "carol", 0)})
-    logs: list[str] = []
     result = train_vocoder(config((corpus[0], valid), tmp_path / "run", max_steps=1, mel_only_steps=1,
-                                  eval_every=1), log=logs.append)
+                                  eval_every=1))
     assert any("1 utterances" in line and "speaker the vocoder does not know" in line and "v1" in line
                for line in logs)
     assert any("valid mel_l1" in line and "(1 utterances)" in line for line in logs)
@@ -434,27 +430,25 @@ def test_validation_utterances_of_unknown_speakers_are_skipped(corpus, tmp_path)
 
 
 # -------------------------------------------------------------------------------------------------------- errors
-def test_missing_audio_is_reported_in_one_line_and_skipped(tmp_path):
+def test_missing_audio_is_reported_in_one_line_and_skipped(tmp_path, logs):
     rng = np.random.default_rng(7)
     utts = {f"m{i}": (random_frames(rng, 70), None, 0) for i in range(4)}
     units = write_corpus(tmp_path, utts)
     manifest = tmp_path / "audio.tsv"
     lines = manifest.read_text().splitlines()
     manifest.write_text("\n".join(lines[:3]) + "\n")  # m2 and m3 lose their audio
-    logs: list[str] = []
-    data = segments(units, log=logs.append)
+    data = segments(units)
     assert data.ids == ["m0", "m1"]
     assert len(logs) == 1 and "2 of 4 utterances" in logs[0] and "no audio" in logs[0] and "m2, m3" in logs[0]
     manifest.write_text(lines[0] + "\n")
     with pytest.raises(ConfigError, match="no utterance of unit dataset .* has usable audio"):
-        segments(units, log=logs.append)
+        segments(units)
 
 
-def test_audio_that_does_not_match_the_units_is_skipped(tmp_path):
+def test_audio_that_does_not_match_the_units_is_skipped(tmp_path, logs):
     rng = np.random.default_rng(8)
     utts = {"ok": (random_frames(rng, 300), None, 0), "off": (random_frames(rng, 300), None, 3200)}  # +0.2 s
-    logs: list[str] = []
-    data = segments(write_corpus(tmp_path, utts), log=logs.append)
+    data = segments(write_corpus(tmp_path, utts))
     assert data.ids == ["ok"] and "differ by more than 0.1 s" in logs[0] and "off (0.50 s of audio" in logs[0]
 
 
@@ -462,14 +456,14 @@ def test_audio_that_does_not_match_the_units_is_skipped(tmp_path):
     ({"precision": "bf16"}, "precision=bf16 autocasts on CUDA only"),
     ({"segment_frames": 8}, r"segment_frames 8 x hop 16 = 128 samples is shorter than the mel loss window"),
     ({"max_steps": None}, "give max_steps and/or max_seconds"),
-    ({"discriminator": "nope"}, "discriminator must be one of"),
+    ({"discriminator": "nope"}, r"unknown discriminator 'nope' \(known: hifigan, mpd, msd"),
     ({"preset": "huge"}, "unknown vocoder preset 'huge'"),
     ({"generator": GeneratorOverrides()}, r"frame rate 1000 Hz of unit dataset .* needs hop 16, which has no preset"),
     ({"audio_dataset": "/no/such/audio"}, r"audio dataset '/no/such/audio' \(from audio_dataset\) .* not found"),
 ])
 def test_config_errors(corpus, tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
-        train_vocoder(config(corpus, tmp_path, **change), log=lambda m: None)
+        train_vocoder(config(corpus, tmp_path, **change))
 
 
 def test_units_without_an_audio_source_or_of_bpe_tokens(tmp_path):
@@ -477,14 +471,14 @@ def test_units_without_an_audio_source_or_of_bpe_tokens(tmp_path):
     utts = {"a": (random_frames(rng, 70), None, 0)}
     no_source = write_corpus(tmp_path / "nosrc", utts, source=False)
     with pytest.raises(ConfigError, match=r"does not record its audio \(no extra.source .*set audio_dataset"):
-        train_vocoder(config((no_source, None), tmp_path / "r1", valid_dataset=None), log=lambda m: None)
+        train_vocoder(config((no_source, None), tmp_path / "r1", valid_dataset=None))
     result = train_vocoder(config((no_source, None), tmp_path / "r2", valid_dataset=None, max_steps=1,
                                   mel_only_steps=1, num_valid_samples=0,
-                                  audio_dataset=str(tmp_path / "nosrc" / "audio.tsv")), log=lambda m: None)
+                                  audio_dataset=str(tmp_path / "nosrc" / "audio.tsv")))
     assert result.step == 1
     bpe = write_corpus(tmp_path / "bpe", utts, bpe=True)
     with pytest.raises(ConfigError, match="holds BPE tokens"):
-        train_vocoder(config((bpe, None), tmp_path / "r3", valid_dataset=None), log=lambda m: None)
+        train_vocoder(config((bpe, None), tmp_path / "r3", valid_dataset=None))
 
 
 # ----------------------------------------------------------------------------------------------------------- CLI
@@ -500,10 +494,10 @@ def test_cli_recipes_print(capsys):
 def test_cli_trains_on_the_bundled_corpus_with_mfcc_units(tmp_path, capsys):
     """MFCC units (100 Hz -> hop 160) of bundled:valid, tokenized by the real job; the CPU recipe, shrunk."""
     from textless.audio import load_audio
+    from textless.jobs.tokenize import TokenizeConfig, tokenize_dataset
     from textless.tokenizers.bundle import SpeechTokenizer
     from textless.tokenizers.encoders import load_encoder
     from textless.tokenizers.kmeans import KMeans
-    from textless.tokenizers.tokenize_job import TokenizeConfig, tokenize_dataset
 
     items = list(load_dataset("bundled:valid"))[:6]
     encoder = load_encoder("mfcc")

@@ -60,15 +60,14 @@ def installed(monkeypatch):
     return modules
 
 
-def test_auto_asr_prefers_faster_whisper_then_transformers_then_pocketsphinx(installed, monkeypatch):
+def test_auto_asr_prefers_faster_whisper_then_transformers_then_pocketsphinx(installed, monkeypatch, logs):
     installed |= EVERYTHING
-    logs = []
-    asr = load_asr("auto", device="cpu", batch_size=3, log=logs.append)
+    asr = load_asr("auto", device="cpu", batch_size=3)
     assert (asr.name, asr.spec, asr.kw) == ("faster-whisper", "faster-whisper", {"device": "cpu", "batch_size": 3})
     assert logs == ["ASR auto -> faster-whisper (the first choice)"] and asr.selection == logs[0][4:]
 
     installed.discard("faster_whisper")
-    asr = load_asr("auto", log=logs.append)
+    asr = load_asr("auto")
     assert (asr.name, asr.spec) == ("offline:whisper-base", "offline:whisper-base")
     assert logs[-1] == "ASR auto -> offline:whisper-base; faster-whisper skipped: not installed (pip install " \
                        "faster-whisper)"

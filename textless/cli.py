@@ -2,7 +2,7 @@
 
 Subcommands live in `COMMANDS` (a registry: each entry adds its arguments and runs). Commands that take a config
 compose it with Hydra (`textless.config.compose`): dataclass defaults <- recipe YAML (``--config``, default
-``experiments/<command>.yaml``) <- ``key=value`` overrides. User errors exit with status 2 and a one-line
+``textless/recipes/<command>.yaml``) <- ``key=value`` overrides. User errors exit with status 2 and a one-line
 ``textless: error: ...`` message; ``--debug`` shows the traceback instead.
 """
 
@@ -28,7 +28,8 @@ class Command:
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="RECIPE", help="recipe YAML path, or a name under experiments/")
+    parser.add_argument("--config", metavar="RECIPE",
+                        help="a recipe that ships with textless (twist, gslm, lm_tiny, ...) or a YAML path")
     parser.add_argument("--print-config", action="store_true", help="print the composed config and exit")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides, e.g. frame_rate=25")
 
@@ -68,7 +69,7 @@ def _resynth_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_resynth(args: argparse.Namespace) -> int:
-    from textless.vocoders.resynth_job import build_pipeline, resynthesize
+    from textless.jobs.resynth import build_pipeline, resynthesize
 
     pipeline = build_pipeline(args.pipeline, args.tokenizer, args.vocoder, args.device)
     speaker = int(args.speaker) if args.speaker is not None and args.speaker.isdigit() else args.speaker
@@ -198,7 +199,7 @@ COMMANDS: dict[str, Command] = {
         description="Tokenize the bundled corpus and print corpus and unit statistics (grows into "
                     "audio -> units -> LM continuation -> audio as the library does).",
         add_arguments=_add_config_arguments,
-        run=configured("demo", "textless.demo:DemoConfig", "textless.demo:run_demo")),
+        run=configured("demo", "textless.jobs.demo:DemoConfig", "textless.jobs.demo:run_demo")),
     "kmeans": Command(
         help="fit k-means on encoder features and save a speech tokenizer bundle",
         description="Sample features of an SSL encoder layer (HF dir, fairseq .pt) or MFCC over a dataset, fit "
@@ -207,8 +208,8 @@ COMMANDS: dict[str, Command] = {
                     "an anchor's k-means instead of fitting. Example: textless kmeans encoder=mfcc k=100 "
                     "output=tok/",
         add_arguments=_add_config_arguments,
-        run=configured("kmeans", "textless.tokenizers.fit_job:KMeansJobConfig",
-                       "textless.tokenizers.fit_job:fit_tokenizer")),
+        run=configured("kmeans", "textless.jobs.kmeans:KMeansJobConfig",
+                       "textless.jobs.kmeans:fit_tokenizer")),
     "tokenize": Command(
         help="tokenize an audio dataset into a unit dataset (sharded, resumable)",
         description="Run a tokenizer bundle over a dataset (directory, manifest or bundled:<split>) and write a "
@@ -216,8 +217,8 @@ COMMANDS: dict[str, Command] = {
                     "it stopped; unreadable files are reported and skipped. Example: textless tokenize "
                     "tokenizer=tok/ dataset=bundled:train output=units/train",
         add_arguments=_add_config_arguments,
-        run=configured("tokenize", "textless.tokenizers.tokenize_job:TokenizeConfig",
-                       "textless.tokenizers.tokenize_job:tokenize_dataset")),
+        run=configured("tokenize", "textless.jobs.tokenize:TokenizeConfig",
+                       "textless.jobs.tokenize:tokenize_dataset")),
     "train": Command(
         help="train a unit LM (GSLM from scratch or TWIST from a text LM); resumes automatically",
         description="Train a unit language model on binary unit datasets: packed contexts, AdamW + warmup/cosine, "
@@ -243,7 +244,7 @@ COMMANDS: dict[str, Command] = {
                     "batched) and write a generations directory. Example: textless generate lm=outputs/lm/final "
                     "prompts=bundled:valid tokenizer=tok/",
         add_arguments=_add_config_arguments,
-        run=configured("generate", "textless.lm.generate_job:GenerateConfig", "textless.lm.generate_job:generate")),
+        run=configured("generate", "textless.jobs.generate:GenerateConfig", "textless.jobs.generate:generate")),
     "eval": Command(
         help="likelihood suites: sWUGGY, sBLIMP, spoken/topic StoryCloze, SALMon (accuracy + JSON report)",
         description="Tokenize every wav of the suites' official layouts once, score them with a unit LM (mean "
@@ -252,7 +253,7 @@ COMMANDS: dict[str, Command] = {
                     "Writes a JSON report and the ZeroSpeech 2021 submission files. Example: textless eval "
                     "suite=[swuggy,sblimp] path=/data/zr2021 pipeline=outputs/pipeline",
         add_arguments=_add_config_arguments,
-        run=configured("eval", "textless.eval.likelihood_job:EvalConfig", "textless.eval.likelihood_job:run_eval")),
+        run=configured("eval", "textless.jobs.evaluate:EvalConfig", "textless.jobs.evaluate:run_eval")),
     "eval-generation": Command(
         help="ASR-based metrics of generated speech: auto-BLEU, self-BLEU, VERT, GenPPL",
         description="Transcribe the audio of a generations directory (textless generate ... vocoder=) once (cached), "
@@ -260,8 +261,8 @@ COMMANDS: dict[str, Command] = {
                     "and GenPPL (slamkit and fairseq definitions) with a text LM; writes a JSON report. Example: "
                     "textless eval-generation generations=outputs/generations output=report.json",
         add_arguments=_add_config_arguments,
-        run=configured("eval-generation", "textless.eval.generative.job:EvalGenerationConfig",
-                       "textless.eval.generative.job:evaluate_generations")),
+        run=configured("eval-generation", "textless.jobs.eval_generation:EvalGenerationConfig",
+                       "textless.jobs.eval_generation:evaluate_generations")),
     "eval-tokenizer": Command(
         help="measure a tokenizer on aligned speech: ABX, phone/cluster purity, PNMI, bitrate",
         description="Run a tokenizer bundle over a dataset with phone alignments (default bundled:valid_unseen) and "
@@ -278,7 +279,7 @@ COMMANDS: dict[str, Command] = {
                     "grammatical / ungrammatical template pairs (agreement, argument structure, anaphors, islands, "
                     "NPIs) read from text, written as <output>/lexical/dev and <output>/syntactic/dev (wavs + "
                     "gold.csv), deterministic for a seed. Needs the Debian TTS packages listed in "
-                    "experiments/build-benchmark.yaml. Example: textless build-benchmark --config "
+                    "textless/recipes/build-benchmark.yaml. Example: textless build-benchmark --config "
                     "build-benchmark-unseen output=outputs/bench/unseen",
         add_arguments=_add_config_arguments,
         run=configured("build-benchmark", "textless.eval.builder.job:BuildBenchmarkConfig",
@@ -320,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from transformers.utils import logging as hf_logging
+
+    from textless.utils.log import enable_cli_logging
+
+    enable_cli_logging()
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars on every model load; ours show the long work
     try:

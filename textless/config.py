@@ -1,17 +1,18 @@
 """Hydra composition for CLI commands: dataclass schema <- recipe YAML <- ``key=value`` overrides.
 
-Every command declares a dataclass config (its schema and defaults). A recipe is a YAML file under ``experiments/``
-(or any path given with ``--config``); it may use Hydra defaults lists and config groups. Overrides use Hydra's grammar
-(``lr=1e-3``, ``+new.key=1``, ``group=option``). The result is validated against the schema: unknown keys and wrong
-types are user errors with a one-line message.
+Every command declares a dataclass config (its schema and defaults). A recipe is a YAML file: a name of the recipes
+that ship inside the package (``textless/recipes/<name>.yaml``, so an installed textless finds ``--config twist``)
+or any path given with ``--config``; it may use Hydra defaults lists and config groups. A command without
+``--config`` uses its own recipe, ``textless/recipes/<command>.yaml``, when there is one. Overrides use Hydra's
+grammar (``lr=1e-3``, ``+new.key=1``, ``group=option``). The result is validated against the schema: unknown keys
+and wrong types are user errors with a one-line message.
 
 Hydra treats every sub-directory of the recipe directory as a config group, so a schema field must not share its name
-with one (``experiments/data/`` holds the corpus script: job configs say ``dataset``, not ``data``).
+with one (``textless/recipes/kmeans/`` holds the k-means presets: no job config has a ``kmeans`` field).
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import is_dataclass
 from pathlib import Path
@@ -21,31 +22,30 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from textless.errors import ConfigError
+from textless.utils.registry import did_you_mean
 
 T = TypeVar("T")
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 
-def experiments_dir() -> Path | None:
-    """The recipe directory: ``$TEXTLESS_EXPERIMENTS``, else ``experiments/`` beside the package (a source checkout)."""
-    env = os.environ.get("TEXTLESS_EXPERIMENTS")
-    if env:
-        return Path(env)
-    candidate = Path(__file__).resolve().parents[1] / "experiments"
-    return candidate if candidate.is_dir() else None
+def recipe_names() -> list[str]:
+    """The recipes that ship with textless (``kmeans/gslm_hubert_base_l6_k100`` for those in a sub-directory)."""
+    return sorted(p.relative_to(RECIPES_DIR).with_suffix("").as_posix() for p in RECIPES_DIR.rglob("*.yaml"))
 
 
 def _resolve_recipe(recipe: str | None, default_name: str) -> Path | None:
-    """A recipe path from ``--config`` (a YAML path or a name under experiments/), or the command's default recipe."""
-    root = experiments_dir()
+    """A recipe path from ``--config`` (a YAML path or a packaged recipe name), or the command's default recipe."""
     if recipe is None:
-        default = root / f"{default_name}.yaml" if root else None
-        return default if default is not None and default.exists() else None
+        default = RECIPES_DIR / f"{default_name}.yaml"
+        return default if default.exists() else None
     path = Path(recipe)
     if path.suffix in (".yaml", ".yml") and path.exists():
         return path.resolve()
-    if root is not None and (root / f"{recipe}.yaml").exists():
-        return (root / f"{recipe}.yaml").resolve()
-    raise ConfigError(f"recipe '{recipe}' not found (give a .yaml path or a name under {root or 'experiments/'})")
+    if (RECIPES_DIR / f"{recipe}.yaml").exists():
+        return (RECIPES_DIR / f"{recipe}.yaml").resolve()
+    names = recipe_names()
+    raise ConfigError(f"recipe '{recipe}' not found: give a .yaml path or the name of a recipe that ships with "
+                      f"textless ({', '.join(names)}){did_you_mean(recipe, names)}")
 
 
 def compose(schema: type[T], command: str, overrides: list[str] | None = None, recipe: str | None = None) -> T:

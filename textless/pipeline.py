@@ -16,8 +16,7 @@ corpus; see ``textless/assets/starter/README.md``) is the embedded default of ``
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +24,9 @@ import torch
 
 from textless.errors import TextlessError
 from textless.utils.atomic import atomic_directory
-from textless.utils.versioned import read_versioned_config
+from textless.utils.versioned import artifact
 
-FORMAT_NAME = "textless.pipeline"
-FORMAT_VERSION = 1
+PIPELINE = artifact("textless.pipeline", 1, "a speech pipeline directory")
 CONFIG_FILE = "pipeline.json"
 STARTER_DIR = Path(__file__).resolve().parent / "assets" / "starter"
 
@@ -57,28 +55,14 @@ class SpeechPipeline:
 
     # ------------------------------------------------------------------------------------------------- checks
     def _check(self) -> None:
-        identity = self.tokenizer.identity()
+        """The units contract: the LM takes what the tokenizer makes, the vocoder voices the tokenizer's units (BPE
+        tokens are decoded back to units before vocoding)."""
+        made = self.tokenizer.unit_identity()
         if self.lm is not None:
-            from textless.data.units import UnitMeta
-
-            self.lm.check_units(UnitMeta(tokenizer=identity, frame_rate=self.tokenizer.frame_rate,
-                                         vocab_size=self.tokenizer.vocab_size,
-                                         deduplicated=self.tokenizer.deduplicate), where="the pipeline's tokenizer")
-        voc = self.vocoder
-        if voc is None:
-            return
-        if voc.tokenizer is not None:
-            for key in ("name", "kmeans_sha256"):
-                if key in voc.tokenizer and voc.tokenizer[key] != identity.get(key):
-                    raise TextlessError(f"the vocoder was trained on units of tokenizer {voc.tokenizer.get('name')!r} "
-                                        f"({key} {voc.tokenizer[key]}), not {identity.get('name')!r} "
-                                        f"({identity.get(key)})")
-        if voc.config.codebook_size != self.tokenizer.num_units:
-            raise TextlessError(f"the vocoder takes {voc.config.codebook_size} units, the tokenizer makes "
-                                f"{self.tokenizer.num_units}")
-        if abs(voc.frame_rate - self.tokenizer.frame_rate) > 1e-6:
-            raise TextlessError(f"the vocoder expects {voc.frame_rate:g} Hz units, the tokenizer makes "
-                                f"{self.tokenizer.frame_rate:g} Hz")
+            self.lm.check_units(made, where="the pipeline's tokenizer", name="the pipeline's LM")
+        if self.vocoder is not None:
+            units = replace(made, vocab_size=self.tokenizer.num_units, bpe=False)
+            self.vocoder.check_units(units, where="the pipeline's tokenizer", name="the pipeline's vocoder")
 
     # ------------------------------------------------------------------------------------------------- audio
     @property
@@ -116,8 +100,7 @@ class SpeechPipeline:
     def continue_speech(self, wav, sample_rate: int, *, prompt_seconds: float | None = None, sampling=None,
                         speaker=None) -> Continuation:
         """Tokenize a prompt (its first `prompt_seconds`), continue it with the LM, and vocode both parts."""
-        from textless.data.units import UnitSequence
-        from textless.lm.generate_job import crop_prompt
+        from textless.data.units import UnitSequence, crop_prompt
         from textless.lm.generation import SamplingConfig, generate_units
 
         if self.lm is None:
@@ -135,7 +118,7 @@ class SpeechPipeline:
 
     # ------------------------------------------------------------------------------------------- persistence
     def save_pretrained(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        config = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "tokenizer": "tokenizer",
+        config = {"tokenizer": "tokenizer",
                   "lm": "lm" if self.lm is not None else None,
                   "vocoder": "vocoder" if self.vocoder is not None else None,
                   "default_speaker": self.default_speaker, "notes": self.notes}
@@ -147,7 +130,7 @@ class SpeechPipeline:
                 self.lm.save_pretrained(tmp / "lm")
             if self.vocoder is not None:
                 self.vocoder.save_pretrained(tmp / "vocoder")
-            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+            (tmp / CONFIG_FILE).write_text(PIPELINE.dumps(config))
         return Path(path)
 
     @classmethod
@@ -159,7 +142,7 @@ class SpeechPipeline:
         from textless.vocoders import UnitVocoder
 
         path = Path(path)
-        config = read_versioned_config(path, CONFIG_FILE, FORMAT_NAME, FORMAT_VERSION, "a speech pipeline directory")
+        config = PIPELINE.read_dir(path, CONFIG_FILE)
         tokenizer = SpeechTokenizer.from_pretrained(path / config["tokenizer"], device=device)
         with quiet_progress_bars():
             lm = (UnitLM.from_pretrained(path / config["lm"]).to(device).eval()

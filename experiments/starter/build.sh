@@ -42,6 +42,7 @@ pipeline = SpeechPipeline(SpeechTokenizer.from_pretrained(out / "tokenizer"), Un
 pipeline.save_pretrained(out / "pipeline", overwrite=True)
 PY
 rm -rf textless/assets/starter.new && cp -r $OUT/pipeline textless/assets/starter.new
+cp -r $OUT/units textless/assets/starter.new/units   # bundled:<split> as a unit dataset (textless.data.corpus)
 cp textless/assets/starter/README.md textless/assets/starter.new/ 2>/dev/null || true
 rm -rf textless/assets/starter && mv textless/assets/starter.new textless/assets/starter
 echo "starter pipeline: $(du -sh textless/assets/starter | cut -f1)"

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textless.data.corpus import load_bundled_corpus
+from textless.data.corpus import BUNDLED_PREFIX, load_bundled_corpus
 from textless.data.manifest import AudioItem, Manifest, load_manifest, scan_directory, shard_from_env
-
-BUNDLED_PREFIX = "bundled:"
 
 
 def load_dataset(spec: str | Path) -> Manifest:

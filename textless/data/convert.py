@@ -45,6 +45,7 @@ from textless.data.units import (
 )
 from textless.errors import ConfigError, FormatError
 from textless.utils.atomic import atomic_open
+from textless.utils.registry import Registry
 
 MAX_VOCAB = 2**32
 _UNITS_LINE = re.compile(r"[0-9\s]*", re.ASCII)
@@ -430,23 +431,19 @@ class AnchorFormat:
     write: Callable[..., Path]
 
 
-REGISTRY: dict[str, AnchorFormat] = {
-    fmt.name: fmt
-    for fmt in (
+REGISTRY: Registry[AnchorFormat] = Registry("unit file format")
+for _fmt in (
         AnchorFormat("fairseq_km", "fairseq/HuBERT .km (+ dict.km.txt, manifest .tsv)", read_fairseq_km,
                      write_fairseq_km),
         AnchorFormat("gslm", "GSLM quantize output, 'name|u u u' lines", read_gslm_units, write_gslm_units),
         AnchorFormat("slamkit", "slamkit features.jsonl (units, duration, file_name)", read_slamkit_features,
                      write_slamkit_features),
-    )
-}
+):
+    REGISTRY.register(_fmt.name, _fmt)
 
 
 def get_format(fmt: str) -> AnchorFormat:
-    try:
-        return REGISTRY[fmt]
-    except KeyError:
-        raise ConfigError(f"unknown unit file format {fmt!r} (known: {', '.join(REGISTRY)})") from None
+    return REGISTRY.get(fmt)
 
 
 def import_units(src: str | Path, dst: str | Path, fmt: str, *, encoding: str = "binary", overwrite: bool = False,

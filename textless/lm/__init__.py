@@ -11,8 +11,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names are resolved lazily by __getattr__
+    from textless.data.identity import UnitMismatchError
     from textless.lm.generation import SamplingConfig, generate_units
-    from textless.lm.model import UnitLM, UnitMismatchError
+    from textless.lm.model import UnitLM
     from textless.lm.presets import PRESETS
     from textless.lm.scoring import LogLikelihood, log_likelihood
     from textless.lm.twist import init_from_text_lm, load_text_lm
@@ -22,7 +23,7 @@ _EXPORTS = {
     "UnitVocab": "textless.lm.vocab",
     "VocabError": "textless.lm.vocab",
     "UnitLM": "textless.lm.model",
-    "UnitMismatchError": "textless.lm.model",
+    "UnitMismatchError": "textless.data.identity",
     "PRESETS": "textless.lm.presets",
     "init_from_text_lm": "textless.lm.twist",
     "load_text_lm": "textless.lm.twist",

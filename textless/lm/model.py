@@ -9,7 +9,7 @@ Checkpoint format. A plain Hugging Face model directory (``config.json`` + ``mod
 ``generation_config.json``]) that any ``AutoModelForCausalLM.from_pretrained`` reads; textless' own metadata sits
 INSIDE ``config.json`` under the key ``"textless"``::
 
-    "textless": {"format_version": 1, "vocab": UnitVocab.to_dict(), "tokenizer": {...} | null,
+    "textless": {"format": "textless.unit_lm", "version": 1, "vocab": UnitVocab.to_dict(), "tokenizer": {...} | null,
                  "frame_rate": float | null, "deduplicated": bool | null}
 
 Directories without that key (TWIST / slamkit / GSLM releases) are read by `textless.lm.loaders`.
@@ -19,7 +19,7 @@ Initialisations: `UnitLM.from_scratch` (GSLM: random weights from a `textless.lm
 
 Attention backend. Every constructor (and `textless.lm.loaders`) takes ``attn_implementation``: None keeps
 transformers' default (``"sdpa"``), or ``"sdpa"`` / ``"eager"`` / ``"flash_attention_2"`` / ``"flash_attention_3"``
-(`ATTN_IMPLEMENTATIONS`); a flash backend whose package is not importable is a `ConfigError` before any model is
+(`textless.lm.attention`); a flash backend whose package is not importable is a `ConfigError` before any model is
 built (`check_attn_implementation`). The choice lives on the loaded model (``model.config._attn_implementation``),
 not in the checkpoint: a directory reloads with the default unless asked otherwise. Packed training with a flash
 backend needs an architecture that keeps packed segments apart through restarting position ids (Llama, Qwen2...):
@@ -28,7 +28,6 @@ flash attention takes no 4-D mask, so `textless.lm.data.packing_mode` refuses it
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,33 +38,27 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
+from textless.data.identity import UnitIdentity, check_fits
 from textless.data.units import UnitMeta
-from textless.errors import ConfigError, FormatError, TextlessError
+from textless.errors import FormatError, TextlessError
+from textless.lm.attention import attn_kwargs, check_attn_implementation
+from textless.lm.streaming import StreamingUnitLM
 from textless.lm.vocab import UnitVocab, VocabError
 from textless.utils.atomic import atomic_directory, atomic_write_text
+from textless.utils.versioned import artifact
 
 if TYPE_CHECKING:
     from textless.lm.generation import SamplingConfig
     from textless.lm.scoring import LogLikelihood
 
 CONFIG_KEY = "textless"
-FORMAT_VERSION = 1
+UNIT_LM = artifact("textless.unit_lm", 1, "a textless unit LM")
 CONFIG_FILE = "config.json"
-# attn_implementation values -> the package a backend needs (None: built into torch)
-ATTN_IMPLEMENTATIONS: dict[str, str | None] = {"sdpa": None, "eager": None, "flash_attention_2": "flash_attn",
-                                               "flash_attention_3": "flash_attn_interface"}
-_ATTN_INSTALL = {"flash_attn": "pip install flash-attn --no-build-isolation",
-                 "flash_attn_interface": "build FlashAttention-3 from the hopper/ directory of "
-                                         "github.com/Dao-AILab/flash-attention"}
 _LOADERS_HINT = ("it may be a TWIST / slamkit / GSLM checkpoint or a plain text LM: import it with textless.lm.loaders "
                  "(or build a unit LM from a text LM with UnitLM.from_text_lm)")
 
 
-class UnitMismatchError(TextlessError):
-    """A unit dataset was made by another tokenizer (or vocabulary / dedup setting) than the LM expects."""
-
-
-class UnitLM(torch.nn.Module):
+class UnitLM(StreamingUnitLM):
     """A causal LM over unit tokens (`model`: any `AutoModelForCausalLM`) and its unit metadata.
 
     `tokenizer` is the identity dict of the unit tokenizer it was trained on (`UnitMeta.tokenizer`), `frame_rate`
@@ -124,7 +117,7 @@ class UnitLM(torch.nn.Module):
     # ------------------------------------------------------------------------------------------------ persistence
     def metadata(self) -> dict[str, Any]:
         """The ``"textless"`` entry of config.json."""
-        return {"format_version": FORMAT_VERSION, "vocab": self.vocab.to_dict(), "tokenizer": self.tokenizer,
+        return {**UNIT_LM.header(), "vocab": self.vocab.to_dict(), "tokenizer": self.tokenizer,
                 "frame_rate": self.frame_rate, "deduplicated": self.deduplicated}
 
     def save_pretrained(self, path: str | Path, *, overwrite: bool = False, safe_serialization: bool = True) -> Path:
@@ -160,31 +153,19 @@ class UnitLM(torch.nn.Module):
                    deduplicated=meta["deduplicated"])
 
     # ------------------------------------------------------------------------------------------------ checks
-    def check_units(self, meta: UnitMeta, where: str = "") -> None:
-        """Refuse units made by another tokenizer, with another vocabulary size or another dedup setting.
+    @property
+    def units(self) -> UnitIdentity:
+        """The units this LM reads and writes (`textless.data.identity`); an imported TWIST / slamkit model knows
+        no tokenizer, so it takes any units whose ids fit its vocabulary."""
+        known = self.tokenizer is not None  # an imported checkpoint's frame rate is its family's default, not a fact
+        return UnitIdentity(tokenizer=self.tokenizer, vocab_size=self.vocab.num_units,
+                            frame_rate=self.frame_rate if known else None, deduplicated=self.deduplicated)
 
-        Tokenizer identities match when their names are equal and every hash they both record (keys containing
-        "sha256" or "hash", e.g. ``kmeans_sha256``) is equal. An LM with an unknown (None) tokenizer (an imported
-        TWIST / slamkit model) skips that comparison and accepts any units whose ids fit its vocabulary
-        (``vocab_size <= num_units``); with a known tokenizer the sizes must be equal. An unknown (None) dedup flag
-        skips that comparison. `where` names the dataset in the message.
-        """
-        problems = []
-        if self.tokenizer is not None and not same_tokenizer(self.tokenizer, meta.tokenizer):
-            problems.append(f"the LM expects units of tokenizer {_describe(self.tokenizer)} but the units come from "
-                            f"{_describe(meta.tokenizer)}")
-        if self.tokenizer is None and meta.vocab_size > self.vocab.num_units:
-            problems.append(f"the LM has {self.vocab.num_units} units but the units have vocab_size "
-                            f"{meta.vocab_size} (their ids do not fit)")
-        elif self.tokenizer is not None and meta.vocab_size != self.vocab.num_units:
-            problems.append(f"the LM has {self.vocab.num_units} units but the units have vocab_size "
-                            f"{meta.vocab_size}")
-        if self.deduplicated is not None and meta.deduplicated != self.deduplicated:
-            problems.append(f"the LM expects {_dedup_word(self.deduplicated)} units but the units are "
-                            f"{_dedup_word(meta.deduplicated)}")
-        if problems:
-            dataset = f"unit dataset {where!r}" if where else "unit dataset"
-            raise UnitMismatchError(f"{dataset} does not fit this unit LM: " + "; ".join(problems))
+    def check_units(self, units: UnitMeta | UnitIdentity, where: str = "", name: str = "this unit LM") -> None:
+        """`check_fits` (the one units rule) of `units` (a dataset's meta or an identity) against this LM;
+        `where` names the units' source in the message, `name` the LM."""
+        given = units.identity if isinstance(units, UnitMeta) else units
+        check_fits(self.units, given, consumer=name, source=where or "the unit dataset", short="the LM")
 
     # ------------------------------------------------------------------------------------------------ running
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -233,37 +214,6 @@ class UnitLM(torch.nn.Module):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def check_attn_implementation(name: str | None) -> str | None:
-    """`name` if it is a usable ``attn_implementation`` (None / "" -> None: transformers' default, sdpa).
-
-    Raises `ConfigError` for an unknown name, or a flash backend whose package (``flash_attn`` for
-    flash_attention_2, ``flash_attn_interface`` for flash_attention_3) is not importable.
-    """
-    if not name:
-        return None
-    if name not in ATTN_IMPLEMENTATIONS:
-        raise ConfigError(f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)} (or null for "
-                          f"transformers' default, sdpa), got {name!r}")
-    package = ATTN_IMPLEMENTATIONS[name]
-    if package is not None and not _importable(package):
-        raise ConfigError(f"attn_implementation={name!r} needs the Python package '{package}', which is not "
-                          f"installed ({_ATTN_INSTALL[package]}); use 'sdpa' (the default) or 'eager' instead")
-    return name
-
-
-def attn_kwargs(name: str | None) -> dict[str, str]:
-    """``{"attn_implementation": name}`` for transformers' loaders, ``{}`` for the default (checked first)."""
-    name = check_attn_implementation(name)
-    return {"attn_implementation": name} if name else {}
-
-
-def _importable(package: str) -> bool:
-    try:
-        return importlib.util.find_spec(package) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """Parse the ``"textless"`` entry of ``path/config.json``; ``vocab`` comes back as a `UnitVocab`."""
     path = Path(path)
@@ -285,12 +235,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 def _parse_metadata(meta: Any, config_file: Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise FormatError(config_file, f"{CONFIG_KEY!r} must be an object")
-    version = meta.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise FormatError(config_file, f"{CONFIG_KEY}.format_version must be a positive integer, got {version!r}")
-    if version > FORMAT_VERSION:
-        raise FormatError(config_file, f"written by a newer textless (format_version {version}; this textless reads "
-                                       f"{FORMAT_VERSION}) - upgrade textless")
+    # textless <= 0.1 wrote only {"format_version": 1}
+    UNIT_LM.check(meta if "format" in meta else {"format": UNIT_LM.name, **meta}, config_file)
     try:
         vocab = UnitVocab.from_dict(meta.get("vocab"))
     except VocabError as e:
@@ -300,24 +246,6 @@ def _parse_metadata(meta: Any, config_file: Path) -> dict[str, Any]:
         raise FormatError(config_file, f"{CONFIG_KEY}.tokenizer must be an object or null")
     return {"vocab": vocab, "tokenizer": tokenizer, "frame_rate": meta.get("frame_rate"),
             "deduplicated": meta.get("deduplicated")}
-
-
-def same_tokenizer(a: dict, b: dict) -> bool:
-    """Same name, and every hash-like key ("sha256" / "hash" in the key) present in both is equal."""
-    if a.get("name") != b.get("name"):
-        return False
-    hashes = [k for k in a.keys() & b.keys() if "sha256" in k or "hash" in k]
-    return all(a[k] == b[k] for k in hashes)
-
-
-def _describe(identity: dict) -> str:
-    hashes = {k: v for k, v in identity.items() if "sha256" in k or "hash" in k}
-    extra = ", ".join(f"{k}={v}" for k, v in sorted(hashes.items()))
-    return f"{identity.get('name')!r}" + (f" ({extra})" if extra else "")
-
-
-def _dedup_word(flag: bool) -> str:
-    return "deduplicated" if flag else "non-deduplicated"
 
 
 def lm_meta(meta: UnitMeta) -> dict[str, Any]:

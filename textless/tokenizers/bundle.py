@@ -16,7 +16,6 @@ embedded; a relative reference is resolved against the bundle directory first, t
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ import numpy as np
 import torch
 
 from textless.audio import resample
+from textless.data.identity import UnitIdentity
+from textless.data.units import UnitMeta
 from textless.errors import TextlessError
 from textless.tokenizers.encoders import SpeechEncoder, load_encoder
 from textless.tokenizers.encoders.utterances import DEFAULT_CHUNK_SECONDS, encode_utterances
@@ -34,10 +35,9 @@ from textless.tokenizers.kernels import dedup
 from textless.tokenizers.kmeans import KMeans
 from textless.utils.atomic import atomic_directory
 from textless.utils.hf import quiet_progress_bars
-from textless.utils.versioned import read_versioned_config
+from textless.utils.versioned import artifact
 
-FORMAT_NAME = "textless.speech_tokenizer"
-FORMAT_VERSION = 1
+TOKENIZER = artifact("textless.speech_tokenizer", 1, "a speech tokenizer bundle")
 
 
 @dataclass
@@ -104,6 +104,15 @@ class SpeechTokenizer:
             identity["name"] += f"-bpe{self.bpe.vocab_size}"
         return identity
 
+    def unit_identity(self) -> UnitIdentity:
+        """What `encode` produces: the units contract (`textless.data.identity`) every consumer checks."""
+        return UnitIdentity(tokenizer=self.identity(), vocab_size=self.vocab_size, frame_rate=self.frame_rate,
+                            deduplicated=self.deduplicate, bpe=self.bpe is not None)
+
+    def unit_meta(self, extra: dict | None = None) -> UnitMeta:
+        """The meta.json of a unit dataset written from `encode`'s output."""
+        return UnitMeta.from_identity(self.unit_identity(), extra)
+
     # ---------------------------------------------------------------------------------------------------- encode
     def _to_tensor(self, wav, sample_rate: int) -> torch.Tensor:
         wav = torch.as_tensor(wav, dtype=torch.float32)
@@ -164,7 +173,7 @@ class SpeechTokenizer:
     def save_pretrained(self, path: str | Path, *, embed_encoder: bool = False, overwrite: bool = False) -> Path:
         path = Path(path)
         enc = self.encoder.identity()
-        config = {"format": FORMAT_NAME, "version": FORMAT_VERSION,
+        config = {
                   "encoder": {"source": str(enc.get("source", "")), "layer": enc.get("layer"),
                               "options": self.encoder.loader_options(), "identity": enc},
                   "deduplicate": self.deduplicate, "sample_rate": self.sample_rate, "frame_rate": self.frame_rate,
@@ -179,7 +188,7 @@ class SpeechTokenizer:
                     raise TextlessError(f"embed_encoder=True needs a Hugging Face encoder directory, got '{source}'")
                 shutil.copytree(source, tmp / "encoder")
                 config["encoder"]["source"] = "encoder"
-            (tmp / "tokenizer.json").write_text(json.dumps(config, indent=2))
+            (tmp / "tokenizer.json").write_text(TOKENIZER.dumps(config))
         return path
 
     @classmethod
@@ -189,8 +198,7 @@ class SpeechTokenizer:
         from textless.tokenizers.bpe import UnitBPE
 
         path = Path(path)
-        config = read_versioned_config(path, "tokenizer.json", FORMAT_NAME, FORMAT_VERSION,
-                                       "a speech tokenizer bundle")
+        config = TOKENIZER.read_dir(path, "tokenizer.json")
         source = config["encoder"]["source"]
         if source != "mfcc" and not Path(source).is_absolute() and (path / source).exists():
             source = str(path / source)

@@ -60,11 +60,11 @@ import torch
 from textless.errors import ConfigError, FormatError
 from textless.tokenizers import kernels
 from textless.utils.atomic import atomic_path
+from textless.utils.versioned import artifact
 
 __all__ = ["BACKENDS", "KMeans", "KMeansConfig", "convert_pickle", "kmeans_plusplus", "load_sklearn_pickle"]
 
-FORMAT_NAME = "textless-kmeans"
-FORMAT_VERSION = 1
+KMEANS = artifact("textless.kmeans", 1, "a textless k-means model", legacy_names=("textless-kmeans",))
 CENTROIDS_KEY = "centroids"
 
 _SAFETENSORS_SUFFIX = ".safetensors"
@@ -509,8 +509,7 @@ class KMeans:
         centroids = self._require_fitted()
         path = Path(path)
         meta = {str(key): json.dumps(value) for key, value in self.metadata.items()}
-        meta["format"] = json.dumps(FORMAT_NAME)
-        meta["format_version"] = json.dumps(FORMAT_VERSION)
+        meta.update({key: json.dumps(value) for key, value in KMEANS.header().items()})
         with atomic_path(path) as tmp:
             save_file({CENTROIDS_KEY: centroids}, str(tmp), metadata=meta)
         return path
@@ -566,10 +565,9 @@ class KMeans:
                 meta[key] = json.loads(value)
             except (json.JSONDecodeError, TypeError):
                 meta[key] = value  # written by another tool: keep the raw string
-        fmt_version = meta.pop("format_version", FORMAT_VERSION)
-        meta.pop("format", None)
-        if isinstance(fmt_version, int) and fmt_version > FORMAT_VERSION:
-            raise FormatError(path, f"format_version {fmt_version} is newer than this textless ({FORMAT_VERSION})")
+        header = {key: meta.pop(key) for key in ("format", "version", "format_version") if key in meta}
+        if "format" in header:  # centroids written by another tool carry no header
+            KMEANS.check(header, path)
         backend = meta.get("backend") if meta.get("backend") in BACKENDS else KMeansConfig.backend
         return cls.from_centroids(centers, meta, backend=backend)
 

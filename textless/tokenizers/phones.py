@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from textless.data.alignments import PHONES, Alignment
+from textless.data.identity import UnitIdentity
 from textless.data.units import UnitMeta, UnitSequence, dedup
 
 
@@ -25,9 +26,12 @@ class OraclePhoneTokenizer:
     def identity(self) -> dict:
         return {"name": "oracle-phones", "phones": list(PHONES), "frame_rate": self.frame_rate}
 
+    def unit_identity(self) -> UnitIdentity:
+        return UnitIdentity(tokenizer=self.identity(), vocab_size=self.vocab_size, frame_rate=self.frame_rate,
+                            deduplicated=self.deduplicate, bpe=False)
+
     def meta(self) -> UnitMeta:
-        return UnitMeta(tokenizer=self.identity(), frame_rate=self.frame_rate, vocab_size=self.vocab_size,
-                        deduplicated=self.deduplicate)
+        return UnitMeta.from_identity(self.unit_identity())
 
     def encode(self, alignment: Alignment, duration: float | None = None) -> UnitSequence:
         """Units of one utterance; `duration` (seconds, the audio's) sets the frame count, else the alignment's end."""

@@ -34,9 +34,9 @@ bounded memory; nothing is read before it is needed. The cache never changes wha
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +47,8 @@ from textless.data.manifest import AudioItem, Manifest
 from textless.data.units import UnitDataset, dedup
 from textless.errors import AudioError, ConfigError
 from textless.vocoders.presets import hop_for
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_SEGMENT_FRAMES = 28
 
@@ -123,15 +125,13 @@ class VocoderSegments:
     """
 
     def __init__(self, units: UnitDataset, audio: Manifest, *, sampling_rate: int, segment_frames: int =
-                 DEFAULT_SEGMENT_FRAMES, seed: int = 0, cache_mb: float = 2048.0, max_mismatch_seconds: float = 0.1,
-                 log: Callable[[str], object] = print):
+                 DEFAULT_SEGMENT_FRAMES, seed: int = 0, cache_mb: float = 2048.0, max_mismatch_seconds: float = 0.1):
         self.units = units
         self.sampling_rate = int(sampling_rate)
         self.frame_rate = units.meta.frame_rate
         self.hop = hop_for(self.sampling_rate, self.frame_rate, f"unit dataset '{units.path}'")
         self.segment_frames = int(segment_frames)
         self.seed = int(seed)
-        self.log = log
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self._cache_bytes, self._cache_limit = 0, int(cache_mb * 2**20)
@@ -166,15 +166,15 @@ class VocoderSegments:
         where = f"unit dataset '{self.units.path}'"
         source = audio.source or "the audio dataset"
         if missing:
-            self.log(f"warning: {len(missing)} of {len(self.units)} utterances of {where} have no audio in {source} "
-                     f"and are skipped: {_examples(missing)}")
+            logger.warning(f"{len(missing)} of {len(self.units)} utterances of {where} have no audio in {source} "
+                           f"and are skipped: {_examples(missing)}")
         if unreadable:
-            self.log(f"warning: {len(unreadable)} utterances of {where} have unreadable audio and are skipped: "
-                     f"{_examples(unreadable, 3)}")
+            logger.warning(f"{len(unreadable)} utterances of {where} have unreadable audio and are skipped: "
+                           f"{_examples(unreadable, 3)}")
         if mismatched:
-            self.log(f"warning: {len(mismatched)} utterances of {where} are skipped: their audio and unit lengths "
-                     f"differ by more than {max_mismatch:g} s (wrong audio dataset or frame rate?): "
-                     f"{_examples(mismatched, 3)}")
+            logger.warning(f"{len(mismatched)} utterances of {where} are skipped: their audio and unit lengths "
+                           f"differ by more than {max_mismatch:g} s (wrong audio dataset or frame rate?): "
+                           f"{_examples(mismatched, 3)}")
         if not found:
             raise ConfigError(f"no utterance of {where} has usable audio in {source} (matched by id): set "
                               f"audio_dataset to the audio these units were made from")
@@ -191,8 +191,8 @@ class VocoderSegments:
         position = {name: i for i, name in enumerate(names)}
         unknown = [u.id for u in self.utterances if u.item.speaker not in position]
         if unknown:
-            self.log(f"warning: {len(unknown)} utterances of unit dataset '{self.units.path}' have a speaker the "
-                     f"vocoder does not know (or none) and are skipped: {_examples(unknown)}")
+            logger.warning(f"{len(unknown)} utterances of unit dataset '{self.units.path}' have a speaker the "
+                           f"vocoder does not know (or none) and are skipped: {_examples(unknown)}")
         self.utterances = [u for u in self.utterances if u.item.speaker in position]
         if not self.utterances:
             raise ConfigError(f"no utterance of unit dataset '{self.units.path}' has one of the vocoder's speakers "

@@ -13,7 +13,6 @@ expanded with given durations or else the model's duration predictor; False -> f
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,13 +21,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from textless.data.identity import UnitIdentity, check_fits
 from textless.errors import FormatError, TextlessError
 from textless.utils.atomic import atomic_directory
-from textless.utils.versioned import read_versioned_config
+from textless.utils.versioned import artifact
 from textless.vocoders.generator import UnitHiFiGAN, UnitHiFiGANConfig, fold_weight_norm
 
-FORMAT_NAME = "textless.vocoder"
-FORMAT_VERSION = 1
+VOCODER = artifact("textless.vocoder", 1, "a textless vocoder directory")
+FORMAT_NAME = VOCODER.name
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
@@ -65,24 +65,36 @@ class UnitVocoder(nn.Module):
     def device(self) -> torch.device:
         return self.generator.conv_pre.weight.device
 
+    @property
+    def units(self) -> UnitIdentity:
+        """The units it voices (`textless.data.identity`): ids below its codebook size, of its tokenizer when it
+        records one, at its frame rate; plain units (not BPE), frame-level or deduplicated alike (durations expand
+        them)."""
+        return UnitIdentity(tokenizer=self.tokenizer, vocab_size=self.config.codebook_size,
+                            frame_rate=self.frame_rate, bpe=False)
+
+    def check_units(self, units: UnitIdentity, where: str, name: str = "the vocoder") -> None:
+        """`check_fits` (the one units rule) of `units` from `where` against this vocoder."""
+        check_fits(self.units, units, consumer=name, source=where, short="the vocoder")
+
     # ---------------------------------------------------------------------------------------------- persistence
     def save_pretrained(self, path: str | Path, *, overwrite: bool = False) -> Path:
         path = Path(path)
-        meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "generator": self.config.to_dict(),
+        meta = {"generator": self.config.to_dict(),
                 "tokenizer": self.tokenizer, "frame_rate": self.frame_rate, "deduplicated": self.deduplicated}
         state = {k: v.detach().cpu().contiguous() for k, v in self.generator.state_dict().items()}
         if any(".parametrizations." in k for k in state):  # saved in the inference (folded) form
             state = fold_weight_norm(state)
         with atomic_directory(path, overwrite=overwrite) as tmp:
             save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT_NAME})
-            (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+            (tmp / CONFIG_FILE).write_text(VOCODER.dumps(meta))
         return path
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu") -> UnitVocoder:
         path = Path(path)
         config_path = path / CONFIG_FILE
-        meta = read_versioned_config(path, CONFIG_FILE, FORMAT_NAME, FORMAT_VERSION, "a textless vocoder directory")
+        meta = VOCODER.read_dir(path, CONFIG_FILE)
         try:
             config = UnitHiFiGANConfig.from_dict(meta["generator"])
         except (KeyError, TypeError) as e:

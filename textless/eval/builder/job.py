@@ -1,7 +1,7 @@
 """`textless build-benchmark`: sWUGGY- and sBLIMP-style sets from local TTS voices, in the official ZeroSpeech 2021
 layout (`textless.eval.builder.layout`), deterministic for a seed.
 
-    textless build-benchmark output=outputs/bench/seen                      # recipe experiments/build-benchmark.yaml
+    textless build-benchmark output=outputs/bench/seen                      # recipe textless/recipes/build-benchmark.yaml
     textless build-benchmark --config build-benchmark-unseen output=outputs/bench/unseen
 
 Lexical (sWUGGY-style): words are drawn (seeded shuffle) from `words` (minus `exclude_words`), kept if CMUdict has
@@ -26,6 +26,7 @@ and non-words, counts, seconds of audio, what was skipped), atomically (the whol
 from __future__ import annotations
 
 import json
+import logging
 import random
 import tempfile
 import time
@@ -50,8 +51,12 @@ from textless.eval.builder.lexicon import Pron, Pronouncer, load_cmudict, union_
 from textless.eval.builder.nonwords import NonWordRule, Phonotactics, make_nonword
 from textless.eval.builder.templates import VocabularyPolicy, generate_pairs
 from textless.eval.builder.tts import ENGINES, SAMPLE_RATE, SynthesisError, Voice, synthesize_phones, synthesize_text
+from textless.utils.versioned import artifact
+
+logger = logging.getLogger(__name__)
 
 TASKS = ("lexical", "syntactic")
+BENCHMARK_BUILD = artifact("textless.benchmark_build", 1, "a benchmark build summary")
 VOICE_SPLITS = ("any", "train", "held_out")
 
 
@@ -164,7 +169,7 @@ def select_words(cfg: BuildBenchmarkConfig, pronouncer: Pronouncer) -> list[str]
 
 
 def build_lexical(cfg: BuildBenchmarkConfig, directory: Path, synth: Synthesizer,
-                  log: Callable[[str], None] = print, pronouncer: Pronouncer | None = None) -> dict[str, Any]:
+                  pronouncer: Pronouncer | None = None) -> dict[str, Any]:
     """Write ``directory`` (wavs + gold.csv) and return a summary (items, skipped words, seconds of audio)."""
     pronouncer = pronouncer or load_cmudict()
     voices = parse_voices(cfg.lexical_voices, cfg.voice_split, "lexical_voices", phone_input=True)
@@ -208,15 +213,14 @@ def build_lexical(cfg: BuildBenchmarkConfig, directory: Path, synth: Synthesizer
         raise ConfigError(f"only {len(items)} of {cfg.lexical_pairs} lexical items could be made from '{cfg.words}' "
                           f"(skipped {len(skipped)} words; widen min_phones/max_phones or the vocabulary)")
     (directory / "gold.csv").write_text(gold_csv(rows, LEXICAL_COLUMNS), encoding="utf-8")
-    log(f"lexical: {len(items)} items, {len(rows)} wavs, {seconds:.1f} s of audio ({len(skipped)} words skipped)")
+    logger.info(f"lexical: {len(items)} items, {len(rows)} wavs, {seconds:.1f} s of audio ({len(skipped)} words skipped)")
     return {"items": len(items), "pairs": len(rows) // 2, "wavs": len(rows), "seconds": round(seconds, 2),
             "voices": [v.to_dict() for v in voices], "skipped_words": skipped,
             "words": [asdict(i) for i in items]}
 
 
 # -------------------------------------------------------------------------------------------------------- syntactic
-def build_syntactic(cfg: BuildBenchmarkConfig, directory: Path, synth: Synthesizer,
-                    log: Callable[[str], None] = print) -> dict[str, Any]:
+def build_syntactic(cfg: BuildBenchmarkConfig, directory: Path, synth: Synthesizer) -> dict[str, Any]:
     voices = parse_voices(cfg.syntactic_voices, cfg.voice_split, "syntactic_voices")
     policy = VocabularyPolicy(cfg.sentence_vocabulary, frozenset(union_counts(cfg.sentence_reference)))
     generation = generate_pairs(cfg.syntactic_pairs, cfg.seed, policy)
@@ -236,8 +240,8 @@ def build_syntactic(cfg: BuildBenchmarkConfig, directory: Path, synth: Synthesiz
     subtypes: dict[str, int] = {}
     for pair in generation.pairs:
         subtypes[f"{pair.type}/{pair.subtype}"] = subtypes.get(f"{pair.type}/{pair.subtype}", 0) + 1
-    log(f"syntactic: {len(generation.pairs)} items, {len(rows)} wavs, {seconds:.1f} s of audio"
-        + (f" (templates skipped: {', '.join(generation.skipped)})" if generation.skipped else ""))
+    logger.info(f"syntactic: {len(generation.pairs)} items, {len(rows)} wavs, {seconds:.1f} s of audio"
+                + (f" (templates skipped: {', '.join(generation.skipped)})" if generation.skipped else ""))
     return {"items": len(generation.pairs), "pairs": len(rows) // 2, "wavs": len(rows), "seconds": round(seconds, 2),
             "voices": [v.to_dict() for v in voices], "subtypes": subtypes, "skipped_templates": generation.skipped,
             "policy": cfg.sentence_vocabulary}
@@ -247,8 +251,7 @@ def build_syntactic(cfg: BuildBenchmarkConfig, directory: Path, synth: Synthesiz
 BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {"lexical": build_lexical, "syntactic": build_syntactic}
 
 
-def build_benchmark(cfg: BuildBenchmarkConfig, synth: Synthesizer | None = None,
-                    log: Callable[[str], None] = print) -> dict[str, Any]:
+def build_benchmark(cfg: BuildBenchmarkConfig, synth: Synthesizer | None = None) -> dict[str, Any]:
     """Build every task of `cfg.tasks` into `cfg.output` (atomically) and return the build summary."""
     from textless.utils.atomic import atomic_directory
 
@@ -265,13 +268,13 @@ def build_benchmark(cfg: BuildBenchmarkConfig, synth: Synthesizer | None = None,
             ENGINES[engine].require()
         synth = EngineSynthesizer(cfg.stretch, cfg.edge_silence)
     start = time.perf_counter()
-    summary: dict[str, Any] = {"format": "textless.benchmark_build", "version": 1, "config": asdict(cfg),
+    summary: dict[str, Any] = {**BENCHMARK_BUILD.header(), "config": asdict(cfg),
                                "sample_rate": SAMPLE_RATE, "tasks": {}}
     with atomic_directory(cfg.output, overwrite=cfg.overwrite) as tmp:
         for task in cfg.tasks:
-            summary["tasks"][task] = BUILDERS[task](cfg, tmp / task / cfg.split, synth, log=log)
+            summary["tasks"][task] = BUILDERS[task](cfg, tmp / task / cfg.split, synth)
         summary["seconds"] = round(time.perf_counter() - start, 1)
         (tmp / "build.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     size = sum(f.stat().st_size for f in Path(cfg.output).rglob("*") if f.is_file())
-    log(f"wrote {cfg.output} ({size / 1e6:.2f} MB)")
+    logger.info(f"wrote {cfg.output} ({size / 1e6:.2f} MB)")
     return summary

@@ -15,7 +15,8 @@ identical unit sequences scored once).
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ import torch
 
 from textless.eval.likelihood import LikelihoodScorer, ScoringConfig, evaluate_suite
 from textless.eval.suites import ReadOptions, get_suite
+
+logger = logging.getLogger(__name__)
 
 SUITES = {"swuggy": "lexical", "sblimp": "syntactic"}
 
@@ -39,7 +42,7 @@ def shuffled_lm(lm, seed: int = 0):
 
 
 def score_sets(roots: Mapping[str, Path], tokenizer, lms: Mapping[str, Any], split: str = "dev",
-               scoring: ScoringConfig | None = None, log: Callable[[str], None] = print,
+               scoring: ScoringConfig | None = None,
                units: dict[Path, Any] | None = None, suites: tuple[str, ...] = tuple(SUITES)) -> dict[str, Any]:
     """{set: {suite: {lm: SuiteResult.to_dict() + counts}}} for every set root and every suite of `suites`
     (swuggy, sblimp) whose directory exists.
@@ -47,7 +50,7 @@ def score_sets(roots: Mapping[str, Path], tokenizer, lms: Mapping[str, Any], spl
     `units` (optional) is a shared {wav path: unit ids} cache: filled by the first LM's scorer and reused."""
     scoring = scoring or ScoringConfig()
     names = list(lms)
-    scorers = {name: LikelihoodScorer(tokenizer, lms[name], scoring, log=lambda m: log(f"  {m}")) for name in names}
+    scorers = {name: LikelihoodScorer(tokenizer, lms[name], scoring) for name in names}
     shared = units if units is not None else {}
     for scorer in scorers.values():
         scorer.units = shared
@@ -60,7 +63,7 @@ def score_sets(roots: Mapping[str, Path], tokenizer, lms: Mapping[str, Any], spl
                 continue
             suite = get_suite(suite_name)
             data = suite.read(Path(root), ReadOptions(split=split))
-            log(f"{set_name}/{suite_name}: {len(data.pairs)} pairs, {len(data.files)} files")
+            logger.info(f"{set_name}/{suite_name}: {len(data.pairs)} pairs, {len(data.files)} files")
             results[set_name][suite_name] = {}
             for name in names:
                 result, _ = evaluate_suite(suite, data, scorers[name].score_files)

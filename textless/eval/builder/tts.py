@@ -1,7 +1,7 @@
 """Offline TTS voices for the benchmark builder: a registry of engines, text input and phone input.
 
 Engines (Debian 12 packages; MBROLA, RHVoice and pico need the ``contrib`` and ``non-free`` components, see
-`ENGINES` and experiments/build-benchmark.yaml):
+`ENGINES` and textless/recipes/build-benchmark.yaml):
 
 ==========  =====================  =====================================================  ================================
 engine      voices (examples)      text input                                             phone input
@@ -42,6 +42,7 @@ import numpy as np
 
 from textless.errors import ConfigError, TextlessError
 from textless.eval.builder.lexicon import ONSETS, VOWELS, Pron, stress, strip_stress
+from textless.utils.registry import Registry
 
 SAMPLE_RATE = 16_000
 PEAK_DBFS = -1.0
@@ -265,22 +266,21 @@ class Engine:
                                 f"on Debian: apt-get install {' '.join(self.packages)}")
 
 
-ENGINES: dict[str, Engine] = {
-    "mbrola": Engine("mbrola", ("espeak-ng", "mbrola"), ("espeak-ng", "mbrola", "mbrola-us1", "mbrola-us2",
-                                                         "mbrola-en1"), mbrola_text, mbrola_phones),
-    "festival": Engine("festival", ("festival",), ("festival", "festvox-kdlpc16k", "festvox-us-slt-hts"),
-                       festival_text, festival_phones),
-    "flite": Engine("flite", ("flite",), ("flite",), flite_text),
-    "rhvoice": Engine("rhvoice", ("RHVoice-test",), ("rhvoice", "rhvoice-english"), rhvoice_text),
-    "pico": Engine("pico", ("pico2wave",), ("libttspico-utils",), pico_text),
-}
+ENGINES: Registry[Engine] = Registry("TTS engine")
+for _engine in (
+    Engine("mbrola", ("espeak-ng", "mbrola"), ("espeak-ng", "mbrola", "mbrola-us1", "mbrola-us2", "mbrola-en1"),
+           mbrola_text, mbrola_phones),
+    Engine("festival", ("festival",), ("festival", "festvox-kdlpc16k", "festvox-us-slt-hts"), festival_text,
+           festival_phones),
+    Engine("flite", ("flite",), ("flite",), flite_text),
+    Engine("rhvoice", ("RHVoice-test",), ("rhvoice", "rhvoice-english"), rhvoice_text),
+    Engine("pico", ("pico2wave",), ("libttspico-utils",), pico_text),
+):
+    ENGINES.register(_engine.name, _engine)
 
 
 def get_engine(name: str) -> Engine:
-    try:
-        return ENGINES[name]
-    except KeyError:
-        raise ConfigError(f"unknown TTS engine '{name}' (engines: {', '.join(ENGINES)})") from None
+    return ENGINES.get(name)
 
 
 # ---------------------------------------------------------------------------------------------------------- voices

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from textless.errors import TextlessError
+from textless.utils.registry import Registry
 
 DEFAULT_TEXT_LM = "offline:smollm2-135m"
 DEFAULT_BOUNDARY_TOKENS: dict[str, str] = {"offline:smollm2-135m": "<|endoftext|>"}
@@ -129,18 +130,13 @@ class HFTextScorer:
         return out
 
 
-TEXT_SCORER_LOADERS: dict[str, Callable[..., TextScorer]] = {}
+TEXT_SCORER_LOADERS: Registry[Callable[..., TextScorer]] = Registry("text scorer")
 
 
 def register_text_scorer(prefix: str) -> Callable:
     """Decorator: ``loader(spec, device=..., batch_size=..., boundary_token=...)`` for specs starting with `prefix`
     (``""``: the fallback, a Hugging Face model through `load_text_lm`)."""
-
-    def decorator(loader):
-        TEXT_SCORER_LOADERS[prefix] = loader
-        return loader
-
-    return decorator
+    return TEXT_SCORER_LOADERS.register(prefix)
 
 
 @register_text_scorer("")

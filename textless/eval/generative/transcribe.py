@@ -15,7 +15,8 @@ does not run the ASR again, and an interrupted run resumes (the cache is saved, 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +25,11 @@ import numpy as np
 from textless.errors import FormatError, TextlessError
 from textless.eval.wer import ErrorRate, error_rate
 from textless.utils.atomic import atomic_write_text
+from textless.utils.versioned import artifact
 
-CACHE_FORMAT = "textless.transcripts"
-CACHE_VERSION = 1
+logger = logging.getLogger(__name__)
+
+CACHE = artifact("textless.transcripts", 1, "a transcript cache")
 
 
 class TranscriptCache:
@@ -40,9 +43,10 @@ class TranscriptCache:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as e:
                 raise FormatError(self.path, f"unreadable transcript cache ({e}); delete it to start afresh") from e
-            if data.get("format") != CACHE_FORMAT or data.get("version") != CACHE_VERSION:
-                raise FormatError(self.path, f"not a transcript cache of this version ({CACHE_FORMAT} "
-                                             f"v{CACHE_VERSION}); delete it to start afresh")
+            try:
+                CACHE.check(data, self.path)
+            except FormatError as e:
+                raise FormatError(self.path, f"{e.reason}; delete it to start afresh") from None
             self.entries = dict(data["entries"])
 
     def get(self, key: str) -> str | None:
@@ -53,7 +57,7 @@ class TranscriptCache:
 
     def save(self) -> None:
         if self.path is not None:
-            atomic_write_text(self.path, json.dumps({"format": CACHE_FORMAT, "version": CACHE_VERSION,
+            atomic_write_text(self.path, json.dumps({**CACHE.header(),
                                                      "entries": self.entries}, indent=1) + "\n")
 
 
@@ -91,8 +95,8 @@ class TranscriptionStats:
 
 
 def transcribe_records(directory: str | Path, records: Sequence[dict], asr, asr_name: str, *,
-                       include_prompt: bool = True, cache: TranscriptCache | None = None, batch_size: int = 8,
-                       log: Callable[[str], None] = print) -> tuple[list[str], TranscriptionStats]:
+                       include_prompt: bool = True, cache: TranscriptCache | None = None,
+                       batch_size: int = 8) -> tuple[list[str], TranscriptionStats]:
     """One transcript per record (see the module docstring); the ASR sees each distinct audio input once.
     `asr_name` names the engine in the cache keys: ``asr.name``, never the spec ``auto``."""
     if asr_name == "auto":
@@ -108,7 +112,7 @@ def transcribe_records(directory: str | Path, records: Sequence[dict], asr, asr_
             todo.setdefault(key, f)
     distinct = {k for k in keys if k is not None}
     if todo:
-        log(f"transcribing {len(todo)} audio inputs with {asr_name} ({len(distinct) - len(todo)} cached)")
+        logger.info(f"transcribing {len(todo)} audio inputs with {asr_name} ({len(distinct) - len(todo)} cached)")
     pending = list(todo.items())
     for start in range(0, len(pending), batch_size):
         batch = pending[start: start + batch_size]

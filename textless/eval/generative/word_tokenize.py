@@ -21,18 +21,14 @@ from collections.abc import Callable
 from functools import lru_cache
 
 from textless.eval.wer import normalize_text
+from textless.utils.registry import Registry
 
-WORD_TOKENIZERS: dict[str, Callable[[str], list[str]]] = {}
+WORD_TOKENIZERS: Registry[Callable[[str], list[str]]] = Registry("word tokenizer")
 
 
 def register_word_tokenizer(name: str) -> Callable:
     """Decorator: add ``fn(text) -> list[str]`` to `WORD_TOKENIZERS` under `name`."""
-
-    def decorator(fn):
-        WORD_TOKENIZERS[name] = fn
-        return fn
-
-    return decorator
+    return WORD_TOKENIZERS.register(name)
 
 
 @register_word_tokenizer("whitespace")
@@ -93,8 +89,5 @@ def slamkit_words(text: str) -> list[str]:
 
 
 def word_tokenizer(name: str) -> Callable[[str], list[str]]:
-    """The registered tokenizer `name` (a `ValueError` lists the known ones)."""
-    try:
-        return WORD_TOKENIZERS[name]
-    except KeyError:
-        raise ValueError(f"unknown word tokenizer {name!r} (known: {', '.join(sorted(WORD_TOKENIZERS))})") from None
+    """The registered tokenizer `name` (a `ConfigError` lists the known ones)."""
+    return WORD_TOKENIZERS.get(name)

@@ -20,7 +20,6 @@ Each family's module documents its layout, pairing and scoring and how they matc
 
 from __future__ import annotations
 
-from textless.errors import TextlessError
 from textless.eval.suites.base import (
     Pair,
     ReadOptions,
@@ -40,25 +39,25 @@ from textless.eval.suites.zerospeech import (
     write_lexical_submission,
     write_syntactic_submission,
 )
+from textless.utils.registry import Registry
 
-SUITES: dict[str, Suite] = {
-    "swuggy": Suite("swuggy", "ZeroSpeech 2021 sWUGGY: words vs non-words (lexical)", read_lexical, aggregate_lexical,
+SUITES: Registry[Suite] = Registry("likelihood suite")
+for _suite in (
+    Suite("swuggy", "ZeroSpeech 2021 sWUGGY: words vs non-words (lexical)", read_lexical, aggregate_lexical,
                     write_lexical_submission),
-    "sblimp": Suite("sblimp", "ZeroSpeech 2021 sBLIMP: grammatical vs ungrammatical sentences (syntactic)",
+    Suite("sblimp", "ZeroSpeech 2021 sBLIMP: grammatical vs ungrammatical sentences (syntactic)",
                     read_syntactic, aggregate_syntactic, write_syntactic_submission),
-    "sstorycloze": Suite("sstorycloze", "Spoken StoryCloze: true vs original wrong ending", reader("sstorycloze"),
+    Suite("sstorycloze", "Spoken StoryCloze: true vs original wrong ending", reader("sstorycloze"),
                          aggregate_storycloze),
-    "tstorycloze": Suite("tstorycloze", "Topic StoryCloze: true vs random other story's ending",
+    Suite("tstorycloze", "Topic StoryCloze: true vs random other story's ending",
                          reader("tstorycloze"), aggregate_storycloze),
-    "salmon": Suite("salmon", "SALMon: acoustic consistency / alignment, eight parts", read_salmon, aggregate_salmon),
-}
+    Suite("salmon", "SALMon: acoustic consistency / alignment, eight parts", read_salmon, aggregate_salmon),
+):
+    SUITES.register(_suite.name, _suite)
 
 
 def get_suite(name: str) -> Suite:
-    try:
-        return SUITES[name]
-    except KeyError:
-        raise TextlessError(f"unknown likelihood suite '{name}' (suites: {', '.join(SUITES)})") from None
+    return SUITES.get(name)
 
 
 __all__ = ["SUITES", "Pair", "ReadOptions", "Score", "Suite", "SuiteData", "SuiteResult", "get_suite",

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from textless.errors import FormatError, TextlessError
-from textless.lm.loaders import (
+from textless.lm.loaders.base import (
     CONFIG_FILE,
     build_causal_lm,
     first_line,

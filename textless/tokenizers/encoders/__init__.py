@@ -1,20 +1,10 @@
-"""Speech encoders: waveform -> frame features (MFCC, HuBERT / wav2vec2 / WavLM, Whisper), see `base`.
+"""Speech encoders: waveform -> frame features (MFCC, HuBERT / wav2vec2 / WavLM, Whisper): the interface in `base`,
+the kinds and their loaders in `registry`."""
 
-Importing this package registers the "mfcc" and "huggingface" kinds and the hubert / wav2vec2 / wavlm / whisper
-model types; the "fairseq" kind (``encoders/fairseq.py``) is imported on first use by `load_encoder`.
-"""
-
-from textless.tokenizers.encoders.base import (
-    ENCODER_LOADERS,
-    HF_MODEL_LOADERS,
-    SpeechEncoder,
-    load_encoder,
-    register_encoder,
-    register_hf_model_type,
-    source_kind,
-)
+from textless.tokenizers.encoders.base import SpeechEncoder
 from textless.tokenizers.encoders.chunking import encode_long, iter_encode_long
 from textless.tokenizers.encoders.mfcc import MFCCEncoder
+from textless.tokenizers.encoders.registry import ENCODER_LOADERS, HF_MODEL_LOADERS, load_encoder, source_kind
 from textless.tokenizers.encoders.ssl import SSLEncoder
 from textless.tokenizers.encoders.whisper import WhisperFeatureEncoder
 
@@ -28,7 +18,5 @@ __all__ = [
     "encode_long",
     "iter_encode_long",
     "load_encoder",
-    "register_encoder",
-    "register_hf_model_type",
     "source_kind",
 ]

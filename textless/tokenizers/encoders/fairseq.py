@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from textless.errors import FormatError
-from textless.tokenizers.encoders.base import register_encoder
 from textless.utils.safe_pickle import plain_config, safe_torch_load
 
 if TYPE_CHECKING:
@@ -488,7 +487,6 @@ def load_fairseq_model(path: str | Path) -> tuple[transformers.PreTrainedModel, 
     return model.eval(), ckpt.normalize
 
 
-@register_encoder("fairseq")
 def load_fairseq_encoder(source: str | Path, layer: int | None = None, **kw: Any) -> SpeechEncoder:
     """An `SSLEncoder` over block `layer` (1-based, fairseq's output_layer; None = last) of a fairseq checkpoint.
 

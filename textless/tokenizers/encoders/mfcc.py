@@ -19,7 +19,7 @@ from torch import Tensor
 from torchaudio.compliance import kaldi
 
 from textless.errors import ConfigError, TextlessError
-from textless.tokenizers.encoders.base import SpeechEncoder, check_batch, register_encoder
+from textless.tokenizers.encoders.base import SpeechEncoder, check_batch
 
 __all__ = ["MFCCEncoder", "load_mfcc"]
 
@@ -105,7 +105,6 @@ class MFCCEncoder(SpeechEncoder):
                 "implementation": "torchaudio.compliance.kaldi.mfcc"}
 
 
-@register_encoder("mfcc")
 def load_mfcc(source: str = "mfcc", layer: int | None = None, **kw) -> MFCCEncoder:
     """``load_encoder("mfcc", **kw)``: `kw` are `MFCCEncoder` options; `layer` must be None (MFCC has no layers)."""
     if layer is not None:

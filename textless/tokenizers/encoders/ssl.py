@@ -64,7 +64,6 @@ from textless.tokenizers.encoders.base import (
     dtype_name,
     frame_mask,
     read_preprocessor_config,
-    register_hf_model_type,
 )
 
 __all__ = ["SSL_MODEL_CLASSES", "SSLEncoder", "conv_min_samples", "conv_output_length", "load_hf_ssl"]
@@ -302,7 +301,6 @@ class SSLEncoder(SpeechEncoder):
 # ------------------------------------------------------------------------------------------------ loading
 
 
-@register_hf_model_type(*SSL_MODEL_CLASSES)
 def load_hf_ssl(directory: Path, config: PretrainedConfig, layer: int | None = None, *, normalize: bool | None = None,
                 dtype: torch.dtype | None = None) -> SSLEncoder:
     """A local Hugging Face HuBERT / wav2vec2 / WavLM directory -> `SSLEncoder` (float32 weights, eval mode).

@@ -37,7 +37,6 @@ from textless.tokenizers.encoders.base import (
     check_layer,
     dtype_name,
     frame_mask,
-    register_hf_model_type,
 )
 
 __all__ = ["WHISPER_ARCHITECTURES", "WhisperFeatureEncoder", "load_hf_whisper", "whisper_log_mel"]
@@ -187,7 +186,6 @@ def _load_whisper_encoder(directory: Path, config: PretrainedConfig) -> WhisperE
     return _whisper_encoder(model)
 
 
-@register_hf_model_type("whisper")
 def load_hf_whisper(directory: Path, config: PretrainedConfig, layer: int | None = None, *,
                     dtype: torch.dtype | None = None) -> WhisperFeatureEncoder:
     """A local Hugging Face Whisper directory (encoder-only, WhisperModel or ForConditionalGeneration)."""

@@ -18,29 +18,31 @@ plug in with `register_vocoder_format`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 from textless.errors import TextlessError
+from textless.utils.registry import Registry
+from textless.vocoders.loaders import fairseq, speechbrain
 from textless.vocoders.model import CONFIG_FILE, FORMAT_NAME, UnitVocoder
 
 VocoderLoader = Callable[..., UnitVocoder]
-VOCODER_FORMATS: dict[str, tuple[Callable[[Path], bool], VocoderLoader]] = {}
+Detector = Callable[[Path], bool]
+VOCODER_FORMATS: Registry[tuple[Detector, VocoderLoader]] = Registry("vocoder format")
 
 
-def register_vocoder_format(name: str, detector: Callable[[Path], bool]) -> Callable[[VocoderLoader], VocoderLoader]:
+def register_vocoder_format(name: str, detector: Detector) -> Callable[[VocoderLoader], VocoderLoader]:
     """Decorator: register ``loader(path, **kw) -> UnitVocoder`` for format `name`, recognised by `detector`."""
 
     def decorator(loader: VocoderLoader) -> VocoderLoader:
-        VOCODER_FORMATS[name] = (detector, loader)
+        VOCODER_FORMATS.register(name, (detector, loader))
         return loader
 
     return decorator
 
 
 def _is_textless(path: Path) -> bool:
-    import json
-
     config = path / CONFIG_FILE
     if not config.is_file():
         return False
@@ -50,14 +52,14 @@ def _is_textless(path: Path) -> bool:
         return False
 
 
-@register_vocoder_format("textless", _is_textless)
 def _load_textless(path: Path, *, device="cpu", **_) -> UnitVocoder:
     return UnitVocoder.from_pretrained(path, device=device)
 
 
-def _register_families() -> None:
-    # imported for their @register_vocoder_format side effect, after "textless" (detection order)
-    from textless.vocoders.loaders import fairseq, speechbrain  # noqa: F401
+# detection order: textless, fairseq, speechbrain
+VOCODER_FORMATS.register("textless", (_is_textless, _load_textless))
+VOCODER_FORMATS.register("fairseq", (fairseq.detect, fairseq.load_fairseq_vocoder))
+VOCODER_FORMATS.register("speechbrain", (speechbrain.detect, speechbrain.load_speechbrain_vocoder))
 
 
 def detect_vocoder_format(path: str | Path) -> str:
@@ -77,11 +79,7 @@ def load_vocoder(path: str | Path, format: str | None = None, **kw) -> UnitVocod
     """A `UnitVocoder` (eval mode, weight norm folded) from any registered checkpoint format."""
     path = Path(path)
     name = format or detect_vocoder_format(path)
-    if name not in VOCODER_FORMATS:
-        raise TextlessError(f"unknown vocoder format {name!r} (known: {', '.join(VOCODER_FORMATS)})")
-    return VOCODER_FORMATS[name][1](path, **kw).eval()
+    return VOCODER_FORMATS.get(name)[1](path, **kw).eval()
 
-
-_register_families()
 
 __all__ = ["VOCODER_FORMATS", "detect_vocoder_format", "load_vocoder", "register_vocoder_format"]

@@ -21,7 +21,6 @@ import torch
 
 from textless.errors import FormatError, TextlessError
 from textless.vocoders.generator import UnitHiFiGAN, UnitHiFiGANConfig, fold_weight_norm
-from textless.vocoders.loaders import register_vocoder_format
 from textless.vocoders.model import UnitVocoder
 
 CONFIG = "config.json"
@@ -56,7 +55,7 @@ def _checkpoint_file(path: Path) -> Path | None:
     return files[0] if len(files) == 1 else None
 
 
-def _looks_fairseq(path: Path) -> bool:
+def detect(path: Path) -> bool:
     ckpt = _checkpoint_file(path)
     if ckpt is None:
         return False
@@ -97,7 +96,6 @@ def read_generator_state(path: Path, trust_pickle: bool = False) -> dict[str, to
     return state
 
 
-@register_vocoder_format("fairseq", _looks_fairseq)
 def load_fairseq_vocoder(path: str | Path, *, device="cpu", trust_pickle: bool = False,
                          deduplicated: bool | None = None, **_) -> UnitVocoder:
     """A CodeHiFiGAN checkpoint (file or directory) -> `UnitVocoder`. ``deduplicated`` (what `synthesize` receives by

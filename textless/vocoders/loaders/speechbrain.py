@@ -29,7 +29,6 @@ import yaml
 
 from textless.errors import ConfigError, FormatError, TextlessError
 from textless.vocoders.generator import UnitHiFiGAN, UnitHiFiGANConfig, fold_weight_norm
-from textless.vocoders.loaders import register_vocoder_format
 from textless.vocoders.model import UnitVocoder
 
 HPARAMS = "hyperparams.yaml"
@@ -147,16 +146,15 @@ def state_from_speechbrain(state: dict[str, torch.Tensor]) -> dict[str, torch.Te
     return fold_weight_norm(renamed)
 
 
-def _looks_speechbrain(path: Path) -> bool:
+def detect(path: Path) -> bool:
     return path.is_dir() and (path / HPARAMS).is_file() and (path / CKPT).is_file()
 
 
-@register_vocoder_format("speechbrain", _looks_speechbrain)
 def load_speechbrain_vocoder(path: str | Path, *, device="cpu", num_codebooks: int | None = None,
                              deduplicated: bool | None = None, **_) -> UnitVocoder:
     """A speechbrain unit HiFi-GAN directory -> `UnitVocoder` (units in [0, K), speechbrain's +1 applied inside)."""
     path = Path(path)
-    if not _looks_speechbrain(path):
+    if not detect(path):
         raise TextlessError(f"'{path}' is not a speechbrain vocoder directory (needs {HPARAMS} and {CKPT})")
     kwargs, top = generator_kwargs(path / HPARAMS)
     if num_codebooks is None:

@@ -1,0 +1,233 @@
+"""`textless tokenize`: an audio dataset -> a unit dataset, sharded across ranks, resumable, failure-tolerant.
+
+Each rank (torchrun's RANK/WORLD_SIZE, SLURM, or ``rank=``/``world_size=``) tokenizes its shard of the id-sorted
+manifest and appends finished utterances to its own journal ``<output>.parts/part-RRRRR-of-WWWWW.jsonl``, flushed and
+fsynced after every batch. A re-run reads the journal (dropping a torn last line left by a kill) and skips what is done.
+Files that cannot be read or encoded are listed in ``...failures.jsonl`` and skipped; the rest completes.
+When every shard is complete, the rank that finishes last (guarded by a lock file) merges the journals into the final
+unit dataset with one atomic directory rename, so ``<output>`` is either absent or complete, and removes ``.parts``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from textless.data import load_dataset, shard_from_env
+from textless.data.batching import Failure, iter_audio_batches
+from textless.data.units import UnitSequence, UnitWriter
+from textless.errors import ConfigError, TextlessError
+from textless.tokenizers.bundle import SpeechTokenizer, Units
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenizeConfig:
+    dataset: str = "bundled:train"  # audio directory, manifest, or bundled:<split>
+    tokenizer: str = ""             # SpeechTokenizer bundle directory
+    output: str = ""                # unit dataset directory to create
+    encoding: str = "binary"        # jsonl | binary
+    batch_seconds: float = 120.0    # audio seconds per encoder batch
+    chunk_seconds: float = 60.0     # longer utterances are encoded in overlapping windows (bounded memory)
+    max_seconds: float = 36000.0    # files longer than this are refused (reported as failures)
+    device: str = "cpu"
+    dtype: str | None = None        # None (the bundle's, float32 by default) | bfloat16 | float16: encoder autocast
+    rank: int | None = None         # default: from the environment (torchrun / SLURM), else 0
+    world_size: int | None = None
+    retry_failed: bool = False      # re-attempt utterances listed as failures by an earlier run
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass
+class TokenizeResult:
+    output: Path | None             # the unit dataset, or None if other shards are still running
+    done: int                       # utterances in this shard's journal
+    failures: list[dict]
+
+
+class ShardJournal:
+    """Append-only record of one shard's finished utterances (JSON lines) and failures."""
+
+    def __init__(self, parts_dir: Path, rank: int, world_size: int):
+        stem = f"part-{rank:05d}-of-{world_size:05d}"
+        self.units_path = parts_dir / f"{stem}.jsonl"
+        self.failures_path = parts_dir / f"{stem}.failures.jsonl"
+        self.done_path = parts_dir / f"{stem}.done"
+        parts_dir.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def _read(path: Path) -> list[dict]:
+        """Complete records; a torn last line (killed mid-write) is cut off the file."""
+        if not path.exists():
+            return []
+        data = path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            with open(path, "r+b") as f:
+                f.truncate(end)
+        return [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+
+    def finished(self) -> list[dict]:
+        return self._read(self.units_path)
+
+    def failures(self) -> list[dict]:
+        return self._read(self.failures_path)
+
+    @staticmethod
+    def _append(path: Path, records: list[dict]) -> None:
+        if not records:
+            return
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in records))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def add(self, records: list[dict]) -> None:
+        self._append(self.units_path, records)
+
+    def add_failures(self, records: list[dict]) -> None:
+        self._append(self.failures_path, records)
+
+    def mark_done(self) -> None:
+        self.done_path.write_text(str(time.time()))
+
+
+def _record(item_id: str, units: Units) -> dict:
+    record = {"id": item_id, "units": units.ids.tolist()}
+    if units.durations is not None:
+        record["durations"] = units.durations.tolist()
+    return record
+
+
+def _resolve_shard(cfg: TokenizeConfig) -> tuple[int, int]:
+    env_rank, env_world = shard_from_env()
+    rank = env_rank if cfg.rank is None else cfg.rank
+    world = env_world if cfg.world_size is None else cfg.world_size
+    if world < 1 or not 0 <= rank < world:
+        raise ConfigError(f"need 0 <= rank < world_size, got rank={rank} world_size={world}")
+    return rank, world
+
+
+def tokenize_dataset(cfg: TokenizeConfig) -> TokenizeResult:
+    if not cfg.tokenizer or not cfg.output:
+        raise ConfigError("tokenize needs tokenizer=<bundle dir> and output=<unit dataset dir>")
+    output = Path(cfg.output)
+    if output.exists() and not cfg.overwrite:
+        raise TextlessError(f"output '{output}' already exists (overwrite=true to replace it)")
+    rank, world = _resolve_shard(cfg)
+    tokenizer = SpeechTokenizer.from_pretrained(cfg.tokenizer, device=cfg.device,
+                                                **({"dtype": cfg.dtype} if cfg.dtype else {}))
+    manifest = load_dataset(cfg.dataset).shard(rank, world)
+    parts_dir = output.with_name(output.name + ".parts")
+    journal = ShardJournal(parts_dir, rank, world)
+    finished = {r["id"] for r in journal.finished()}
+    failed = {r["id"] for r in journal.failures()} - finished
+    skip = finished if cfg.retry_failed else finished | failed
+    todo = [item for item in manifest if item.id not in skip]
+    if finished or failed:
+        logger.info(f"rank {rank}: resuming: {len(finished)} of {len(manifest)} utterances already done, "
+                    f"{len(failed)} failed "
+                    f"earlier ({'retrying them' if cfg.retry_failed else 'retry_failed=true retries them'})")
+    new_failures: list[dict] = []
+
+    def on_error(failure: Failure) -> None:
+        new_failures.append(failure.to_dict())
+        journal.add_failures([failure.to_dict()])
+
+    seconds = sum(item.duration or 0.0 for item in todo)
+    bar = tqdm(total=round(seconds, 1), unit="s", desc=f"tokenize rank {rank}/{world}", disable=not cfg.progress)
+    for items, wavs in iter_audio_batches(todo, tokenizer.sample_rate, cfg.batch_seconds, on_error,
+                                          max_seconds=cfg.max_seconds):
+        usable = []
+        for item, wav in zip(items, wavs):
+            problem = tokenizer.encoder.length_problem(len(wav))
+            if problem:
+                on_error(Failure(item.id, str(item.path), problem))
+            else:
+                usable.append((item, wav))
+        labels = tokenizer.frame_labels_batch([w for _, w in usable], cfg.chunk_seconds) if usable else []
+        records = [_record(item.id, tokenizer.units_from_labels(lab)) for (item, _), lab in zip(usable, labels)]
+        journal.add(records)
+        bar.update(round(sum(len(w) for w in wavs) / tokenizer.sample_rate, 1))
+    bar.close()
+    journal.mark_done()
+    for failure in new_failures:
+        logger.info(f"failed {failure['id']}: {failure['error']}")
+    done = len(journal.finished())
+    merged = _merge_if_complete(parts_dir, world, output, tokenizer, cfg)
+    return TokenizeResult(output=merged, done=done, failures=journal.failures())
+
+
+def _merge_if_complete(parts_dir: Path, world: int, output: Path, tokenizer: SpeechTokenizer,
+                       cfg: TokenizeConfig) -> Path | None:
+    journals = [ShardJournal(parts_dir, r, world) for r in range(world)]
+    if not all(j.done_path.exists() for j in journals):
+        logger.info(f"waiting for other shards; the last rank to finish writes {output}")
+        return None
+    if not _take_merge_lock(parts_dir / "merge.lock", output):
+        return None
+    records = sorted((r for j in journals for r in j.finished()), key=lambda r: r["id"])
+    done = {r["id"] for r in records}
+    failures = [f for j in journals for f in j.failures() if f["id"] not in done]
+    meta = tokenizer.unit_meta({"source": str(cfg.dataset), "failures": failures, "world_size": world})
+    with UnitWriter(output, meta, encoding=cfg.encoding, overwrite=cfg.overwrite) as writer:
+        for r in records:
+            durations = np.asarray(r["durations"], dtype=np.int64) if "durations" in r else None
+            writer.add(UnitSequence(r["id"], np.asarray(r["units"], dtype=np.int64), durations))
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    logger.info(f"wrote {output}: {len(records)} utterances, {len(failures)} failed")
+    return output
+
+
+def _take_merge_lock(lock: Path, output: Path) -> bool:
+    """Create `lock` ("host pid") exclusively; False when another live merge holds it or the merge already ran.
+
+    A lock left by a killed process on this host is taken over. A lock of another host cannot be checked from here,
+    so it is respected (the message says how to clear it if that merge died).
+    """
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileNotFoundError:  # .parts is gone: another rank finished the merge
+            logger.info(f"another process already wrote {output}")
+            return False
+        except FileExistsError:
+            try:
+                owner = lock.read_text().split()
+            except FileNotFoundError:  # released (or removed with .parts) meanwhile
+                continue
+            host, pid = (owner[0], int(owner[1])) if len(owner) == 2 and owner[1].isdigit() else ("", -1)
+            if host and host != socket.gethostname():
+                logger.info(f"another process ({host}:{pid}) is writing {output}; if it died, delete {lock} and re-run")
+                return False
+            if host and _pid_alive(pid):
+                logger.info(f"another process ({pid}) is writing {output}")
+                return False
+            lock.unlink(missing_ok=True)  # stale: a killed merge on this host (or an unreadable lock)
+            continue
+        os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode())
+        os.close(fd)
+        return True
+    logger.info(f"could not take {lock}; re-run to write {output}")
+    return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
