@@ -40,9 +40,12 @@ def with_known_durations(items: Iterable[AudioItem], on_error: Callable[[Failure
 
 def iter_audio_batches(items: Iterable[AudioItem], sample_rate: int, batch_seconds: float,
                        on_error: Callable[[Failure], None], max_seconds: float | None = DEFAULT_MAX_SECONDS,
-                       sort_by_duration: bool = True) -> Iterator[tuple[list[AudioItem], list[torch.Tensor]]]:
+                       sort_by_duration: bool = True, length_problem: Callable[[int], str | None] | None = None
+                       ) -> Iterator[tuple[list[AudioItem], list[torch.Tensor]]]:
     """Yield ``(items, waveforms)`` batches: mono float32 [T] tensors at `sample_rate`, at most `batch_seconds` of audio
-    per batch (a longer single file is its own batch). Sorting by duration keeps padding small.
+    per batch (a longer single file is its own batch). Sorting by duration keeps padding small. Unreadable files,
+    and files for which ``length_problem(samples)`` returns a reason (an encoder's ``length_problem``: too short for
+    one frame), go to `on_error` and are left out.
     """
     items = with_known_durations(items, on_error)
     if sort_by_duration:
@@ -55,6 +58,10 @@ def iter_audio_batches(items: Iterable[AudioItem], sample_rate: int, batch_secon
             wav, _ = load_audio(item.path, sample_rate, max_seconds=max_seconds)
         except TextlessError as e:
             on_error(Failure(item.id, str(item.path), str(e)))
+            continue
+        problem = length_problem(len(wav)) if length_problem is not None else None
+        if problem:
+            on_error(Failure(item.id, str(item.path), problem))
             continue
         seconds = len(wav) / sample_rate
         if batch_items and total + seconds > batch_seconds:

@@ -183,7 +183,7 @@ def _encode(tokenizer, items, cfg: EvalTokenizerConfig):
     """Features float32 ``[F, D]`` and k-means labels int64 ``[F]`` per utterance id, plus failures."""
     import torch
 
-    from textless.data.batching import Failure, iter_audio_batches
+    from textless.data.batching import iter_audio_batches
     from textless.tokenizers.encoders.utterances import encode_utterances
 
     failures: list[dict] = []
@@ -195,18 +195,9 @@ def _encode(tokenizer, items, cfg: EvalTokenizerConfig):
         logger.info(f"failed {failure.id}: {failure.error}")
 
     with torch.inference_mode():
-        for batch_items, wavs in iter_audio_batches(items, tokenizer.sample_rate, cfg.batch_seconds, fail):
-            ok = []
-            for item, wav in zip(batch_items, wavs):
-                problem = tokenizer.encoder.length_problem(len(wav))
-                if problem:
-                    fail(Failure(item.id, str(item.path), problem))
-                else:
-                    ok.append((item, wav))
-            if not ok:
-                continue
-            out = encode_utterances(tokenizer.encoder, [w for _, w in ok])
-            for (item, _), f in zip(ok, out):
+        for batch_items, wavs in iter_audio_batches(items, tokenizer.sample_rate, cfg.batch_seconds, fail,
+                                                    length_problem=tokenizer.encoder.length_problem):
+            for item, f in zip(batch_items, encode_utterances(tokenizer.encoder, wavs)):
                 f = f.float().cpu().numpy()
                 feats[item.id] = f
                 labels[item.id] = np.asarray(tokenizer.kmeans.predict(f), dtype=np.int64)

@@ -93,15 +93,9 @@ def _iter_features(cfg: KMeansJobConfig, encoder, failures: list[Failure]) -> It
         rng = random.Random(cfg.seed)
         items = sorted(rng.sample(items, max(1, round(len(items) * cfg.sample_fraction))), key=lambda i: i.id)
     bar = tqdm(total=len(items), unit="utt", desc="features", disable=not cfg.progress)
-    for batch_items, wavs in iter_audio_batches(items, encoder.sample_rate, cfg.batch_seconds, failures.append):
-        usable = []
-        for item, wav in zip(batch_items, wavs):
-            problem = encoder.length_problem(len(wav))
-            if problem:
-                failures.append(Failure(item.id, str(item.path), problem))
-            else:
-                usable.append(wav)
-        for feats in encode_utterances(encoder, usable, cfg.chunk_seconds):
+    for batch_items, wavs in iter_audio_batches(items, encoder.sample_rate, cfg.batch_seconds, failures.append,
+                                                length_problem=encoder.length_problem):
+        for feats in encode_utterances(encoder, wavs, cfg.chunk_seconds):
             yield feats.float().cpu().numpy()
         bar.update(len(batch_items))
     bar.close()

@@ -148,17 +148,9 @@ def tokenize_dataset(cfg: TokenizeConfig) -> TokenizeResult:
     seconds = sum(item.duration or 0.0 for item in todo)
     bar = tqdm(total=round(seconds, 1), unit="s", desc=f"tokenize rank {rank}/{world}", disable=not cfg.progress)
     for items, wavs in iter_audio_batches(todo, tokenizer.sample_rate, cfg.batch_seconds, on_error,
-                                          max_seconds=cfg.max_seconds):
-        usable = []
-        for item, wav in zip(items, wavs):
-            problem = tokenizer.encoder.length_problem(len(wav))
-            if problem:
-                on_error(Failure(item.id, str(item.path), problem))
-            else:
-                usable.append((item, wav))
-        labels = tokenizer.frame_labels_batch([w for _, w in usable], cfg.chunk_seconds) if usable else []
-        records = [_record(item.id, tokenizer.units_from_labels(lab)) for (item, _), lab in zip(usable, labels)]
-        journal.add(records)
+                                          max_seconds=cfg.max_seconds, length_problem=tokenizer.encoder.length_problem):
+        labels = tokenizer.frame_labels_batch(wavs, cfg.chunk_seconds)
+        journal.add([_record(item.id, tokenizer.units_from_labels(lab)) for item, lab in zip(items, labels)])
         bar.update(round(sum(len(w) for w in wavs) / tokenizer.sample_rate, 1))
     bar.close()
     journal.mark_done()

@@ -83,7 +83,7 @@ class SamplingConfig:
 
 
 @dataclass
-class _Row:
+class PromptRow:
     prompt: int        # index of the prompt
     sample: int        # index of the sample
     tokens: np.ndarray  # [bos] + prompt tokens
@@ -153,7 +153,7 @@ def generate_units(lm: UnitLM, prompts: Sequence[np.ndarray], config: SamplingCo
     """Per prompt, `config.num_samples` unit continuations (see the module docstring)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    rows = _rows(lm, prompts, config)
+    rows = prompt_rows(lm, prompts, config)
     results: list[list[np.ndarray]] = [[np.zeros(0, dtype=np.int64)] * config.num_samples for _ in prompts]
     todo = sorted((r for r in rows if r.max_new > 0), key=lambda r: (r.max_new, len(r.tokens)), reverse=True)
     with _seeded(config.seed, lm.device), _clean_generation_config(lm, config), torch.inference_mode():
@@ -169,7 +169,9 @@ def generate_units(lm: UnitLM, prompts: Sequence[np.ndarray], config: SamplingCo
     return results
 
 
-def _rows(lm: UnitLM, prompts: Sequence[np.ndarray], config: SamplingConfig) -> list[_Row]:
+def prompt_rows(lm: UnitLM, prompts: Sequence[np.ndarray], config: SamplingConfig) -> list[PromptRow]:
+    """One row per prompt x sample: [bos] + prompt tokens and its new-token budget; `TextlessError` when a prompt
+    and its budget exceed the model's positions."""
     limit = lm.max_positions
     rows = []
     for i, prompt in enumerate(prompts):
@@ -178,11 +180,11 @@ def _rows(lm: UnitLM, prompts: Sequence[np.ndarray], config: SamplingConfig) -> 
         if limit is not None and len(tokens) + max_new > limit:
             raise TextlessError(f"prompt {i}: {len(tokens)} tokens + {max_new} new ones exceed the model's {limit} "
                                 f"positions; shorten the prompt or lower max_new_tokens")
-        rows.extend(_Row(i, s, tokens, max_new) for s in range(config.num_samples))
+        rows.extend(PromptRow(i, s, tokens, max_new) for s in range(config.num_samples))
     return rows
 
 
-def _generate_batch(lm: UnitLM, batch: list[_Row], config: SamplingConfig) -> list[np.ndarray]:
+def _generate_batch(lm: UnitLM, batch: list[PromptRow], config: SamplingConfig) -> list[np.ndarray]:
     vocab = lm.vocab
     pad_id = vocab.specials.get("pad", vocab.eos_id)
     input_ids, attention_mask = pad_rows([r.tokens for r in batch], pad_id=pad_id, device=lm.device, left=True)

@@ -282,20 +282,12 @@ def sample_streaming(lm: StreamingUnitLM, prompts: Sequence[np.ndarray], config:
     Prompt x sample rows run `batch_size` streams at a time (each batch one streaming session: the model must not be
     streaming already). `generator` defaults to a fresh one seeded with ``config.seed`` (None: torch's global RNG).
     """
-    from textless.lm.generation import SamplingConfig
+    from textless.lm.generation import SamplingConfig, prompt_rows
 
     config = config if config is not None else SamplingConfig()
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    limit = lm.max_positions
-    rows: list[tuple[int, int, np.ndarray, int]] = []  # (prompt, sample, [bos] + tokens, max_new)
-    for i, prompt in enumerate(prompts):
-        tokens = lm.vocab.encode(prompt, bos=True)
-        max_new = config.max_new_for(len(tokens) - 1)
-        if limit is not None and len(tokens) + max_new > limit:
-            raise TextlessError(f"prompt {i}: {len(tokens)} tokens + {max_new} new ones exceed the model's {limit} "
-                                f"positions; shorten the prompt or lower max_new_tokens")
-        rows.extend((i, s, tokens, max_new) for s in range(config.num_samples) if max_new > 0)
+    rows = [r for r in prompt_rows(lm, prompts, config) if r.max_new > 0]
     results = [[np.zeros(0, dtype=np.int64)] * config.num_samples for _ in prompts]
     if generator is None and config.seed is not None:
         generator = torch.Generator(device=lm.device).manual_seed(config.seed)
@@ -305,10 +297,10 @@ def sample_streaming(lm: StreamingUnitLM, prompts: Sequence[np.ndarray], config:
         for start in range(0, len(rows), batch_size):
             batch = rows[start:start + batch_size]
             with lm.streaming(len(batch)):
-                logits = prefill(lm, [r[2] for r in batch])
-                cont = sample_continuation(lm, logits, config, max_new=[r[3] for r in batch], generator=generator)
-            for (i, s, _, _), units in zip(batch, cont.units, strict=True):
-                results[i][s] = units
+                logits = prefill(lm, [r.tokens for r in batch])
+                cont = sample_continuation(lm, logits, config, max_new=[r.max_new for r in batch], generator=generator)
+            for row, units in zip(batch, cont.units, strict=True):
+                results[row.prompt][row.sample] = units
     finally:
         lm.train(was_training)
     return results
