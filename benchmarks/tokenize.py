@@ -15,8 +15,11 @@ bundled corpus, 16 kHz) and report audio seconds per second (x real time):
   ``extract_features(num_layers=6)``, the fairseq ``output_layer`` behaviour);
 - ``textless``: ``SpeechTokenizer.encode_batch`` on duration-sorted batches (early exit, exact GEMM assignment,
   numba dedup), float32;
-- ``textless_bf16``: the same with bf16 autocast (``dtype="bfloat16"``), on CUDA and on the CPU (where it pays off
-  on processors with bf16 matrix instructions: see ``machine.cpu_matrix_flags``).
+- ``textless_bf16``: the same with ``dtype="bfloat16"``: bf16 autocast on CUDA and on a CPU with bf16 matrix
+  instructions (AVX512-BF16 / AMX: see ``machine.cpu_matrix_flags``); a CPU without them falls back to float32 (the
+  path that ran is recorded as ``bf16_path``);
+- ``textless_bf16_forced`` (CPU without native bf16 only): bf16 autocast anyway (``force_dtype``), emulated: what
+  the fallback avoids.
 Each pipeline runs ``--repeats`` times, interleaved (so a slow spell of a shared machine hits all of them), and the
 fastest run counts. Label agreement with ``anchor_hf_full`` is reported per utterance (identical unit sequences) and
 per frame (fp32 paths must agree exactly up to float ties; bf16 changes the labels of a few frames).
@@ -42,6 +45,7 @@ from tokenize_kernels import RESULTS, machine_info, python_loop_dedup, sklearn_m
 from textless.audio import load_audio
 from textless.data.corpus import load_bundled_corpus
 from textless.tokenizers.bundle import SpeechTokenizer
+from textless.tokenizers.encoders.base import cpu_has_native_bf16, effective_dtype
 from textless.tokenizers.encoders.ssl import SSLEncoder
 from textless.tokenizers.kmeans import KMeans
 
@@ -141,14 +145,22 @@ def main(argv: list[str] | None = None) -> int:
     km_sklearn = sklearn_model(centroids)
     tokenizer = SpeechTokenizer(SSLEncoder(hf, LAYER), KMeans.from_centroids(centroids), device=device)
     tokenizer_bf16 = SpeechTokenizer(SSLEncoder(hf, LAYER, dtype=torch.bfloat16), tokenizer.kmeans, device=device)
+    bf16_path = "autocast" if effective_dtype(device, torch.bfloat16) == torch.bfloat16 else "fallback-float32"
 
     results: dict = {"machine": machine_info(str(device)), "audio_seconds": round(audio_seconds, 2),
                      "utterances": len(wavs), "encoder": "HuBERT-base config, random weights", "layer": LAYER,
-                     "k": K, "threads": torch.get_num_threads(), "repeats": args.repeats, "pipelines": {}}
+                     "k": K, "threads": torch.get_num_threads(), "repeats": args.repeats,
+                     "cpu_native_bf16": cpu_has_native_bf16(), "bf16_path": bf16_path, "pipelines": {}}
     runners = {"anchor_hf_full": lambda w: run_anchor(w, hf_full, km_sklearn),
                "anchor_early_exit": lambda w: run_anchor(w, ta_early, km_sklearn),
                "textless": lambda w: run_textless(w, tokenizer, args.batch_seconds),
                "textless_bf16": lambda w: run_textless(w, tokenizer_bf16, args.batch_seconds)}
+    if bf16_path == "fallback-float32":
+        forced = SSLEncoder(hf, LAYER, dtype=torch.bfloat16)
+        forced.force_dtype = True
+        tokenizer_forced = SpeechTokenizer(forced, tokenizer.kmeans, device=device)
+        runners["textless_bf16_forced"] = lambda w: run_textless(w[: max(1, len(w) // 8)], tokenizer_forced,
+                                                                 args.batch_seconds)
     for run in runners.values():
         run(wavs[:2])  # warm-up (allocator, numba, MKL / oneDNN kernels)
     timings: dict[str, list[float]] = {name: [] for name in runners}
@@ -161,12 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     ref = units["anchor_hf_full"]
     for name, seconds_all in timings.items():
         seconds = min(seconds_all)
-        same_utterances, same_frames = agreement(units[name], ref)
+        n = len(units[name])  # the forced-bf16 run sees the first utterances only
+        audio = sum(len(w) for w in wavs[:n]) / 16000
+        same_utterances, same_frames = agreement(units[name], ref[:n])
         results["pipelines"][name] = {
             "seconds": round(seconds, 3), "all_seconds": [round(t, 3) for t in seconds_all],
-            "x_realtime": round(audio_seconds / seconds, 1),
-            "speedup_vs_anchor_hf_full": round(t_full / seconds, 2),
-            "speedup_vs_anchor_early_exit": round(t_early / seconds, 2),
+            "audio_seconds": round(audio, 2), "x_realtime": round(audio / seconds, 1),
+            "speedup_vs_anchor_hf_full": round(t_full / audio_seconds * audio / seconds, 2),
+            "speedup_vs_anchor_early_exit": round(t_early / audio_seconds * audio / seconds, 2),
             "utterances_identical_to_anchor_hf_full": round(same_utterances, 4),
             "frames_identical_to_anchor_hf_full": round(same_frames, 5)}
     out = RESULTS / f"tokenize_{device.type}.json"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 
@@ -27,3 +28,13 @@ def logs():
     yield lines
     logger.removeHandler(handler)
     logger.setLevel(level)
+
+
+def require_tts(available: bool, reason: str) -> None:
+    """Skip a test whose offline TTS engine is missing; in CI (``TEXTLESS_REQUIRE_TTS=1``, set by .ci/run after it
+    installs the engines) fail instead, so a missing install step cannot hide behind a skip."""
+    if available:
+        return
+    if os.environ.get("TEXTLESS_REQUIRE_TTS") == "1":
+        pytest.fail(f"{reason} (TEXTLESS_REQUIRE_TTS=1: the engines should have been installed by .ci/install-tts)")
+    pytest.skip(reason)

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "textless"
 # each other (STAGES).
 LAYERS = [
     {"", "errors"},  # "": textless/__init__.py (the version only)
-    {"utils", "config"},
+    {"utils", "config", "schema"},
     {"audio"},
     {"data", "streaming"},
     {"training"},

@@ -400,8 +400,9 @@ def test_resample_identity_and_shapes():
     assert resample(x, 16000, 16000) is x
     y = resample(x, 16000, 8000)
     assert y.shape == (2, 3, 500) and y.dtype == torch.float32
-    # leading dimensions are independent signals
-    assert torch.allclose(y[1, 2], resample(x[1, 2], 16000, 8000), atol=1e-6)
+    # leading dimensions are independent signals (a batched convolution may sum in another order: float32 sums of
+    # ~50 taps of |x| <= 5 differ by at most ~50 x 1.2e-7 x 5 = 3e-5)
+    assert torch.allclose(y[1, 2], resample(x[1, 2], 16000, 8000), atol=5e-5)
     with pytest.raises(ValueError):
         resample(x, 0, 16000)
     with pytest.raises(ValueError):

@@ -132,3 +132,49 @@ class NamedLikePackages:
 def test_fields_named_like_package_directories_compose_without_a_recipe():
     # without a recipe nothing is a Hydra config group, even names of textless sub-packages
     assert compose(NamedLikePackages, "no_recipe_here", ["lm=/x", "data=y"]) == NamedLikePackages("/x", "y")
+
+
+def test_help_of_a_config_command_lists_its_keys_with_defaults_and_docs(capsys):
+    with pytest.raises(SystemExit):
+        main(["tokenize", "--help"])
+    out = capsys.readouterr().out
+    assert 'tokenizer="starter"       SpeechTokenizer bundle directory, or "starter"' in out
+    assert "restart=False             discard a partial run" in out
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    assert "stop_at_eos=False" in capsys.readouterr().out
+
+
+def test_a_mistyped_key_gets_did_you_mean_before_torch_is_imported():
+    """In a fresh interpreter: the typo is reported (exit 2) and torch, the slow import, was never loaded."""
+    code = ("import sys; from textless.cli import main; rc = main(['tokenize', 'tokenizr=x']); "
+            "print(rc, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.stdout.split() == ["2", "False"], done.stderr
+    assert ("unknown key 'tokenizr' for 'tokenize'; did you mean 'tokenizer'? (`textless tokenize --help` lists the "
+            "keys)") in done.stderr
+
+
+def test_bad_weights_in_a_model_directory_are_one_line(tmp_path, capsys):
+    """A torn or foreign weight file in an LM or vocoder directory: one line naming the file, not a traceback."""
+    from textless.utils.assets import starter_part
+
+    lm = tmp_path / "lm"
+    lm.mkdir()
+    for f in starter_part("starter", "lm").iterdir():
+        (lm / f.name).write_bytes(f.read_bytes())
+    (lm / "model.safetensors").unlink()
+    (lm / "pytorch_model.bin").write_bytes(b"not a torch file")
+    assert main(["generate", f"lm={lm}", "prompts=bundled:valid", "tokenizer=starter", f"output={tmp_path / 'g'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"textless: error: {lm}: cannot load the model's weights (pytorch_model.bin): "
+                       f"UnpicklingError: Weights only load failed") and "Traceback" not in "\n".join(err)
+    voc = tmp_path / "voc"
+    voc.mkdir()
+    for f in starter_part("starter", "vocoder").iterdir():
+        (voc / f.name).write_bytes(f.read_bytes())
+    (voc / "model.safetensors").write_bytes(b"junk")
+    wav = tmp_path / "x.wav"
+    assert main(["resynth", str(wav), str(tmp_path / "y.wav"), "--tokenizer", "starter", "--vocoder", str(voc)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"textless: error: {voc / 'model.safetensors'}: Error while deserializing header")

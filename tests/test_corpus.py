@@ -61,7 +61,8 @@ def test_alignments_cover_the_audio(splits):
         assert a.phones[0][0] == 0.0
         assert a.duration == pytest.approx(items[item_id].duration, abs=0.02)
     aligned_speakers = {items[i].speaker for i in alignments}
-    assert len(aligned_speakers) >= 8
+    assert aligned_speakers == {s for s, v in speakers.items() if v["alignments"]}
+    assert len(aligned_speakers) >= 5 and {"slt", "rms"} <= aligned_speakers  # the held-out speakers too (ABX)
 
 
 def test_bundled_dataset_spec():

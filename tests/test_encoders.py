@@ -154,6 +154,12 @@ def test_pre_ln_layers_and_the_final_layer_norm(flavour):
     with torch.no_grad():
         torch.testing.assert_close(model.encoder.layer_norm(last), out.last_hidden_state[0], atol=ATOL, rtol=0)
     assert (last - out.last_hidden_state[0]).abs().max() > 0.1
+    # layer=None is the model's final output: the last block AND the final layer norm (HF last_hidden_state; fairseq
+    # extract_features(output_layer=None)); its identity says so, and it survives a bundle round trip
+    final = SSLEncoder(model, None)
+    torch.testing.assert_close(final.encode(wav), out.last_hidden_state[0], atol=ATOL, rtol=0)
+    assert final.identity()["layer"] is None and final.identity()["final_layer_norm"] is True
+    assert SSLEncoder(model, 3).identity()["layer"] == 3 and "final_layer_norm" not in SSLEncoder(model, 3).identity()
 
 
 def test_layer_default_and_range():
@@ -230,6 +236,7 @@ def test_outputs_are_ordinary_float32_tensors_and_bf16_autocast_runs_on_cpu():
     reference = SSLEncoder(model, 2).encode(wav)
     for dtype in (torch.bfloat16, "bfloat16"):
         encoder = SSLEncoder(model, 2, dtype=dtype)
+        encoder.force_dtype = True  # bf16 even on a CPU without native bf16 (emulated: slow but exact in behaviour)
         assert encoder.loader_options() == {"normalize": False, "dtype": "bfloat16"}
         feats = encoder.encode(wav)
         assert feats.dtype == torch.float32 and not feats.is_inference()
@@ -238,6 +245,17 @@ def test_outputs_are_ordinary_float32_tensors_and_bf16_autocast_runs_on_cpu():
         err = (feats[1:] - reference[1:]).abs().max() / reference.abs().max()
         assert 1e-4 < err < 0.05
     assert SSLEncoder(model, 2, dtype="float32").dtype == torch.float32
+    # without force_dtype, a CPU without native bf16 runs float32 (and says so); one with it runs bf16
+    from textless.tokenizers.encoders import base
+
+    for native in (False, True):
+        base.cpu_has_native_bf16.cache_clear()
+        base._warn_emulated.cache_clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(base, "cpu_has_native_bf16", lambda native=native: native)
+            feats = SSLEncoder(model, 2, dtype="bfloat16").encode(wav)
+        assert torch.equal(feats, reference) is (not native)
+    base.cpu_has_native_bf16.cache_clear()
     for bad in (torch.int8, "half-ish"):
         with pytest.raises(ConfigError, match="dtype"):
             SSLEncoder(model, 2, dtype=bad)

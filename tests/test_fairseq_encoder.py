@@ -106,6 +106,15 @@ def test_last_layer_and_final_layer_norm_of_pre_ln_models(checkpoints):
     assert (out.hidden_states[-1] - last).abs().max() < TOL
     assert (out.last_hidden_state - final).abs().max() < TOL
     assert (out.last_hidden_state - out.hidden_states[-1]).abs().max() > 0.1
+    # the encoder: layer=None = the model's final output (with the LayerNorm), an explicit last layer = raw
+    from textless.tokenizers.encoders import load_encoder
+
+    # (they normalise the raw waveform themselves, task.normalize; the final LayerNorm divides by the features' std,
+    # ~0.3 here, so the raw layers' TOL grows accordingly)
+    raw = _waveform(False)[0]
+    assert (load_encoder(checkpoints["hubert_large_style"], None).encode(raw) - final[0]).abs().max() < 5 * TOL
+    explicit = load_encoder(checkpoints["hubert_large_style"], len(out.hidden_states) - 1)
+    assert (explicit.encode(raw) - last[0]).abs().max() < TOL
 
 
 def test_finetuned_ctc_checkpoint_gives_its_pretrained_encoder(checkpoints):

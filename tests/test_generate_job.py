@@ -220,3 +220,48 @@ def test_generate_vocoder_errors(tmp_path, lm_and_units):
     with pytest.raises(TextlessError, match="unknown speaker 'zed'"):
         generate(GenerateConfig(lm=str(lm_dir), prompts=str(units_dir), vocoder=str(spk_dir), speaker="zed",
                                 output=str(tmp_path / "g3")))
+
+
+class Killed(BaseException):
+    """What kill -9 looks like to the code after it: nothing more runs."""
+
+
+def test_a_killed_generation_resumes_to_the_uninterrupted_output_and_refuses_other_settings(tmp_path, lm_and_units,
+                                                                                            monkeypatch):
+    import textless.jobs.generate as job
+    from textless.utils.runs import ResumeMismatchError
+
+    lm_dir, units_dir = lm_and_units
+    common = {"lm": str(lm_dir), "prompts": str(units_dir), "prompt_seconds": 0.2, "num_samples": 2,
+              "max_new_tokens": 8, "chunk_prompts": 1, "progress": False}
+    whole = read_generations(generate(GenerateConfig(**common, output=str(tmp_path / "whole"))))[1]
+    real, calls, kill_at = job.generate_units, [], [2]
+
+    def killed_on_the_second_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == kill_at[0]:
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(job, "generate_units", killed_on_the_second_chunk)
+    out = tmp_path / "gen"
+    with pytest.raises(Killed):
+        generate(GenerateConfig(**common, output=str(out)))
+    assert not out.exists() and (tmp_path / "gen.parts" / "chunks.jsonl").is_file()
+    with pytest.raises(ResumeMismatchError, match=r"sampling.temperature: 0.8 there, 1.0 now.*restart=true"):
+        generate(GenerateConfig(**{**common, "temperature": 1.0}, output=str(out)))
+    calls.clear()
+    kill_at[0] = None
+    assert read_generations(generate(GenerateConfig(**common, output=str(out))))[1] == whole
+    assert len(calls) == 2  # chunks 2 and 3 only
+    assert not (tmp_path / "gen.parts").exists()
+
+
+def test_generate_defaults_to_the_full_twist_budget(tmp_path, lm_and_units, logs):
+    """Default: eos is never sampled, every continuation gets min(250, 3 x prompt units) new units, and the log says so."""
+    lm_dir, units_dir = lm_and_units
+    out = generate(GenerateConfig(lm=str(lm_dir), prompts=str(units_dir), prompt_seconds=0.2, progress=False,
+                                  output=str(tmp_path / "g")))
+    _, records = read_generations(out)
+    assert all(len(r["units"]) == 3 * len(r["prompt_units"]) for r in records)
+    assert "each continuation: min(250, 3 x prompt units) new units, eos never sampled" in "\n".join(logs)

@@ -45,10 +45,11 @@ def _manual_log_likelihood(lm: UnitLM, units: np.ndarray, eos: bool = False) -> 
 
 
 def test_log_likelihood_matches_manual_convention(lm):
+    """The default is slamkit's convention, bos + units + eos (every unit and the eos scored)."""
     result = log_likelihood(lm, PROMPTS)
     for i, units in enumerate(PROMPTS):
-        total, count = _manual_log_likelihood(lm, units)
-        assert result.num_tokens[i] == count == len(units)  # bos is context, every unit scored, no eos
+        total, count = _manual_log_likelihood(lm, units, eos=True)
+        assert result.num_tokens[i] == count == len(units) + 1  # bos is context, every unit and the eos scored
         np.testing.assert_allclose(result.sum[i], total, atol=1e-5)
     np.testing.assert_allclose(result.mean, result.sum / result.num_tokens)
     assert result.sum.dtype == np.float64 and result.num_tokens.dtype == np.int64
@@ -59,11 +60,11 @@ def test_log_likelihood_batching_is_invisible(lm):
     for batch_size in (1, 2, len(PROMPTS)):
         result = log_likelihood(lm, PROMPTS, batch_size=batch_size)
         np.testing.assert_allclose(result.sum, one_by_one, atol=1e-5)
-        assert result.num_tokens.tolist() == [len(p) for p in PROMPTS]
+        assert result.num_tokens.tolist() == [len(p) + 1 for p in PROMPTS]
 
 
 def test_add_eos_adds_exactly_the_eos_term(lm):
-    plain = log_likelihood(lm, PROMPTS)
+    plain = log_likelihood(lm, PROMPTS, add_eos=False)
     with_eos = log_likelihood(lm, PROMPTS, add_eos=True, batch_size=3)
     assert (with_eos.num_tokens == plain.num_tokens + 1).all()
     for i, units in enumerate(PROMPTS):
@@ -76,7 +77,7 @@ def test_add_eos_adds_exactly_the_eos_term(lm):
 
 def test_without_bos_the_first_unit_is_context(lm):
     prompts = [p for p in PROMPTS if len(p) > 1]
-    result = log_likelihood(lm, prompts, add_bos=False)
+    result = log_likelihood(lm, prompts, add_bos=False, add_eos=False)
     assert result.num_tokens.tolist() == [len(p) - 1 for p in prompts]
     tokens = torch.tensor(lm.vocab.encode(prompts[1], bos=False))
     with torch.no_grad():
@@ -84,7 +85,7 @@ def test_without_bos_the_first_unit_is_context(lm):
     expected = sum(logp[t - 1, tokens[t]].item() for t in range(1, len(tokens)))
     np.testing.assert_allclose(result.sum[1], expected, atol=1e-5)
     with pytest.raises(TextlessError, match="nothing to score"):
-        log_likelihood(lm, [np.array([3])], add_bos=False)
+        log_likelihood(lm, [np.array([3])], add_bos=False, add_eos=False)
 
 
 def test_log_likelihood_length_limit_and_truncation(lm):
@@ -92,8 +93,8 @@ def test_log_likelihood_length_limit_and_truncation(lm):
     with pytest.raises(TextlessError, match="max_tokens"):
         log_likelihood(lm, [long])
     truncated = log_likelihood(lm, [long], max_tokens=9)
-    assert truncated.num_tokens[0] == 8
-    np.testing.assert_allclose(truncated.sum, log_likelihood(lm, [long[:8]]).sum, atol=1e-5)
+    assert truncated.num_tokens[0] == 8  # the first 9 tokens: bos + 8 units, no eos
+    np.testing.assert_allclose(truncated.sum, log_likelihood(lm, [long[:8]], add_eos=False).sum, atol=1e-5)
 
 
 def test_log_likelihood_restores_training_mode_and_uses_float32_logits():

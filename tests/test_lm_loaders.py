@@ -218,8 +218,8 @@ def test_slamkit_log_likelihood_equals_the_base_lm_at_units_plus_2(tmp_path, bas
     rng = np.random.default_rng(0)
     sequences = [rng.integers(0, NUM_UNITS, n) for n in (7, 1, 20, 12)]
     sequences[0][:2] = [0, NUM_UNITS - 1]  # both ends of the unit range
-    scored = lm.log_likelihood(sequences, batch_size=3)  # padded batches
-    with_eos = lm.log_likelihood(sequences, add_eos=True, batch_size=2)
+    scored = lm.log_likelihood(sequences, add_eos=False, batch_size=3)  # padded batches
+    with_eos = lm.log_likelihood(sequences, batch_size=2)  # the default: slamkit's bos + units + eos
     for i, units in enumerate(sequences):
         tokens = torch.tensor([1, *(units + 2)])
         logp = torch.log_softmax(logits(reference, tokens[None])[0].double(), dim=-1)

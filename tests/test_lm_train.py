@@ -675,3 +675,19 @@ def test_textless_train_command_end_to_end(data, tmp_path, capsys):
     assert [p.name for p in list_checkpoints(out)] == ["step-0000002", "step-0000004"]
     assert main(argv) == 0  # resumes at the last checkpoint: nothing left to train
     assert "step 4/4 loss" not in capsys.readouterr().out
+
+
+def test_resuming_with_another_model_or_learning_rate_is_refused_with_every_difference(data, tmp_path, logs):
+    """The issue's case: ``preset=small lr=0.1`` over a finished tiny run stops with both differences (it used to warn
+    about lr only and keep the tiny model); a longer budget applies and trains on."""
+    from textless.utils.runs import ResumeMismatchError
+
+    out = tmp_path / "run"
+    train(config(data, out, max_steps=3, valid_dataset=None))
+    with pytest.raises(ResumeMismatchError) as err:
+        train(config(data, out, max_steps=6, valid_dataset=None, preset="small", lr=0.1))
+    message = str(err.value)
+    assert "preset: 'tiny' there, 'small' now" in message and "lr: 0.001 there, 0.1 now" in message
+    assert "restart=true" in message and "max_steps" not in message
+    result = train(config(data, out, max_steps=6, valid_dataset=None))
+    assert result.step == 6 and any("applied from step 3: max_steps: 3 there, 6 now" in line for line in logs)

@@ -118,6 +118,35 @@ def test_resynth_cli(pipeline, items, tmp_path, capsys):
     assert main(["resynth", str(data), str(tmp_path / "out"), "--pipeline", str(pipe_dir)]) == 0
     assert f"{len(items)} already there" in capsys.readouterr().out
     assert main(["resynth", str(items[0].path), str(tmp_path / "x.wav"), "--tokenizer", str(tok)]) == 2
+    # resuming into the same output with another vocoder (or speaker) is refused; --restart starts over
+    other = vocoder_for(pipeline.tokenizer)
+    torch.nn.init.normal_(other.generator.conv_post.weight)
+    other_dir = other.save_pretrained(tmp_path / "other_voc")
+    argv = ["resynth", str(data), str(tmp_path / "out"), "--tokenizer", str(tok), "--vocoder", str(other_dir)]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the resynthesis in" in err and "vocoder:" in err and "--restart" in err
+    assert main([*argv, "--restart"]) == 0 and f"{len(items)} resynthesized" in capsys.readouterr().out
+    # a single file that fails: one error line, exit status 2, nothing written
+    assert main(["resynth", str(data / "broken.wav"), str(tmp_path / "b.wav"), "--pipeline", str(pipe_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("textless: error: audio file") and err.count("\n") == 1 and not (tmp_path / "b.wav").exists()
+
+
+def test_long_files_are_read_and_written_piece_by_piece(pipeline, items, tmp_path):
+    """resynthesize_file (windows in, pieces out) == resynthesize (whole waveform) on a file longer than a window of
+    the tokenizer (60 s) and of the vocoder (500 frames): MFCC features and windowed synthesis with a full receptive
+    field of context are exact, so only float rounding differs (and the 16-bit file: 1/2**15)."""
+    wav = torch.cat([load_audio(i.path)[0] for i in items] * 12)  # > 60 s
+    assert len(wav) > 61 * 16000
+    sf.write(tmp_path / "long.wav", wav.numpy(), 16000, subtype="FLOAT")
+    units = pipeline.resynthesize_file(tmp_path / "long.wav", tmp_path / "out.wav", speaker="kal")
+    expected, whole = pipeline.resynthesize(wav, 16000, speaker="kal")
+    assert np.array_equal(units.ids, whole.ids) and np.array_equal(units.durations, whole.durations)
+    out, _ = sf.read(tmp_path / "out.wav", dtype="float32")
+    assert len(out) == len(expected)
+    np.testing.assert_allclose(out, expected, atol=1 / 2**15 + 1e-5)
 
 
 def test_versioned_config_errors_name_the_file(tmp_path):
@@ -147,3 +176,46 @@ def test_resynth_cli_defaults_to_the_starter_pipeline(tmp_path):
     expected = starter.resynthesize(wav, 16000)[0]
     assert sr == starter.vocoder.sample_rate and len(out) == len(expected)
     np.testing.assert_allclose(out, expected, atol=1 / 2**15 + 1e-6)
+
+
+def test_eval_resynth_reports_wer_cer_and_levels_per_item_and_overall(pipeline, items, tmp_path, monkeypatch):
+    """A stub ASR that hears the reference for originals and a fixed sentence for resyntheses: WER / CER by hand;
+    the levels are those of the files."""
+    from textless.eval import asr as asr_module
+    from textless.eval.levels import levels
+    from textless.eval.wer import tokens
+    from textless.jobs.eval_resynth import EvalResynthConfig, evaluate_resynthesis
+
+    transcripts = {}
+
+    class StubASR:
+        sample_rate = 16000
+        name = "stub"
+
+        def transcribe(self, wavs):
+            key = round(float(np.abs(wavs[0]).sum()), 3)
+            return [transcripts.get(key, "one two three")]
+
+    for item in items:
+        transcripts[round(float(np.abs(load_audio(item.path)[0].numpy()).sum()), 3)] = item.transcript
+    monkeypatch.setitem(asr_module.ASR_LOADERS, "stub", lambda spec, **kw: StubASR())
+    pipe_dir = pipeline.save_pretrained(tmp_path / "pipe")
+    data = tmp_path / "data.tsv"
+    from textless.data.manifest import Manifest
+
+    Manifest(items).save(data)
+    report = evaluate_resynthesis(EvalResynthConfig(dataset=str(data), pipeline=str(pipe_dir), asr="stub",
+                                                    output=str(tmp_path / "eval")))
+    assert report["format"] == "textless.eval.resynth" and report["items"] == len(items) == 3
+    words = [len(tokens(i.transcript)) for i in items]  # normalised reference words (no digits in these sentences)
+    orig, resynth = report["summary"]["original"], report["summary"]["resynthesis"]
+    assert orig["wer"]["rate"] == 0.0 and orig["wer"]["normalizer"] == "whisper-digits"
+    # "one two three" -> "1 2 3": 3 tokens against each reference (no digits in them): every word wrong or missing
+    assert resynth["wer"]["errors"] == sum(max(n, 3) for n in words) and resynth["wer"]["reference_tokens"] == sum(words)
+    row = report["per_item"][0]
+    wav, _ = load_audio(tmp_path / "eval" / "audio" / f"{row['id']}.wav")
+    assert row["resynthesis_levels"] == levels(wav.numpy(), 16000).to_dict()
+    # a second run reuses the resyntheses and the cached transcripts
+    again = evaluate_resynthesis(EvalResynthConfig(dataset=str(data), pipeline=str(pipe_dir), asr="stub",
+                                                   output=str(tmp_path / "eval")))
+    assert again["summary"] == report["summary"]

@@ -21,6 +21,7 @@ from textless.tokenizers.bpe import BPEConfig, UnitBPE
 from textless.tokenizers.bundle import SpeechTokenizer
 from textless.tokenizers.encoders import load_encoder
 from textless.tokenizers.kmeans import KMeans
+from textless.utils.runs import ResumeMismatchError
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +65,14 @@ def test_batch_equals_one_by_one(tokenizer, valid_items):
 
 
 def test_resampled_input(tokenizer, valid_items):
-    import torchaudio.functional as AF
+    """Audio at another rate is resampled to the tokenizer's rate (textless.audio.resample) before encoding."""
+    from textless.audio import resample
 
-    wav = _wavs(valid_items[:1])[0]
-    units = tokenizer.encode(AF.resample(wav, 16000, 8000), 8000)
-    assert abs(len(units.ids) - len(tokenizer.encode(wav, 16000).ids)) < 0.2 * len(units.ids)
+    wav8k = resample(_wavs(valid_items[:1])[0], 16000, 8000)
+    units = tokenizer.encode(wav8k, 8000)
+    expected = tokenizer.encode(resample(wav8k, 8000, 16000), 16000)
+    assert np.array_equal(units.ids, expected.ids) and np.array_equal(units.durations, expected.durations)
+    assert units.durations.sum() == tokenizer.encoder.num_frames(2 * len(wav8k))
 
 
 def test_bundle_round_trip_reproduces_units(tokenizer, tokenizer_dir, valid_items):
@@ -235,6 +239,49 @@ def test_interrupted_run_resumes_without_duplicates(messy_dataset, tokenizer_dir
     assert _as_dict(result.output) == whole
 
 
+def _interrupt_after_first_batch(monkeypatch, cfg):
+    original = ShardJournal.add
+
+    def add_then_interrupt(self, records):
+        original(self, records)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ShardJournal, "add", add_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        tokenize_dataset(cfg)
+    monkeypatch.setattr(ShardJournal, "add", original)
+
+
+def test_a_partial_run_is_resumed_only_with_the_same_tokenizer_and_dataset(messy_dataset, tokenizer, tokenizer_dir,
+                                                                           valid_items, tmp_path, monkeypatch):
+    """Killed, then rerun into the same output with another tokenizer (another k), another tokenizer of the same k,
+    or another dataset: refused, naming both sides; nothing merged; restart=true starts over."""
+    out = tmp_path / "units"
+    _interrupt_after_first_batch(monkeypatch, _cfg(messy_dataset, tokenizer_dir, out))
+    feats = np.concatenate([tokenizer.encoder.encode(w).numpy() for w in _wavs(valid_items[:3])])
+    others = {"k12": SpeechTokenizer(tokenizer.encoder, KMeans(k=12, backend="torch", max_iter=5, seed=0).fit(feats)),
+              "k24": SpeechTokenizer(tokenizer.encoder, KMeans(k=24, backend="torch", max_iter=5, seed=3).fit(feats))}
+    for name, other in others.items():
+        other_dir = other.save_pretrained(tmp_path / name)
+        with pytest.raises(ResumeMismatchError) as err:
+            tokenize_dataset(_cfg(messy_dataset, other_dir, out))
+        message = str(err.value)
+        assert f"tokenizer: {tokenizer.unit_identity().describe()!r} there, {other.unit_identity().describe()!r} now" \
+            in message, message
+        assert "restart=true" in message and not out.exists()
+    smaller = tmp_path / "smaller"
+    smaller.mkdir()
+    for f in sorted(messy_dataset.iterdir())[:4]:
+        shutil.copy(f, smaller / f.name)
+    with pytest.raises(ResumeMismatchError, match=r"dataset: '.*data: 9 utterances \(ids \w+\)' there, "
+                                                   r"'.*smaller: 4 utterances \(ids \w+\)' now"):
+        tokenize_dataset(_cfg(smaller, tokenizer_dir, out))
+    # the same command resumes; restart=true with another tokenizer starts over and gives its own units only
+    k12 = tokenize_dataset(_cfg(messy_dataset, tmp_path / "k12", tmp_path / "fresh")).output
+    assert tokenize_dataset(_cfg(messy_dataset, tmp_path / "k12", out, restart=True)).output == out
+    assert _as_dict(out) == _as_dict(k12) and read_units(out).meta.vocab_size == 12
+
+
 def test_sigkilled_run_leaves_no_output_and_resumes(messy_dataset, tokenizer_dir, tmp_path):
     out = tmp_path / "units"
     script = textwrap.dedent(f"""
@@ -369,3 +416,47 @@ def test_kmeans_cli_refuses_untrusted_pickle(tmp_path, capsys):
     saved = KMeans.load(tmp_path / "tok" / "kmeans.safetensors")  # the safe copy records where it came from
     assert saved.metadata["encoder"] == "mfcc" and saved.metadata["init_from"] == str(tmp_path / "km.bin")
     np.testing.assert_array_equal(saved.exact_centroids, km.cluster_centers_)  # float64 kept
+
+
+def test_a_killed_kmeans_fit_resumes_from_its_feature_sample_and_only_with_the_same_inputs(tmp_path, monkeypatch,
+                                                                                           logs):
+    import textless.jobs.kmeans as job
+    from textless.utils.runs import ResumeMismatchError
+
+    class Killed(BaseException):
+        pass
+
+    def killed_fit(self, features, metadata=None):
+        raise Killed
+
+    cfg = job.KMeansJobConfig(dataset="bundled:valid", k=8, backend="torch", max_iter=5, max_frames=2000,
+                              output=str(tmp_path / "tok"), progress=False)
+    real_fit = job.KMeans.fit
+    monkeypatch.setattr(job.KMeans, "fit", killed_fit)
+    with pytest.raises(Killed):
+        job.fit_tokenizer(cfg)
+    saved = np.load(tmp_path / "tok.parts" / "features.npy")
+    assert saved.shape == (2000, 39) and not (tmp_path / "tok").exists()
+    with pytest.raises(ResumeMismatchError, match=r"dataset: '.*valid.tsv: 15 utterances .*' there, '.*train.tsv: .*' now"):
+        job.fit_tokenizer(job.KMeansJobConfig(**{**cfg.__dict__, "dataset": "bundled:train"}))
+    monkeypatch.setattr(job.KMeans, "fit", real_fit)
+    passes = []
+    monkeypatch.setattr(job, "_collect_features", lambda *a, **k: passes.append(1))
+    tok = job.fit_tokenizer(job.KMeansJobConfig(**{**cfg.__dict__, "k": 6}))  # a new k reuses the sample
+    assert passes == [] and tok.num_units == 6 and any("resuming: the feature sample" in line for line in logs)
+    assert not (tmp_path / "tok.parts").exists()
+
+
+def test_the_progress_bar_counts_seconds_of_audio_with_one_decimal(messy_dataset, tokenizer_dir, tmp_path, capsys):
+    """It used to show float sums such as ``231.60000000000002s``."""
+    import dataclasses
+    import re
+
+    tokenize_dataset(dataclasses.replace(_cfg(messy_dataset, tokenizer_dir, tmp_path / "units"), progress=True))
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert re.fullmatch(r"tokenize rank 0/1: \d+\.\d s of audio \[00:\d\d\]", last), last  # no durations up front
+    tokenize_dataset(TokenizeConfig(dataset="bundled:valid", tokenizer=str(tokenizer_dir), output=str(tmp_path / "v"),
+                                    batch_seconds=4.0))  # a manifest with durations: a bar to 100 %
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    done = re.search(r"100%.*\| (\d+\.\d)/(\d+\.\d) s of audio \[", last)
+    assert done and done.group(1) == done.group(2), last

@@ -176,11 +176,12 @@ def test_fairseq_code_hifigan_matches_reference(tmp_path, variant):
                                            dur_prediction=dur)[0, 0].numpy()
         assert ours[i].shape == ref.shape
         np.testing.assert_allclose(ours[i], ref, atol=2e-5)
-    # a converted copy is a plain textless directory that gives the same audio
+    # a converted copy is a plain textless directory that gives the same audio (alone vs in a padded batch: other
+    # summation orders, so the tolerance of the reference comparison above, ~50x the 4e-7 seen here)
     copy = UnitVocoder.from_pretrained(voc.save_pretrained(tmp_path / "converted"))
     assert detect_vocoder_format(tmp_path / "converted") == "textless"
     np.testing.assert_allclose(copy.synthesize(seqs[:1], speakers=None if spk is None else speakers[:1],
-                                               f0=None if f0 is None else f0[:1])[0], ours[0], atol=1e-6)
+                                               f0=None if f0 is None else f0[:1])[0], ours[0], atol=2e-5)
     if variant in ("speakers_f0", "quantized_f0"):  # the conditioning order matters: fairseq S2ST's is not this one
         swapped = UnitVocoder(UnitHiFiGAN(dataclasses.replace(copy.config, f0_before_speaker=False)).eval(),
                               deduplicated=False)

@@ -7,12 +7,27 @@ import pytest
 from textless.errors import TextlessError
 from textless.eval import asr as asr_module
 from textless.eval.asr import load_asr
-from textless.eval.wer import edit_distance, error_rate, normalize_text
+from textless.eval.wer import edit_distance, error_rate, normalize_text, tokens, whisper_normalize
 
 
 def test_normalize_text():
     assert normalize_text("  Hello, World!  It's 'quoted' -- OK?") == "hello world it's quoted ok"
     assert normalize_text("A-B_C 42") == "a b c 42"
+
+
+def test_whisper_normaliser_and_digits():
+    """transformers' EnglishTextNormalizer with Whisper's spelling table; digits make grouping irrelevant."""
+    assert whisper_normalize("The colour of Mr. Smith's car is grey [laughs] twenty five") == \
+        "the color of mister smith is car is gray 25"  # (its contraction rule: 's -> is)
+    assert whisper_normalize("one two three four") == "1234" and whisper_normalize("1-2-3-4") == "one 2 3 4"
+    assert tokens("One, two, three, four...") == tokens("1-2-3-4...") == ["1", "2", "3", "4"]
+    assert tokens("twenty-five") == tokens("25") == ["2", "5"]
+    # a correct reading of a digit string: 0 % with the default, what the standard normaliser alone makes of it
+    reference, heard = "One two three four five six seven eight nine ten.", "1-2-3-4-5-6-7-8-9-10."
+    assert error_rate([reference], [heard]).rate == 0.0
+    assert error_rate([reference], [heard], normalizer="whisper").rate == 10.0  # 1 ref token, 10 hypothesis tokens
+    assert error_rate([reference], [heard], normalizer="basic").rate == 1.0
+    assert error_rate(["x"], ["x"]).to_dict()["normalizer"] == "whisper-digits"
 
 
 def test_edit_distance_hand_cases():

@@ -34,6 +34,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import soundfile as sf
@@ -46,6 +47,8 @@ from textless.utils.atomic import atomic_path
 __all__ = [
     "DEFAULT_MAX_SECONDS",
     "AudioInfo",
+    "AudioWriter",
+    "LazyWaveform",
     "audio_info",
     "load_audio",
     "resample",
@@ -364,3 +367,98 @@ def save_audio(
     except OSError as e:
         raise AudioError(p, f"cannot write: {e.strerror or e}") from e
     return p
+
+
+class LazyWaveform:
+    """A mono waveform at `sample_rate` Hz read from a file window by window, for audio too long to hold in memory.
+
+    ``len(w)`` is the number of samples at `sample_rate` (as `load_audio` would return: ``ceil(T * rate / file
+    rate)``); ``w[a:b]`` reads just those samples (a float32 tensor ``[b - a]``, channels averaged), by seeking. When
+    the file is at another rate, the window is read with a margin of source samples on each side and resampled alone,
+    starting on a sample where both rates' grids meet, so the result equals resampling the whole file except for float
+    rounding near the margins (the resampler's filter spans 6 zero crossings; the margin covers 32). The file is
+    checked once when opened (`audio_info`: missing, empty, truncated...).
+    """
+
+    ndim = 1
+    device = torch.device("cpu")
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int):
+        self.path = Path(path)
+        self.info = audio_info(path)
+        self.sample_rate = _positive_int(sample_rate, "sample_rate")
+        src, dst = self.info.sample_rate, self.sample_rate
+        self._step = src // math.gcd(src, dst)  # source samples per grid point shared by both rates
+        self._margin = 32 * max(1, math.ceil(src / dst)) if src != dst else 0
+        self._len = math.ceil(self.info.num_frames * dst / src)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, index: slice) -> torch.Tensor:
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise TypeError("LazyWaveform supports contiguous slices only (w[a:b])")
+        start, stop, _ = index.indices(self._len)
+        if stop <= start:
+            return torch.zeros(0)
+        src, dst = self.info.sample_rate, self.sample_rate
+        if src == dst:
+            return self._read(start, stop)
+        first = max(0, (start * src // dst - self._margin) // self._step * self._step)  # on the shared grid
+        last = min(self.info.num_frames, -(-stop * src // dst) + self._margin)
+        out = resample(self._read(first, last), src, dst)
+        offset = first * dst // src
+        return out[start - offset: stop - offset].contiguous()
+
+    def _read(self, first: int, last: int) -> torch.Tensor:
+        rate = self.info.sample_rate
+        wav, _ = load_audio(self.path, mono=True, max_seconds=None, start=first / rate, duration=(last - first) / rate)
+        return wav
+
+
+class AudioWriter:
+    """Write a long mono signal to `path` block by block (`write`), published atomically when the block closes::
+
+        with AudioWriter("out.wav", 16000) as out:
+            for block in blocks:          # float arrays [T_i]
+                out.write(block)
+
+    Subtypes and clipping as `save_audio`; an exception inside the block leaves no file (and an old file unchanged).
+    """
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int, *, subtype: str | None = None):
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in _WRITE_FORMATS:
+            raise AudioError(self.path, f"unknown audio file suffix '{self.path.suffix}' (can write: "
+                                        f"{', '.join(sorted(_WRITE_FORMATS))})")
+        self.format, default = _WRITE_FORMATS[suffix]
+        self.subtype = default if subtype is None else subtype.upper()
+        self.sample_rate = _positive_int(sample_rate, "sample_rate")
+        self.samples = 0
+
+    def __enter__(self) -> Self:
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        self._file = sf.SoundFile(str(tmp), "w", self.sample_rate, 1, self.subtype, format=self.format)
+        return self
+
+    def write(self, block: np.ndarray | torch.Tensor) -> None:
+        data = block.detach().cpu().numpy() if isinstance(block, torch.Tensor) else np.asarray(block)
+        data = data.astype(np.float32, copy=False).reshape(-1)
+        if not np.isfinite(data).all():
+            raise AudioError(self.path, "non-finite samples (NaN/Inf); refusing to write")
+        if self.subtype not in _FLOAT_SUBTYPES:
+            data = np.clip(data, -1.0, 1.0)
+        self._file.write(data)
+        self.samples += len(data)
+
+    def __exit__(self, kind, error, trace) -> bool | None:
+        self._file.close()
+        if error is None and self.samples == 0:
+            empty = AudioError(self.path, "refusing to write an empty signal (0 samples)")
+            try:
+                self._atomic.__exit__(AudioError, empty, None)  # drops the temporary file
+            finally:
+                raise empty
+        return self._atomic.__exit__(kind, error, trace)

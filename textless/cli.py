@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,21 @@ class Command:
     run: Callable[[argparse.Namespace], int | None]
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose epilog (the config keys) is read only when the help is printed."""
+
+    def __init__(self, *args, schema: str | None = None, **kw):
+        super().__init__(*args, formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+        self.schema = schema
+
+    def format_help(self) -> str:
+        if self.schema is not None and self.epilog is None:
+            from textless.schema import describe_fields
+
+            self.epilog = "keys (key=default, then what it is; set them as key=value):\n" + describe_fields(self.schema)
+        return super().format_help()
+
+
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="RECIPE",
                         help="a recipe that ships with textless (twist, gslm, lm_tiny, ...) or a YAML path")
@@ -37,7 +53,8 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def configured(command: str, schema: str, job: str) -> Callable[[argparse.Namespace], int]:
     """`run` of a config-driven command: compose the dataclass `schema` with Hydra and call `job` on it.
 
-    `schema` and `job` are ``"module:name"`` strings, imported only when the command runs (a fast `--help`).
+    `schema` and `job` are ``"module:name"`` strings, imported only when the command runs (a fast `--help`); the
+    override keys are checked against the schema's source first (`textless.schema`), before torch is imported.
     """
 
     def load(spec: str):
@@ -46,7 +63,9 @@ def configured(command: str, schema: str, job: str) -> Callable[[argparse.Namesp
 
     def run(args: argparse.Namespace) -> int:
         from textless.config import compose, to_yaml
+        from textless.schema import check_overrides
 
+        check_overrides(schema, command, args.overrides)
         cfg = compose(load(schema), command, args.overrides, args.config)
         if args.print_config:
             print(to_yaml(cfg), end="")
@@ -54,6 +73,7 @@ def configured(command: str, schema: str, job: str) -> Callable[[argparse.Namesp
             load(job)(cfg)  # jobs report per-item failures themselves and complete the rest
         return 0
 
+    run.schema = schema  # type: ignore[attr-defined]  # --help lists its keys
     return run
 
 
@@ -66,15 +86,19 @@ def _resynth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocoder", help="a vocoder: textless, fairseq CodeHiFiGAN or speechbrain checkpoint")
     parser.add_argument("--speaker", help="voice of a multi-speaker vocoder (name or id)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--restart", action="store_true",
+                        help="a dataset: delete what an earlier run wrote into the output and start over")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="load a fairseq vocoder checkpoint that pickles more than tensors (only a file you trust)")
 
 
 def _run_resynth(args: argparse.Namespace) -> int:
     from textless.jobs.resynth import build_pipeline, resynthesize
 
-    pipeline = build_pipeline(args.pipeline, args.tokenizer, args.vocoder, args.device)
+    pipeline = build_pipeline(args.pipeline, args.tokenizer, args.vocoder, args.device, trust_pickle=args.trust_pickle)
     speaker = int(args.speaker) if args.speaker is not None and args.speaker.isdigit() else args.speaker
-    failures = resynthesize(args.input, args.output, pipeline=pipeline, speaker=speaker)
-    return 1 if failures and Path(args.input).is_file() else 0
+    resynthesize(args.input, args.output, pipeline=pipeline, speaker=speaker, restart=args.restart)
+    return 0  # a dataset's per-file failures are reported and skipped; a single file's failure raised
 
 
 def _info_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +107,6 @@ def _info_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     path = Path(args.path)
     if (path / "meta.json").exists():
@@ -284,6 +307,16 @@ COMMANDS: dict[str, Command] = {
         add_arguments=_add_config_arguments,
         run=configured("build-benchmark", "textless.eval.builder.job:BuildBenchmarkConfig",
                        "textless.eval.builder.job:build_benchmark")),
+    "eval-resynth": Command(
+        help="resynthesis quality: WER/CER of originals vs resyntheses, and their levels (silence kept silent?)",
+        description="Resynthesize a dataset with transcripts (the starter pipeline, --pipeline-style pipeline=, or "
+                    "tokenizer= + vocoder=), transcribe originals and resyntheses (asr=auto) and report WER / CER per "
+                    "item and overall (Whisper English normaliser, digits split) with RMS level, silent-frame ratio "
+                    "(20 ms frames under -60 dBFS) and the quiet floor of each. Example: textless eval-resynth "
+                    "dataset=bundled:valid_unseen output=outputs/eval_resynth",
+        add_arguments=_add_config_arguments,
+        run=configured("eval-resynth", "textless.jobs.eval_resynth:EvalResynthConfig",
+                       "textless.jobs.eval_resynth:evaluate_resynthesis")),
     "resynth": Command(
         help="resynthesize speech: audio -> units -> audio (a file or a dataset)",
         description="Tokenize audio and vocode the units back (the starter pipeline by default, or --pipeline, or "
@@ -308,25 +341,27 @@ COMMANDS: dict[str, Command] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="textless", description="Textless spoken language modeling.")
+    parser = _Parser(prog="textless", description="Textless spoken language modeling.")
     parser.add_argument("--version", action="version", version=f"textless {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for name, command in COMMANDS.items():
-        p = sub.add_parser(name, help=command.help, description=command.description)
+        p = sub.add_parser(name, help=command.help, description=command.description,
+                           schema=getattr(command.run, "schema", None))
         command.add_arguments(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from transformers.utils import logging as hf_logging
-
     from textless.utils.log import enable_cli_logging
 
     enable_cli_logging()
-
-    hf_logging.disable_progress_bar()  # "Loading weights" bars on every model load; ours show the long work
+    # no "Loading weights" bars on every model load (ours show the long work): the environment variable before
+    # transformers is imported (importing it here would cost a second before a mistyped key could be reported)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
     try:
         return COMMANDS[args.command].run(args) or 0
     except (TextlessError, FileExistsError) as e:  # FileExistsError: an output exists and --overwrite was not given

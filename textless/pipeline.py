@@ -16,19 +16,29 @@ corpus; see ``textless/assets/starter/README.md``) is the embedded default of ``
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from textless.audio import AudioWriter
+from textless.data.units import UnitSequence, crop_prompt
 from textless.errors import TextlessError
+from textless.lm.generation import SamplingConfig, generate_units
+from textless.lm.model import UnitLM
+from textless.tokenizers.bundle import SpeechTokenizer
+from textless.utils.assets import STARTER_DIR, starter_part
 from textless.utils.atomic import atomic_directory
+from textless.utils.hf import quiet_progress_bars
 from textless.utils.versioned import artifact
+from textless.vocoders import UnitVocoder
+from textless.vocoders.generator import receptive_field_frames
+from textless.vocoders.synthesis import iter_synthesize_long
 
 PIPELINE = artifact("textless.pipeline", 1, "a speech pipeline directory")
 CONFIG_FILE = "pipeline.json"
-STARTER_DIR = Path(__file__).resolve().parent / "assets" / "starter"
 
 
 @dataclass
@@ -83,13 +93,20 @@ class SpeechPipeline:
             chosen = self.default_speaker  # a speaker the vocoder never heard: its default voice
         return self.vocoder.speaker_id(chosen)
 
-    def vocode(self, units: np.ndarray, durations: np.ndarray | None = None, speaker=None) -> np.ndarray:
-        """Units [L] (deduplicated: durations given, or predicted) -> waveform float32 [T] at `sample_rate`."""
+    def iter_vocode(self, units: np.ndarray, durations: np.ndarray | None = None, speaker=None) -> Iterator[np.ndarray]:
+        """Units [L] (deduplicated: durations given, or predicted) -> consecutive pieces of the waveform (float32, at
+        `sample_rate`), synthesised in windows with a full receptive field of context on each side, so the pieces
+        equal whole-sequence synthesis (up to float rounding) at a memory cost that does not grow with the length."""
         if self.vocoder is None:
             raise TextlessError("this pipeline has no vocoder")
-        (wav,) = self.vocoder.synthesize([np.asarray(units)], None if durations is None else [durations],
-                                         speakers=self._speaker(speaker))
-        return wav
+        context = receptive_field_frames(self.vocoder.config)
+        return iter_synthesize_long(self.vocoder, np.asarray(units), durations, chunk_frames=max(500, 4 * context),
+                                    context_frames=context, speaker=self._speaker(speaker))
+
+    def vocode(self, units: np.ndarray, durations: np.ndarray | None = None, speaker=None) -> np.ndarray:
+        """Units [L] (deduplicated: durations given, or predicted) -> waveform float32 [T] at `sample_rate`."""
+        pieces = list(self.iter_vocode(units, durations, speaker))
+        return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
     def resynthesize(self, wav, sample_rate: int, speaker=None) -> tuple[np.ndarray, object]:
         """Waveform [T] at `sample_rate` -> (resynthesized waveform [T'] at `self.sample_rate`, its `Units`)."""
@@ -97,12 +114,21 @@ class SpeechPipeline:
         ids, durations = self.tokenizer.to_units(units)
         return self.vocode(ids, durations, speaker), units
 
+    def resynthesize_file(self, source: str | Path, output: str | Path, speaker=None):
+        """An audio file of any length -> its resynthesis written to `output` (atomically); returns its `Units`.
+
+        Read window by window (`SpeechTokenizer.encode_file`) and written piece by piece (`iter_vocode`): memory is
+        flat in the input's length (benchmarks/resynth_memory.py)."""
+        units = self.tokenizer.encode_file(source)
+        ids, durations = self.tokenizer.to_units(units)
+        with AudioWriter(output, self.sample_rate) as out:
+            for piece in self.iter_vocode(ids, durations, speaker):
+                out.write(piece)
+        return units
+
     def continue_speech(self, wav, sample_rate: int, *, prompt_seconds: float | None = None, sampling=None,
                         speaker=None) -> Continuation:
         """Tokenize a prompt (its first `prompt_seconds`), continue it with the LM, and vocode both parts."""
-        from textless.data.units import UnitSequence, crop_prompt
-        from textless.lm.generation import SamplingConfig, generate_units
-
         if self.lm is None:
             raise TextlessError("this pipeline has no unit LM")
         units = self.tokenizer.encode(wav, sample_rate)
@@ -122,8 +148,6 @@ class SpeechPipeline:
                   "lm": "lm" if self.lm is not None else None,
                   "vocoder": "vocoder" if self.vocoder is not None else None,
                   "default_speaker": self.default_speaker, "notes": self.notes}
-        from textless.utils.hf import quiet_progress_bars
-
         with atomic_directory(path, overwrite=overwrite) as tmp, quiet_progress_bars():
             self.tokenizer.save_pretrained(tmp / "tokenizer")
             if self.lm is not None:
@@ -136,12 +160,7 @@ class SpeechPipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu", load_lm: bool = True,
                         load_vocoder: bool = True) -> SpeechPipeline:
-        from textless.lm.model import UnitLM
-        from textless.tokenizers.bundle import SpeechTokenizer
-        from textless.utils.hf import quiet_progress_bars
-        from textless.vocoders import UnitVocoder
-
-        path = Path(path)
+        path = starter_part(path)
         config = PIPELINE.read_dir(path, CONFIG_FILE)
         tokenizer = SpeechTokenizer.from_pretrained(path / config["tokenizer"], device=device)
         with quiet_progress_bars():

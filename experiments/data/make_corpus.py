@@ -1,7 +1,7 @@
 """Generate (or enlarge) textless's bundled English speech corpus from offline TTS engines.
 
-The corpus is synthetic: WordNet example sentences read by 13 distinct TTS voices (flite, festival, MBROLA driven by
-espeak-ng, RHVoice, SVOX Pico), saved as 16 kHz mono 16-bit FLAC with transcripts, speaker ids, phone alignments
+The corpus is synthetic: WordNet example sentences read by distinct TTS voices (flite, festival, RHVoice, SVOX Pico; with
+``--voices all`` also MBROLA driven by espeak-ng: non-commercial), saved as 16 kHz mono 16-bit FLAC with transcripts, speaker ids, phone alignments
 (normalised to 39 stress-less ARPAbet phones + ``SIL``) for the engines that report timings, and word alignments for
 festival. Splits are by utterance *and* by speaker: ``train``, ``valid`` (about 8 % held-out utterances of the training
 speakers) and ``valid_unseen`` (every utterance of two held-out speakers). Every sentence is used once.
@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import multiprocessing
 import random
 import re
@@ -48,7 +49,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,10 @@ DEFAULT_OUT = REPO_ROOT / "textless" / "assets" / "corpus"
 DEFAULT_MINUTES = 15.0
 DEFAULT_EDGE_SILENCE = 0.2  # seconds of silence kept at most at each edge of an utterance
 SAMPLE_RATE = 16_000
-PEAK_DBFS = -1.0
+PEAK_DBFS = -1.0  # peaks stay below this
+SPEECH_LEVEL_DBFS = -26.0  # active speech level (RMS of the speech frames), as a typical close-talk recording
+PAD_SECONDS = (0.1, 0.4)  # silence added before and after each utterance (uniform; seeded per utterance)
+NOISE_FLOOR_DBFS = (-80.0, -66.0)  # white noise under the whole utterance, its level drawn per utterance
 SIZE_LIMIT_BYTES = 20_000_000  # the whole bundled corpus directory must stay under 20 MB
 VALID_FRACTION = 0.08
 MIN_WORDS, MAX_WORDS = 6, 18
@@ -150,22 +154,32 @@ class Voice:
 # One entry per distinct person. Avoided duplicates: slt is also festival's cmu_us_slt_arctic_hts and an RHVoice voice,
 # kal is also festival's kal_diphone; mbrola us3 is left out because its database lacks diphones espeak-ng asks for.
 # don gets no alignments: festival's old diphone module drifts up to ~0.15 s away from the segment times it reports.
-VOICES: tuple[Voice, ...] = (
+# The default ("free") set: voices whose licences allow any use, commercial included (see LICENCES); held out: slt and
+# rms (both aligned, for ABX on valid_unseen). "all" adds the non-commercial ones (MBROLA's us1 / us2 / en1, and don,
+# whose festival voice reads through the non-commercial OALD lexicon), holding out slt and us2 instead.
+_FREE_VOICES: tuple[Voice, ...] = (
     Voice("kal", "flite", "kal16", "M", RADIO_TO_ARPA),
     Voice("awb", "flite", "awb", "M", RADIO_TO_ARPA),
-    Voice("rms", "flite", "rms", "M", RADIO_TO_ARPA),
+    Voice("rms", "flite", "rms", "M", RADIO_TO_ARPA, held_out=True),
     Voice("slt", "flite", "slt", "F", RADIO_TO_ARPA, held_out=True),
     Voice("ked", "festival", "ked_diphone", "M", RADIO_TO_ARPA),
-    Voice("don", "festival", "don_diphone", "M"),
-    Voice("us1", "mbrola", "us1", "F", MBROLA_US_TO_ARPA),
-    Voice("us2", "mbrola", "us2", "M", MBROLA_US_TO_ARPA, held_out=True),
-    Voice("en1", "mbrola", "en1", "M", MBROLA_EN_TO_ARPA),
     Voice("alan", "rhvoice", "alan", "M"),
     Voice("bdl", "rhvoice", "bdl", "M"),
     Voice("clb", "rhvoice", "clb", "F"),
     Voice("picous", "pico", "en-US", "F"),
 )
-VOICE_BY_SPEAKER = {v.speaker: v for v in VOICES}
+_NON_COMMERCIAL_VOICES: tuple[Voice, ...] = (
+    Voice("don", "festival", "don_diphone", "M"),
+    Voice("us1", "mbrola", "us1", "F", MBROLA_US_TO_ARPA),
+    Voice("us2", "mbrola", "us2", "M", MBROLA_US_TO_ARPA, held_out=True),
+    Voice("en1", "mbrola", "en1", "M", MBROLA_EN_TO_ARPA),
+)
+VOICE_SETS: dict[str, tuple[Voice, ...]] = {
+    "free": _FREE_VOICES,
+    "all": tuple(replace(v, held_out=False) if v.speaker == "rms" else v for v in _FREE_VOICES)
+    + _NON_COMMERCIAL_VOICES,
+}
+VOICE_BY_SPEAKER = {v.speaker: v for v in _FREE_VOICES + _NON_COMMERCIAL_VOICES}
 
 
 @dataclass
@@ -279,6 +293,25 @@ ENGINES: dict[str, Engine] = {
     "mbrola": synth_mbrola,
     "rhvoice": synth_rhvoice,
     "pico": synth_pico,
+}
+
+_COMMON_NOTES = ("Each row is a different person: slt (also festival `cmu_us_slt_arctic_hts` and RHVoice `slt`) and "
+                 "kal (also festival\n`kal_diphone`) are used once. flite and festival (ked) report the segment "
+                 "times they synthesised (pauses agree\nwith the audio to within a few tens of ms). RHVoice and Pico "
+                 "give no timings. Word alignments come from festival (ked) only.")
+VOICE_NOTES = {
+    "free": _COMMON_NOTES,
+    "all": _COMMON_NOTES + ("\n\nMBROLA us3 was left out (its database lacks diphones espeak-ng produces). The MBROLA "
+                            "voices read the phones\nand durations espeak-ng computes (`espeak-ng -v mb-<voice> --pho` "
+                            "piped to `mbrola`, with 150 ms of leading silence\nadded), so their alignments are exact. "
+                            "don has no alignments because festival's old diphone module drifts up\nto ~0.15 s from "
+                            "the times it reports; its source audio is 10 kHz (upsampled)."),
+}
+LICENCE_SUMMARY = {
+    "free": "Every voice here may be used for any purpose, commercial included (keep the notices above). The "
+            "non-commercial voices (MBROLA's us1, us2, en1 and festival's don) are left out; `--voices all` adds them.",
+    "all": "Because of the MBROLA voices (us1, us2, en1) and the OALD lexicon behind don, use this corpus as a whole "
+           "for research and other non-commercial purposes only.",
 }
 
 # Licence notes for README.md (from /usr/share/doc/<package>/copyright).
@@ -402,9 +435,26 @@ def _speech_bounds(audio: torch.Tensor, keep: float) -> tuple[int, int]:
     return start, end
 
 
-def _to_int16(audio: torch.Tensor) -> np.ndarray:
-    gain = 10 ** (PEAK_DBFS / 20) / float(audio.abs().max())
-    return np.round(audio.numpy() * gain * 32767).astype(np.int16)
+def _speech_level(audio: torch.Tensor) -> float:
+    """Active speech level in dBFS: the RMS of the 10 ms frames within 45 dB of the loudest one."""
+    hop = SAMPLE_RATE // 100
+    frames = audio[: len(audio) // hop * hop].reshape(-1, hop)
+    power = frames.pow(2).mean(dim=1)
+    active = power[10 * torch.log10(power + 1e-12) > 10 * torch.log10(power.max() + 1e-12) + SILENCE_DB]
+    return float(10 * torch.log10(active.mean() + 1e-12))
+
+
+def _to_int16(audio: torch.Tensor, job: Job) -> np.ndarray:
+    """Speech at SPEECH_LEVEL_DBFS (peaks kept under PEAK_DBFS), between pads of silence, over a noise floor: the
+    level and the silence of a quiet recording rather than of a TTS engine (peak-normalised speech and digital
+    silence taught the starter vocoder to resynthesize recordings too loud and their silence as noise)."""
+    gain_db = min(SPEECH_LEVEL_DBFS - _speech_level(audio), PEAK_DBFS - 20 * math.log10(float(audio.abs().max())))
+    rng = np.random.default_rng(random.Random(f"{job.seed}:{job.speaker}:{job.position}:level").getrandbits(64))
+    pads = [np.zeros(round(rng.uniform(*PAD_SECONDS) * SAMPLE_RATE), np.float32) for _ in range(2)]
+    speech = np.concatenate([pads[0], audio.numpy() * 10 ** (gain_db / 20), pads[1]])
+    noise_db = rng.uniform(*NOISE_FLOOR_DBFS)
+    speech += rng.standard_normal(len(speech)).astype(np.float32) * 10 ** (noise_db / 20)
+    return np.round(np.clip(speech, -1, 1) * 32767).astype(np.int16), len(pads[0])
 
 
 def map_phones(segments: list[Segment], table: Mapping[str, str], speaker: str) -> list[Segment]:
@@ -479,7 +529,7 @@ def synthesize(job: Job, edge_silence: float) -> Synthesized:
     if clipped > MAX_CLIPPED_FRACTION:
         return Synthesized(job, skipped=f"clipped ({clipped:.2%} full-scale samples)")
     start, end = _speech_bounds(audio, edge_silence)
-    samples = _to_int16(audio[start:end])
+    samples, pad = _to_int16(audio[start:end], job)
     result = Synthesized(job, audio=samples)
     seconds_per_word = result.duration / len(job.text.split())
     if not MIN_SECONDS <= result.duration <= MAX_SECONDS:
@@ -490,7 +540,7 @@ def synthesize(job: Job, edge_silence: float) -> Synthesized:
         _require(raw.phones is not None, f"{voice.engine} gave no phone timings")
         phones = map_phones(raw.phones, voice.phone_map, voice.speaker)
         check_engine_timing(phones, len(audio) / SAMPLE_RATE, f"{voice.speaker} {job.text!r}")
-        offset = start / SAMPLE_RATE
+        offset = (start - pad) / SAMPLE_RATE
         result.phones = realign_phones(phones, offset, result.duration)
         result.words = realign_words(raw.words, offset, result.duration) if raw.words else None
         check_alignment(result.phones, result.words, result.duration, f"{job.speaker}:{job.position}")
@@ -542,18 +592,18 @@ class SpeakerProgress:
         return [Job(self.voice.speaker, i, self.pool[i], seed) for i in range(first, first + count)]
 
 
-def synthesize_all(sentences: list[str], minutes: float, seed: int, workers: int,
-                   edge_silence: float) -> list[SpeakerProgress]:
-    target = minutes * 60 / len(VOICES)
-    progress = [SpeakerProgress(v, sentences[i :: len(VOICES)], target) for i, v in enumerate(VOICES)]
+def synthesize_all(sentences: list[str], minutes: float, seed: int, workers: int, edge_silence: float,
+                   voices: Sequence[Voice]) -> list[SpeakerProgress]:
+    target = minutes * 60 / len(voices)
+    progress = [SpeakerProgress(v, sentences[i :: len(voices)], target) for i, v in enumerate(voices)]
+    by_speaker = {p.voice.speaker: p for p in progress}
     context = multiprocessing.get_context("spawn")  # torch and fork do not mix
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
         while not all(p.done for p in progress):
             jobs = [job for p in progress for job in p.next_jobs(seed)]
             print(f"synthesizing {len(jobs)} utterances ...", file=sys.stderr, flush=True)
             for result in pool.map(_synthesize_job, [(job, edge_silence) for job in jobs], chunksize=2):
-                speaker = VOICE_BY_SPEAKER[result.job.speaker]
-                p = progress[VOICES.index(speaker)]
+                p = by_speaker[result.job.speaker]
                 assert result.job.position == len(p.results)
                 p.results.append(result)
             for p in progress:
@@ -615,9 +665,9 @@ def write_alignments(path: Path, items: list[tuple[Utterance, Synthesized]]) -> 
             f.write(json.dumps(record, separators=(",", ":")) + "\n")
 
 
-def write_speakers(path: Path) -> None:
+def write_speakers(path: Path, voices: Sequence[Voice]) -> None:
     speakers = {v.speaker: {"engine": v.engine, "voice": v.voice, "sex": v.sex, "alignments": v.aligned,
-                            "split": v.split} for v in VOICES}
+                            "split": v.split} for v in voices}
     path.write_text(json.dumps(speakers, indent=2) + "\n", encoding="utf-8")
 
 
@@ -629,15 +679,18 @@ def _command(args: argparse.Namespace) -> str:
     command = f"python experiments/data/make_corpus.py --minutes {args.minutes:g} --seed {args.seed}"
     if args.edge_silence != DEFAULT_EDGE_SILENCE:
         command += f" --edge-silence {args.edge_silence:g}"
+    if args.voices != "free":
+        command += f" --voices {args.voices}"
     if Path(args.out).resolve() != DEFAULT_OUT:
         command += f" --out {args.out}"
     return command
 
 
 def render_readme(utterances: list[Utterance], args: argparse.Namespace, size_bytes: int) -> str:
+    voices = VOICE_SETS[args.voices]
     splits = ("train", "valid", "valid_unseen")
     voice_rows = []
-    for v in VOICES:
+    for v in voices:
         mine = [u for u in utterances if u.speaker == v.speaker]
         voice_rows.append(f"| `{v.speaker}` | {v.engine} | {v.voice} | {v.sex} | {'yes' if v.aligned else 'no'} | "
                           f"{len(mine)} | {_minutes(mine):.2f} | {v.split} |")
@@ -645,17 +698,19 @@ def render_readme(utterances: list[Utterance], args: argparse.Namespace, size_by
     for s in splits:
         mine = [u for u in utterances if u.split == s]
         split_rows.append(f"| {s} | {len({u.speaker for u in mine})} | {len(mine)} | {_minutes(mine):.2f} |")
-    split_rows.append(f"| **total** | {len(VOICES)} | {len(utterances)} | {_minutes(utterances):.2f} |")
-    engines = sorted({v.engine for v in VOICES}, key=list(ENGINES).index)
+    split_rows.append(f"| **total** | {len(voices)} | {len(utterances)} | {_minutes(utterances):.2f} |")
+    engines = sorted({v.engine for v in voices}, key=list(ENGINES).index)
     licence_lines = [f"- **{e}**: {LICENCES[e]}" for e in engines]
     return f"""# Bundled speech corpus
 
-About {_minutes(utterances):.0f} minutes of synthetic English speech from {len(VOICES)} distinct TTS voices,
+About {_minutes(utterances):.0f} minutes of synthetic English speech from {len(voices)} distinct TTS voices,
 for tests, `make demo` and small experiments (nothing is downloaded).
 
-- Audio: 16 kHz mono FLAC (16-bit PCM), peak-normalised to {PEAK_DBFS:g} dBFS, edge silence trimmed to at most
-  {args.edge_silence:g} s, speaking rate jittered by up to ±{RATE_JITTER:.0%} per utterance;
-  {MIN_SECONDS:g}-{MAX_SECONDS:g} s per utterance.
+- Audio: 16 kHz mono FLAC (16-bit PCM) made to sound like a quiet recording rather than a TTS engine: active speech
+  level {SPEECH_LEVEL_DBFS:g} dBFS (peaks under {PEAK_DBFS:g} dBFS), the engine's edge silence trimmed to at most
+  {args.edge_silence:g} s, then {PAD_SECONDS[0]:g}-{PAD_SECONDS[1]:g} s of silence added at each end and white noise
+  at {NOISE_FLOOR_DBFS[0]:g} to {NOISE_FLOOR_DBFS[1]:g} dBFS under the whole utterance (drawn per utterance);
+  speaking rate jittered by up to ±{RATE_JITTER:.0%} per utterance; {MIN_SECONDS:g}-{MAX_SECONDS:g} s per utterance.
 - Texts: WordNet 3.0 example sentences ({MIN_WORDS}-{MAX_WORDS} words); every sentence is used once in the whole corpus.
 - Size: {size_bytes / 1e6:.1f} MB in total.
 
@@ -682,13 +737,7 @@ speakers; `valid_unseen` holds every utterance of speakers that never occur in `
 |---|---|---|---|---|---|---|---|
 {chr(10).join(voice_rows)}
 
-Each row is a different person: slt (also festival `cmu_us_slt_arctic_hts` and RHVoice `slt`) and kal (also festival
-`kal_diphone`) are used once; MBROLA us3 was left out (its database lacks diphones espeak-ng produces). The
-MBROLA voices read the phones and durations espeak-ng computes (`espeak-ng -v mb-<voice> --pho` piped to `mbrola`,
-with 150 ms of leading silence added), so their alignments are exact; flite and festival (ked) report the segment
-times they synthesised (pauses agree with the audio to within a few tens of ms). don has no alignments because
-festival's old diphone module drifts up to ~0.15 s from the times it reports; its source audio is 10 kHz (upsampled).
-RHVoice and Pico give no timings. Word alignments come from festival (ked) only.
+{VOICE_NOTES[args.voices]}
 
 ## Files
 
@@ -709,8 +758,7 @@ The audio was produced with the following engines and voices (see `/usr/share/do
 {chr(10).join(licence_lines)}
 - **Texts**: WordNet 3.0 example sentences (`wordnet-base`), WordNet 3.0 licence (free, keep the Princeton notice).
 
-Because of the MBROLA voices (us1, us2, en1) and the OALD lexicon behind don, use the corpus as a whole for research
-and other non-commercial purposes only.
+{LICENCE_SUMMARY[args.voices]}
 """
 
 
@@ -732,7 +780,7 @@ def write_corpus(out: Path, items: list[tuple[Utterance, Synthesized]], args: ar
         for split in ("train", "valid", "valid_unseen"):
             write_manifest(tmp / f"{split}.tsv", [u for u in utterances if u.split == split])
         write_alignments(tmp / "alignments.jsonl", items)
-        write_speakers(tmp / "speakers.json")
+        write_speakers(tmp / "speakers.json", VOICE_SETS[args.voices])
         (tmp / "README.md").write_text(render_readme(utterances, args, 0), encoding="utf-8")
         size = directory_size(tmp)
         (tmp / "README.md").write_text(render_readme(utterances, args, size), encoding="utf-8")
@@ -786,18 +834,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="sentence order, rate jitter and valid selection")
     parser.add_argument("--workers", type=int, default=2, help="parallel synthesis processes")
     parser.add_argument("--edge-silence", type=float, default=DEFAULT_EDGE_SILENCE,
-                        help="max seconds of silence kept at each edge of an utterance")
+                        help="max seconds of the engine's silence kept at each edge of an utterance")
+    parser.add_argument("--voices", choices=sorted(VOICE_SETS), default="free",
+                        help="free: voices whose licences allow any use; all: also the non-commercial ones")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    for tool in ("flite", "festival", "espeak-ng", "mbrola", "RHVoice-test", "pico2wave"):
+    tools = {"flite": ("flite",), "festival": ("festival",), "mbrola": ("espeak-ng", "mbrola"),
+             "rhvoice": ("RHVoice-test",), "pico": ("pico2wave",)}
+    for tool in sorted({t for v in VOICE_SETS[args.voices] for t in tools[v.engine]}):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed; see the docstring of {Path(__file__).name} for the packages")
     sentences = load_sentences(args.seed)
     print(f"{len(sentences)} candidate sentences", file=sys.stderr)
-    progress = synthesize_all(sentences, args.minutes, args.seed, args.workers, args.edge_silence)
+    progress = synthesize_all(sentences, args.minutes, args.seed, args.workers, args.edge_silence,
+                              VOICE_SETS[args.voices])
     items = assign_splits(progress, args.seed)
     size = write_corpus(args.out, items, args)
     verify_corpus(args.out)

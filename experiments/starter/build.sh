@@ -7,6 +7,7 @@ cd "$(dirname "$0")/../.."
 T=.venv/bin/textless
 OUT=${OUT:-outputs/starter}
 
+# 0. the bundled corpus (free voices, recording-like levels and silence): experiments/data/make_corpus.py
 # 1. tokenizer: offline Whisper-base layer 4 -> k-means 100 on the training split (deduplicated units, 50 Hz)
 $T kmeans --config kmeans/whisper_base_l4_k100 output=$OUT/tokenizer overwrite=true progress=false
 for split in train valid valid_unseen; do
@@ -22,9 +23,10 @@ $T train train_dataset=$OUT/units/train valid_dataset=$OUT/units/valid preset=st
 # 3. vocoder: small unit HiFi-GAN (128 channels, upsampling [8, 5, 4, 2]), duration predictor, one embedding per
 #    training voice; mel + duration losses only (a GAN step costs ~40x a mel step on a CPU); 14,000 steps (the
 #    validation mel L1 stops improving after ~10,000), about 75 minutes on 2 idle cores
+#    dc_weight: the mel loss is blind to a constant offset; without it the generator's "silence" sits at about -54 dBFS
 $T train-vocoder --config vocoder_small train_dataset=$OUT/units/train valid_dataset=$OUT/units/valid \
   output_dir=$OUT/vocoder 'generator.upsample_rates=[8,5,4,2]' 'generator.upsample_kernel_sizes=[16,11,8,4]' \
-  segment_frames=28 batch_size=16 lr=4e-4 decay_every=500 mel_only_steps=14000 max_steps=14000 \
+  segment_frames=28 batch_size=16 lr=4e-4 decay_every=500 mel_only_steps=14000 max_steps=14000 dc_weight=1000 \
   max_seconds=null eval_every=2000 save_every=2000 log_every=200 progress=false
 
 # 4. assemble (the parts are checked against each other) and copy into the package

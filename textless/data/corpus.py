@@ -15,20 +15,21 @@ from pathlib import Path
 from textless.data.alignments import Alignment, load_alignments
 from textless.data.manifest import Manifest, load_manifest
 from textless.errors import TextlessError
+from textless.utils.assets import ASSETS_DIR, STARTER_DIR
 
 SPLITS = ("train", "valid", "valid_unseen")
 BUNDLED_PREFIX = "bundled:"
 
 
 def bundled_corpus_dir() -> Path:
-    return Path(__file__).resolve().parents[1] / "assets" / "corpus"
+    return ASSETS_DIR / "corpus"
 
 
 def bundled_units_dir(split: str) -> Path:
     """The unit dataset of a bundled split tokenized by the starter tokenizer (it ships beside the starter)."""
     if split not in SPLITS:
         raise TextlessError(f"unknown bundled-corpus split '{split}' (choose from {', '.join(SPLITS)})")
-    return Path(__file__).resolve().parents[1] / "assets" / "starter" / "units" / split
+    return STARTER_DIR / "units" / split
 
 
 def load_bundled_corpus(split: str = "train") -> Manifest:

@@ -16,6 +16,7 @@ shard whatever the world size, and the split does not depend on file-system orde
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -89,6 +90,14 @@ class Manifest(Sequence[AudioItem]):
 
     def __repr__(self) -> str:
         return f"Manifest({len(self)} items, {len(self.speakers)} speakers, source={self.source!r})"
+
+    def identity(self) -> str:
+        """What the dataset is, for run records: "<source>: N utterances (ids <hash of the ids and durations>)"
+        (a hash of the manifest's content, not of the audio: reading every file would cost a pass over the data)."""
+        digest = hashlib.blake2b(digest_size=6)
+        for item in self.items:
+            digest.update(f"{item.id}\t{item.duration}\n".encode())
+        return f"{self.source}: {len(self)} utterances (ids {digest.hexdigest()})"
 
     def get(self, item_id: str) -> AudioItem:
         try:

@@ -34,6 +34,7 @@ from textless.data.units import UnitSequence
 from textless.errors import ConfigError, TextlessError
 from textless.eval.abx import ABXResult, abx_error_rates, make_items, read_item_file, unit_features
 from textless.eval.unit_stats import UnitStats, unit_statistics
+from textless.utils.assets import starter_part
 
 logger = logging.getLogger(__name__)
 
@@ -276,7 +277,7 @@ def run_eval_tokenizer(cfg: EvalTokenizerConfig) -> TokenizerMetrics:
     """`textless eval-tokenizer`: evaluate, print the table, write the JSON report to ``output`` (if set)."""
     if not cfg.tokenizer:
         raise ConfigError("eval-tokenizer needs tokenizer=<bundle directory>")
-    if not Path(cfg.tokenizer).is_dir():
+    if not starter_part(cfg.tokenizer, "tokenizer").is_dir():
         raise ConfigError(f"tokenizer '{cfg.tokenizer}' is not a directory (a speech tokenizer bundle)")
     metrics = evaluate_tokenizer(cfg.tokenizer, cfg.dataset, cfg)
     logger.info(f"{metrics.tokenizer} on {metrics.dataset}: {metrics.utterances} utterances, {metrics.seconds:.1f} s")

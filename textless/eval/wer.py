@@ -1,29 +1,80 @@
-"""Word and character error rates (resynthesis WER/CER, ASR-based metrics).
+"""Word and character error rates (resynthesis WER/CER, ASR-based metrics) and the text normalisers they use.
 
 ``error_rate(references, hypotheses)`` = (substitutions + deletions + insertions) / reference tokens, summed over the
-corpus (not averaged per utterance), after `normalize_text`: lower-case, digits kept, every other non-letter except
-an in-word apostrophe replaced by a space, whitespace collapsed. Words for WER, characters (spaces removed) for CER.
+corpus (not averaged per utterance), after normalising both sides. Words for WER, characters (spaces removed) for CER.
 
-Written here rather than taken from `jiwer`: the whole computation is one Levenshtein table per utterance (below), and
-owning the normalisation keeps WER numbers comparable across textless versions whatever jiwer's defaults become.
+Normalisers (`NORMALIZERS`; reports name the one used):
+
+* ``whisper``: the English normaliser of Whisper's evaluation, the standard for ASR-based WER: transformers'
+  `EnglishTextNormalizer` (spelled-out numbers become digits, "twenty five" = "25"; British spellings become
+  American; fillers, bracketed text and most punctuation removed; lower case) with Whisper's spelling table
+  (``textless/assets/whisper/english_spelling.json``, MIT, from openai/whisper ``whisper/normalizers/english.json``:
+  transformers does not ship it, it reads it from a model repository on the hub).
+* ``whisper-digits`` (the default for WER / CER): ``whisper``, then every number split into its digits (and the
+  normaliser's "one" for a lone 1 turned back into "1"). Why: the standard normaliser merges a spoken digit sequence
+  into one number ("one two three four" -> "1234") but keeps written separate digits apart ("1-2-3-4" -> "one 2 3
+  4"), so a correct reading of a digit string scores 100 % WER against an ASR that writes digits. Split into digits
+  on both sides, the grouping no longer matters; a wrong digit counts as one error. Tokens without a letter or digit
+  (a "." the normaliser keeps from "...") are dropped.
+* ``basic``: textless' earlier normaliser: lower-case, keep letters, digits and in-word apostrophes, collapse
+  whitespace. The text side of the generative metrics (auto-BLEU, GenPPL word splitting) keeps using it, so those
+  numbers stay comparable with earlier reports.
+
+The edit distance is written here rather than taken from `jiwer`: it is one Levenshtein table per utterance.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
+from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+from textless.utils.assets import ASSETS_DIR
+from textless.utils.registry import Registry
+
+SPELLING_FILE = ASSETS_DIR / "whisper" / "english_spelling.json"
+DEFAULT_NORMALIZER = "whisper-digits"
 
 _NOT_WORD = re.compile(r"[^a-z0-9']+")
 _EDGE_APOSTROPHE = re.compile(r"(^|\s)'+|'+(\s|$)")
 
 
 def normalize_text(text: str) -> str:
-    """Lower-case, keep letters, digits and in-word apostrophes, collapse whitespace."""
+    """The ``basic`` normaliser: lower-case, keep letters, digits and in-word apostrophes, collapse whitespace."""
     text = _NOT_WORD.sub(" ", text.lower())
     return " ".join(_EDGE_APOSTROPHE.sub(" ", text).split())
+
+
+@cache
+def _whisper_english() -> EnglishTextNormalizer:
+    return EnglishTextNormalizer(json.loads(SPELLING_FILE.read_text(encoding="utf-8")))
+
+
+def whisper_normalize(text: str) -> str:
+    """The ``whisper`` normaliser (see the module docstring), whitespace collapsed."""
+    return " ".join(_whisper_english()(text).split())
+
+
+_ONE = re.compile(r"\bone\b")
+_DIGIT = re.compile(r"(?<=\d)(?=\d)")
+
+
+def whisper_digits_normalize(text: str) -> str:
+    """The ``whisper-digits`` normaliser: ``whisper``, then "one" -> "1", numbers split into their digits, and
+    tokens without a letter or digit (a stray "." the normaliser keeps from "...") dropped."""
+    words = _DIGIT.sub(" ", _ONE.sub("1", whisper_normalize(text))).split()
+    return " ".join(w for w in words if any(c.isalnum() for c in w))
+
+
+NORMALIZERS: Registry[Callable[[str], str]] = Registry("text normalizer")
+NORMALIZERS.register("whisper-digits", whisper_digits_normalize)
+NORMALIZERS.register("whisper", whisper_normalize)
+NORMALIZERS.register("basic", normalize_text)
 
 
 def edit_distance(reference: Sequence, hypothesis: Sequence) -> int:
@@ -47,6 +98,7 @@ class ErrorRate:
     errors: int
     reference_tokens: int
     utterances: int
+    normalizer: str = DEFAULT_NORMALIZER
 
     @property
     def rate(self) -> float:
@@ -56,19 +108,25 @@ class ErrorRate:
 
     def to_dict(self) -> dict:
         return {"rate": self.rate, "errors": self.errors, "reference_tokens": self.reference_tokens,
-                "utterances": self.utterances}
+                "utterances": self.utterances, "normalizer": self.normalizer}
 
 
-def error_rate(references: Sequence[str], hypotheses: Sequence[str], unit: str = "word") -> ErrorRate:
+def tokens(text: str, unit: str = "word", normalizer: str = DEFAULT_NORMALIZER) -> list[str]:
+    """The words (or characters, spaces removed) of normalised `text`."""
+    if unit not in ("word", "char"):
+        raise ValueError(f"unit must be 'word' or 'char', got {unit!r}")
+    text = NORMALIZERS.get(normalizer)(text)
+    return text.split() if unit == "word" else list(text.replace(" ", ""))
+
+
+def error_rate(references: Sequence[str], hypotheses: Sequence[str], unit: str = "word",
+               normalizer: str = DEFAULT_NORMALIZER) -> ErrorRate:
     """Corpus WER (``unit="word"``) or CER (``unit="char"``) of `hypotheses` against `references`."""
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
-    if unit not in ("word", "char"):
-        raise ValueError(f"unit must be 'word' or 'char', got {unit!r}")
-    errors = tokens = 0
+    errors = count = 0
     for ref, hyp in zip(references, hypotheses):
-        ref, hyp = normalize_text(ref), normalize_text(hyp)
-        r, h = (ref.split(), hyp.split()) if unit == "word" else (list(ref.replace(" ", "")), list(hyp.replace(" ", "")))
+        r, h = tokens(ref, unit, normalizer), tokens(hyp, unit, normalizer)
         errors += edit_distance(r, h)
-        tokens += len(r)
-    return ErrorRate(errors, tokens, len(references))
+        count += len(r)
+    return ErrorRate(errors, count, len(references), normalizer)

@@ -197,6 +197,7 @@ def run_starter_demo(cfg: DemoConfig) -> dict:
                "corpus_units": None if corpus_stats is None else {"split": cfg.corpus_split, **corpus_stats.to_dict()},
                "timings_s": timer.seconds}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    logger.info(f"wrote {out / 'summary.json'} (all of the above, as JSON)")
     return summary
 
 

@@ -5,8 +5,17 @@ tokenized with ``tokenizer=<bundle>``. The prompts' units must fit the LM exactl
 (`UnitLM.check_units`: same tokenizer name and hashes, vocabulary size, dedup flag); an imported TWIST / slamkit LM
 (no tokenizer recorded) accepts any units whose ids fit its vocabulary. Each prompt is cut to its first
 ``prompt_seconds`` (counted in frames, so deduplicated units keep whole runs). The LM samples ``num_samples``
-continuations per prompt (TWIST defaults: temperature 0.8, at most min(250, 3 x prompt length) new units; sampling
-options as in `textless.lm.generation.SamplingConfig`, plus ``attn_implementation`` for loading the LM).
+continuations per prompt (TWIST's defaults: temperature 0.8 and min(250, 3 x prompt length) new units - eos is not
+sampled unless ``stop_at_eos=true``, so a continuation is as long as its budget, not the 0.2-2 s a tiny LM's early
+eos gives; the job logs the rule it applies; sampling options as in `textless.lm.generation.SamplingConfig`, plus
+``attn_implementation`` for loading the LM). ``lm=starter`` / ``tokenizer=starter`` / ``vocoder=starter`` name the
+shipped starter.
+
+Resume. Prompts run in chunks of ``chunk_prompts``, each with its own seed (``seed + chunk index``), journalled in
+``<output>.parts/`` with a record of what the run was started with (LM weights, prompts, sampling, vocoder, speakers;
+`textless.utils.runs`). A killed run re-run with the same command continues after its last finished chunk and gives
+exactly the output of an uninterrupted run; a re-run with anything else is refused with the differences
+(``restart=true`` discards the partial run). The output is published atomically at the end.
 
 Output directory (atomic)::
 
@@ -25,17 +34,22 @@ multi-speaker vocoder (a name or id; default: each prompt's own speaker when the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass
+import os
+import shutil
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from textless.data.units import UnitMeta, UnitSequence, crop_prompt, read_units
 from textless.errors import ConfigError, TextlessError
 from textless.lm.generation import SamplingConfig, generate_units
 from textless.utils.atomic import atomic_directory
+from textless.utils.runs import module_fingerprint, resume_or_record
 from textless.utils.versioned import artifact
 
 logger = logging.getLogger(__name__)
@@ -45,27 +59,32 @@ GENERATIONS = artifact("textless.generations", 1, "a generations directory")
 
 @dataclass
 class GenerateConfig:
-    lm: str = ""                       # UnitLM directory (TWIST / slamkit directories are imported on the fly)
+    lm: str = ""                       # UnitLM directory, or "starter" (TWIST / slamkit directories are imported)
     attn_implementation: str | None = None  # null (transformers' default: sdpa) | sdpa | eager | flash_attention_2/3
     prompts: str = ""                  # unit dataset dir; or audio (file, directory, manifest, bundled:<split>)
-    tokenizer: str | None = None       # SpeechTokenizer bundle, for audio prompts
+    tokenizer: str | None = None       # SpeechTokenizer bundle (or "starter"), for audio prompts
     prompt_seconds: float | None = 3.0  # keep the first N seconds of each prompt (None: all of it)
     max_prompts: int | None = None
     output: str = "outputs/generations"
     temperature: float = 0.8
     top_k: int | None = None
     top_p: float | None = None
-    max_new_tokens: int = 250
+    max_new_tokens: int = 250          # with prompt_multiple (TWIST): min(max_new_tokens, 3 x prompt units)
     min_new_tokens: int = 0            # eos is not allowed before this many new tokens
     prompt_multiple: float | None = 3.0
+    stop_at_eos: bool = False          # false: every continuation gets its full budget; true: stop at a sampled eos
     num_samples: int = 1
     seed: int = 0
     batch_size: int = 16
+    chunk_prompts: int = 64            # prompts per journalled chunk (a killed run resumes after the last chunk)
     use_cache: bool = True             # KV cache (false: recompute every step; same greedy results, slower)
-    vocoder: str | None = None         # write audio too (UnitVocoder / fairseq / speechbrain checkpoint)
+    vocoder: str | None = None         # write audio too (UnitVocoder / fairseq / speechbrain checkpoint, "starter")
     speaker: str | None = None         # multi-speaker vocoder: a speaker name or id (default: the prompt's own)
+    trust_pickle: bool = False         # allow a fairseq vocoder checkpoint that pickles more than tensors
     device: str = "cpu"
+    progress: bool = True
     overwrite: bool = False
+    restart: bool = False              # discard a partial run in <output>.parts instead of resuming it
 
 
 def _audio_prompts(cfg: GenerateConfig) -> tuple[list[UnitSequence], UnitMeta]:
@@ -102,45 +121,125 @@ def sampling_config(cfg: GenerateConfig) -> SamplingConfig:
     return SamplingConfig(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                           max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens,
                           num_samples=cfg.num_samples, seed=cfg.seed, use_cache=cfg.use_cache,
-                          prompt_multiple=cfg.prompt_multiple)
+                          stop_at_eos=cfg.stop_at_eos, prompt_multiple=cfg.prompt_multiple)
 
 
 def _prompts_name(cfg: GenerateConfig) -> str:
     return cfg.prompts if cfg.tokenizer is None else f"{cfg.prompts} tokenized with {cfg.tokenizer}"
 
 
+def _prompts_fingerprint(prompts: list[UnitSequence]) -> str:
+    """A hash of the (cropped) prompts' ids, units and durations: what the continuations are conditioned on."""
+    digest = hashlib.blake2b(digest_size=8)
+    for p in prompts:
+        digest.update(p.id.encode() + b"\0")
+        digest.update(np.ascontiguousarray(p.units, dtype="<i8").tobytes())
+        if p.durations is not None:
+            digest.update(np.ascontiguousarray(p.durations, dtype="<i8").tobytes())
+    return digest.hexdigest()
+
+
+def _budget_note(sampling: SamplingConfig) -> str:
+    budget = (f"min({sampling.max_new_tokens}, {sampling.prompt_multiple:g} x prompt units)"
+              if sampling.prompt_multiple is not None else f"{sampling.max_new_tokens}")
+    eos = ("stopping at a sampled eos" + (f" after {sampling.min_new_tokens}" if sampling.min_new_tokens else "")
+           if sampling.stop_at_eos else "eos never sampled (stop_at_eos=true allows it)")
+    return f"each continuation: {budget} new units, {eos}"
+
+
 def generate(cfg: GenerateConfig) -> Path:
+    """Continue the prompts (see the module docstring); returns the output directory."""
     from textless.lm.loaders import load_unit_lm
 
     if not cfg.lm or not cfg.prompts:
         raise ConfigError("generate needs lm=<unit LM directory> and prompts=<unit dataset or audio>")
+    if cfg.chunk_prompts < 1:
+        raise ConfigError(f"chunk_prompts must be >= 1, got {cfg.chunk_prompts}")
+    output = Path(cfg.output)
+    if output.exists() and not cfg.overwrite:
+        raise TextlessError(f"output '{output}' already exists (overwrite=true to replace it)")
     sampling = sampling_config(cfg)
     lm = load_unit_lm(cfg.lm, attn_implementation=cfg.attn_implementation).to(cfg.device).eval()
     prompts, units_meta = load_prompts(cfg)
     lm.check_units(units_meta, where=f"prompts '{_prompts_name(cfg)}'", name=f"the LM '{cfg.lm}'")
     prompts = [crop_prompt(p, cfg.prompt_seconds, units_meta.frame_rate) for p in prompts]
     vocoder, speakers = _load_vocoder(cfg, units_meta, [p.id for p in prompts])
-    outputs = generate_units(lm, [p.units for p in prompts], sampling, batch_size=cfg.batch_size)
+    parts = output.with_name(output.name + ".parts")
+    if cfg.restart and parts.exists():
+        logger.info(f"restart=true: discarding the partial run in {parts}")
+        shutil.rmtree(parts)
+    started_with = {"lm": module_fingerprint(lm.model), "prompts": _prompts_fingerprint(prompts),
+                    "sampling": asdict(sampling), "batch_size": cfg.batch_size, "chunk_prompts": cfg.chunk_prompts,
+                    "vocoder": None if vocoder is None else module_fingerprint(vocoder.generator),
+                    "speakers": speakers}
+    resume_or_record(parts, started_with, what=f"the partial generation in {parts}",
+                     how_to_restart="or pass restart=true to discard it and start over")
+    journal = parts / "chunks.jsonl"
+    done = {c["chunk"]: c["records"] for c in _read_journal(journal)}
+    chunks = range(0, len(prompts), cfg.chunk_prompts)
+    if done:
+        logger.info(f"resuming {parts}: {len(done)} of {len(chunks)} chunks of prompts already done")
+    logger.info(_budget_note(sampling))
+    bar = tqdm(total=len(prompts), unit="prompt", desc="generate", disable=not cfg.progress)
+    bar.update(sum(min(cfg.chunk_prompts, len(prompts) - start) for start in chunks if start // cfg.chunk_prompts
+                   in done))
+    for index, start in enumerate(chunks):
+        if index in done:
+            continue
+        chunk = prompts[start:start + cfg.chunk_prompts]
+        # one seed per chunk: a resumed run draws exactly what an uninterrupted one would
+        chunk_sampling = replace(sampling, seed=None if sampling.seed is None else sampling.seed + index)
+        outputs = generate_units(lm, [p.units for p in chunk], chunk_sampling, batch_size=cfg.batch_size)
+        records = [_record(prompt, k, units) for prompt, samples in zip(chunk, outputs)
+                   for k, units in enumerate(samples)]
+        if vocoder is not None:
+            _write_audio(vocoder, records, None if speakers is None else speakers[start:start + len(chunk)], parts,
+                         cfg.batch_size, units_meta.deduplicated)
+        _append_journal(journal, {"chunk": index, "records": records})
+        done[index] = records
+        bar.update(len(chunk))
+    bar.close()
     meta = {**GENERATIONS.header(), "lm": str(cfg.lm), "tokenizer": units_meta.tokenizer,
             "frame_rate": units_meta.frame_rate, "deduplicated": units_meta.deduplicated,
-            "vocab_size": lm.vocab.num_units, "sampling": asdict(sampling), "prompt_seconds": cfg.prompt_seconds}
-    with atomic_directory(cfg.output, overwrite=cfg.overwrite) as tmp:
+            "vocab_size": lm.vocab.num_units, "sampling": asdict(sampling), "prompt_seconds": cfg.prompt_seconds,
+            "chunk_prompts": cfg.chunk_prompts}
+    records = [r for index in sorted(done) for r in done[index]]
+    with atomic_directory(output, overwrite=cfg.overwrite) as tmp:
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        records = []
-        for prompt, samples in zip(prompts, outputs):
-            for k, units in enumerate(samples):
-                record = {"id": f"{prompt.id}/{k}", "prompt_id": prompt.id, "sample": k,
-                          "prompt_units": prompt.units.tolist(), "units": np.asarray(units).tolist()}
-                if prompt.durations is not None:
-                    record["prompt_durations"] = prompt.durations.tolist()
-                records.append(record)
-        if vocoder is not None:
-            _write_audio(vocoder, records, speakers, tmp, cfg.batch_size, units_meta.deduplicated)
+        if (parts / "audio").is_dir():  # hard links: the journal stays whole until the output is published
+            shutil.copytree(parts / "audio", tmp / "audio", copy_function=os.link)
         with open(tmp / "generations.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(record) + "\n" for record in records)
-    n = sum(len(s) for s in outputs)
-    logger.info(f"wrote {cfg.output}: {n} continuations of {len(prompts)} prompts")
-    return Path(cfg.output)
+    shutil.rmtree(parts, ignore_errors=True)
+    logger.info(f"wrote {output}: {len(records)} continuations of {len(prompts)} prompts")
+    return output
+
+
+def _record(prompt: UnitSequence, sample: int, units: np.ndarray) -> dict:
+    record = {"id": f"{prompt.id}/{sample}", "prompt_id": prompt.id, "sample": sample,
+              "prompt_units": prompt.units.tolist(), "units": np.asarray(units).tolist()}
+    if prompt.durations is not None:
+        record["prompt_durations"] = prompt.durations.tolist()
+    return record
+
+
+def _read_journal(path: Path) -> list[dict]:
+    """The journal's complete lines; a torn last line (killed mid-write) is cut off the file."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(end)
+    return [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+
+
+def _append_journal(path: Path, entry: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _load_vocoder(cfg: GenerateConfig, units_meta: UnitMeta, prompt_ids: list[str]):
@@ -149,7 +248,7 @@ def _load_vocoder(cfg: GenerateConfig, units_meta: UnitMeta, prompt_ids: list[st
         return None, None
     from textless.vocoders import load_vocoder
 
-    vocoder = load_vocoder(cfg.vocoder, device=cfg.device)
+    vocoder = load_vocoder(cfg.vocoder, device=cfg.device, trust_pickle=cfg.trust_pickle)
     vocoder.check_units(units_meta.identity, where=f"prompts '{_prompts_name(cfg)}'",
                         name=f"the vocoder '{cfg.vocoder}'")
     if units_meta.deduplicated and vocoder.generator.dur_predictor is None:
@@ -182,7 +281,7 @@ def _write_audio(vocoder, records: list[dict], speakers: list[int] | None, out: 
     """Synthesize each record's prompt (once per prompt) and continuation into ``out/audio``."""
     from textless.audio import save_audio
 
-    (out / "audio").mkdir()
+    (out / "audio").mkdir(exist_ok=True)
     by_prompt = {r["prompt_id"]: i for i, r in enumerate(records) if r["sample"] == 0}
     order = list(by_prompt)
     spk = None if speakers is None else dict(zip(order, speakers))

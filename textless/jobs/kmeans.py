@@ -6,12 +6,20 @@ that while BPE training may reuse the features). Unreadable or too-short files a
 longer than ``chunk_seconds`` are encoded in windows, as `textless tokenize` does. With ``init_from`` the
 centroids are taken from an existing file instead (``.safetensors``, or an anchor ``km.bin`` with ``trust_pickle``),
 which is how a released GSLM/TWIST tokenizer becomes a bundle.
+
+Resume. The feature pass (the long part on a real corpus) ends with its sample saved in ``<output>.parts/``
+(``features.npy``, with a record of the encoder, its weights, the dataset and the sampling options; max_frames x D x 4
+bytes on disk). A run killed during the k-means fit or BPE training, re-run with the same command, starts from that
+sample; a re-run with another encoder, dataset or sampling is refused with the differences (``restart=true``
+discards it). The fit options (k, backend, max_iter) may change on a re-run: a new k reuses the sampled features. A
+run killed during the feature pass starts it again. The directory is removed once the bundle is written.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +35,8 @@ from textless.tokenizers.bundle import SpeechTokenizer
 from textless.tokenizers.encoders import load_encoder
 from textless.tokenizers.encoders.utterances import encode_utterances
 from textless.tokenizers.kmeans import KMeans, KMeansConfig
+from textless.utils.atomic import atomic_path
+from textless.utils.runs import module_fingerprint, resume_or_record
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +56,7 @@ class KMeansJobConfig:
     bpe_vocab_size: int | None = None
     init_from: str | None = None    # existing centroids (.safetensors or km.bin) instead of fitting
     trust_pickle: bool = False      # allow loading a pickled km.bin (only for files you trust)
+    restart: bool = False           # discard the saved feature sample of a killed run (<output>.parts) and start over
     output: str = ""                # tokenizer bundle directory to create
     batch_seconds: float = 120.0
     chunk_seconds: float = 60.0     # longer utterances are encoded in overlapping windows (bounded memory)
@@ -123,6 +134,29 @@ def _collect_features(cfg: KMeansJobConfig, encoder, keep_utterances: bool
     return np.ascontiguousarray(reservoir.sample()), per_utterance
 
 
+def _resumable_features(cfg: KMeansJobConfig, encoder, keep_utterances: bool
+                        ) -> tuple[np.ndarray, list[np.ndarray] | None]:
+    """`_collect_features`, or the sample a killed run with the same inputs saved in ``<output>.parts``."""
+    parts = Path(cfg.output).with_name(Path(cfg.output).name + ".parts")
+    if cfg.restart and parts.exists():
+        logger.info(f"restart=true: discarding {parts}")
+        shutil.rmtree(parts)
+    started_with = {"encoder": encoder.identity(), "encoder_weights": module_fingerprint(encoder),
+                    "dataset": load_dataset(cfg.dataset).identity(), "seed": cfg.seed,
+                    "sample_fraction": cfg.sample_fraction, "max_frames": cfg.max_frames,
+                    "chunk_seconds": cfg.chunk_seconds, "dtype": cfg.dtype}
+    resume_or_record(parts, started_with, what=f"the saved feature sample in {parts}",
+                     how_to_restart="or pass restart=true to discard it and start over")
+    saved = parts / "features.npy"
+    if saved.is_file():
+        logger.info(f"resuming: the feature sample of the killed run ({saved})")
+        return np.load(saved, allow_pickle=False), None
+    features, per_utterance = _collect_features(cfg, encoder, keep_utterances)
+    with atomic_path(saved) as tmp, open(tmp, "wb") as f:
+        np.save(f, features, allow_pickle=False)
+    return features, per_utterance
+
+
 def _unit_sequences(cfg: KMeansJobConfig, encoder, kmeans: KMeans, per_utterance: list[np.ndarray] | None
                     ) -> list[np.ndarray]:
     """Deduplicated unit sequences of the sampled utterances (for BPE training); re-encodes when the features were
@@ -146,7 +180,7 @@ def fit_tokenizer(cfg: KMeansJobConfig) -> SpeechTokenizer:
         kmeans.metadata = {"encoder": cfg.encoder, "layer": cfg.layer, **kmeans.metadata, "init_from": cfg.init_from}
         logger.info(f"centroids from {cfg.init_from}: k={kmeans.centroids.shape[0]}")
     else:
-        features, per_utterance = _collect_features(cfg, encoder, keep_utterances=bool(cfg.bpe_vocab_size))
+        features, per_utterance = _resumable_features(cfg, encoder, keep_utterances=bool(cfg.bpe_vocab_size))
         logger.info(f"fitting k-means k={cfg.k} ({cfg.backend}) on {len(features):,} frames x {features.shape[1]} dims")
         kmeans = KMeans(KMeansConfig(k=cfg.k, backend=cfg.backend, max_iter=cfg.max_iter, seed=cfg.seed,
                                      device=cfg.device))
@@ -163,5 +197,6 @@ def fit_tokenizer(cfg: KMeansJobConfig) -> SpeechTokenizer:
         logger.info(f"BPE: {bpe.vocab_size} tokens")
     tokenizer = SpeechTokenizer(encoder, kmeans, deduplicate=cfg.deduplicate, bpe=bpe, device=cfg.device)
     tokenizer.save_pretrained(cfg.output, overwrite=cfg.overwrite)
+    shutil.rmtree(Path(cfg.output).with_name(Path(cfg.output).name + ".parts"), ignore_errors=True)
     logger.info(f"wrote tokenizer {cfg.output}: {tokenizer.identity()['name']}")
     return tokenizer

@@ -2,7 +2,10 @@
 
 Each rank (torchrun's RANK/WORLD_SIZE, SLURM, or ``rank=``/``world_size=``) tokenizes its shard of the id-sorted
 manifest and appends finished utterances to its own journal ``<output>.parts/part-RRRRR-of-WWWWW.jsonl``, flushed and
-fsynced after every batch. A re-run reads the journal (dropping a torn last line left by a kill) and skips what is done.
+fsynced after every batch. A re-run reads the journal (dropping a torn last line left by a kill) and skips what is done;
+it resumes only what was started with the same tokenizer (identity and k-means hash), the same dataset (its ids) and
+the same output-changing options, recorded in ``<output>.parts/run.json``: anything else is refused with the list of
+differences (``restart=true`` discards the partial run: every rank drops its own journal).
 Files that cannot be read or encoded are listed in ``...failures.jsonl`` and skipped; the rest completes.
 When every shard is complete, the rank that finishes last (guarded by a lock file) merges the journals into the final
 unit dataset with one atomic directory rename, so ``<output>`` is either absent or complete, and removes ``.parts``.
@@ -27,6 +30,8 @@ from textless.data.batching import Failure, iter_audio_batches
 from textless.data.units import UnitSequence, UnitWriter
 from textless.errors import ConfigError, TextlessError
 from textless.tokenizers.bundle import SpeechTokenizer, Units
+from textless.tokenizers.encoders.base import dtype_name, effective_dtype
+from textless.utils.runs import resume_or_record
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +39,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class TokenizeConfig:
     dataset: str = "bundled:train"  # audio directory, manifest, or bundled:<split>
-    tokenizer: str = ""             # SpeechTokenizer bundle directory
+    tokenizer: str = "starter"      # SpeechTokenizer bundle directory, or "starter" (the shipped one)
     output: str = ""                # unit dataset directory to create
     encoding: str = "binary"        # jsonl | binary
     batch_seconds: float = 120.0    # audio seconds per encoder batch
@@ -42,9 +47,11 @@ class TokenizeConfig:
     max_seconds: float = 36000.0    # files longer than this are refused (reported as failures)
     device: str = "cpu"
     dtype: str | None = None        # None (the bundle's, float32 by default) | bfloat16 | float16: encoder autocast
+    force_dtype: bool = False       # autocast even on a CPU without native bf16 (else float32 there, with a warning)
     rank: int | None = None         # default: from the environment (torchrun / SLURM), else 0
     world_size: int | None = None
     retry_failed: bool = False      # re-attempt utterances listed as failures by an earlier run
+    restart: bool = False           # discard a partial run (<output>.parts) instead of resuming it
     overwrite: bool = False
     progress: bool = True
 
@@ -99,6 +106,11 @@ class ShardJournal:
     def add_failures(self, records: list[dict]) -> None:
         self._append(self.failures_path, records)
 
+    def discard(self) -> None:
+        """Forget this shard's finished utterances and failures (``restart=true``)."""
+        for path in (self.units_path, self.failures_path, self.done_path):
+            path.unlink(missing_ok=True)
+
     def mark_done(self) -> None:
         self.done_path.write_text(str(time.time()))
 
@@ -126,11 +138,20 @@ def tokenize_dataset(cfg: TokenizeConfig) -> TokenizeResult:
     if output.exists() and not cfg.overwrite:
         raise TextlessError(f"output '{output}' already exists (overwrite=true to replace it)")
     rank, world = _resolve_shard(cfg)
-    tokenizer = SpeechTokenizer.from_pretrained(cfg.tokenizer, device=cfg.device,
+    tokenizer = SpeechTokenizer.from_pretrained(cfg.tokenizer, device=cfg.device, force_dtype=cfg.force_dtype,
                                                 **({"dtype": cfg.dtype} if cfg.dtype else {}))
-    manifest = load_dataset(cfg.dataset).shard(rank, world)
+    dataset = load_dataset(cfg.dataset)
+    manifest = dataset.shard(rank, world)
     parts_dir = output.with_name(output.name + ".parts")
+    dtype = effective_dtype(tokenizer.device, getattr(tokenizer.encoder, "dtype", None), cfg.force_dtype)
+    resume_or_record(parts_dir, {"tokenizer": tokenizer.unit_identity().describe(), "dataset": dataset.identity(),
+                                 "world_size": world, "dtype": dtype_name(dtype), "chunk_seconds": cfg.chunk_seconds,
+                                 "max_seconds": cfg.max_seconds},
+                     what=f"the partial tokenization in {parts_dir}", restart=cfg.restart,
+                     how_to_restart="or pass restart=true to discard it and start over")
     journal = ShardJournal(parts_dir, rank, world)
+    if cfg.restart:
+        journal.discard()
     finished = {r["id"] for r in journal.finished()}
     failed = {r["id"] for r in journal.failures()} - finished
     skip = finished if cfg.retry_failed else finished | failed
@@ -145,13 +166,16 @@ def tokenize_dataset(cfg: TokenizeConfig) -> TokenizeResult:
         new_failures.append(failure.to_dict())
         journal.add_failures([failure.to_dict()])
 
-    seconds = sum(item.duration or 0.0 for item in todo)
-    bar = tqdm(total=round(seconds, 1), unit="s", desc=f"tokenize rank {rank}/{world}", disable=not cfg.progress)
+    known = all(item.duration is not None for item in todo)  # a directory of files has no durations up front
+    bar = tqdm(total=sum(item.duration for item in todo) if known else None, desc=f"tokenize rank {rank}/{world}",
+               disable=not cfg.progress,
+               bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s of audio [{elapsed}<{remaining}]" if known
+               else "{desc}: {n:.1f} s of audio [{elapsed}]")
     for items, wavs in iter_audio_batches(todo, tokenizer.sample_rate, cfg.batch_seconds, on_error,
                                           max_seconds=cfg.max_seconds, length_problem=tokenizer.encoder.length_problem):
         labels = tokenizer.frame_labels_batch(wavs, cfg.chunk_seconds)
         journal.add([_record(item.id, tokenizer.units_from_labels(lab)) for item, lab in zip(items, labels)])
-        bar.update(round(sum(len(w) for w in wavs) / tokenizer.sample_rate, 1))
+        bar.update(sum(len(w) for w in wavs) / tokenizer.sample_rate)
     bar.close()
     journal.mark_done()
     for failure in new_failures:

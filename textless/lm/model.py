@@ -29,6 +29,7 @@ flash attention takes no 4-D mask, so `textless.lm.data.packing_mode` refuses it
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import transformers
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from textless.data.identity import UnitIdentity, check_fits
@@ -145,7 +147,12 @@ class UnitLM(StreamingUnitLM):
         meta = read_metadata(path)
         kwargs: dict[str, Any] = {"dtype": torch_dtype if torch_dtype is not None else "auto",
                                   "local_files_only": True, **attn_kwargs(attn_implementation)}
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        except (OSError, ValueError, RuntimeError, pickle.UnpicklingError, SafetensorError) as e:
+            files = sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
+            raise FormatError(path, f"cannot load the model's weights ({', '.join(files) or 'no weight file'}): "
+                                    f"{type(e).__name__}: {_first_sentence(str(e))}") from e
         if device is not None:
             model = model.to(device)
         model.eval()
@@ -270,3 +277,8 @@ def _check_model_vocab(model: PreTrainedModel, vocab: UnitVocab) -> None:
     rows = model.get_input_embeddings().weight.shape[0]
     if rows < vocab.size:
         raise TextlessError(f"the model has {rows} embedding rows but the vocabulary needs {vocab.size}")
+
+
+def _first_sentence(message: str) -> str:
+    """The first sentence of a library's (often multi-paragraph) error message."""
+    return message.strip().splitlines()[0].split(". ")[0][:300] if message.strip() else "(no message)"

@@ -1,7 +1,8 @@
 """Log-likelihood of unit sequences under a `UnitLM` (sWUGGY / sBLIMP / StoryCloze style scoring).
 
-Convention. A unit sequence ``u_1..u_L`` becomes tokens ``x = [bos] + (u + offset) + [eos]`` (bos with
-``add_bos``, eos with ``add_eos``). EVERY token after the first is scored given all tokens before it:
+Convention (slamkit's, the default everywhere in textless: `textless eval` and `UnitLM.log_likelihood` alike). A unit
+sequence ``u_1..u_L`` becomes tokens ``x = [bos] + (u + offset) + [eos]`` (bos with ``add_bos``, eos with
+``add_eos``; both on by default). EVERY token after the first is scored given all tokens before it:
 
     sum = sum_{t >= 1} log P(x_t | x_<t)        (natural log, float64)
     num_tokens = len(x) - 1                     (= L + add_eos with add_bos; L - 1 + add_eos without)
@@ -46,7 +47,7 @@ class LogLikelihood:
 
 
 def log_likelihood(lm: UnitLM, sequences: Sequence[np.ndarray], *, batch_size: int = 32, add_bos: bool = True,
-                   add_eos: bool = False, max_tokens: int | None = None) -> LogLikelihood:
+                   add_eos: bool = True, max_tokens: int | None = None) -> LogLikelihood:
     """Score unit sequences (units, NOT token ids); see the module docstring for the exact convention."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -25,14 +25,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textless.audio import resample
+from textless.audio import LazyWaveform, resample
 from textless.data.identity import UnitIdentity
 from textless.data.units import UnitMeta
-from textless.errors import TextlessError
+from textless.errors import AudioError, TextlessError
 from textless.tokenizers.encoders import SpeechEncoder, load_encoder
-from textless.tokenizers.encoders.utterances import DEFAULT_CHUNK_SECONDS, encode_utterances
+from textless.tokenizers.encoders.chunking import iter_encode_long
+from textless.tokenizers.encoders.utterances import DEFAULT_CHUNK_SECONDS, encode_utterances, longest_whole
 from textless.tokenizers.kernels import dedup
 from textless.tokenizers.kmeans import KMeans
+from textless.utils.assets import starter_part
 from textless.utils.atomic import atomic_directory
 from textless.utils.hf import quiet_progress_bars
 from textless.utils.versioned import artifact
@@ -136,20 +138,46 @@ class SpeechTokenizer:
             return units.ids, units.durations
         return self.bpe.decode(units.ids), units.unit_durations
 
+    def _predict(self, feats: torch.Tensor) -> np.ndarray:
+        labels = self.kmeans.predict(feats if feats.is_cuda else feats.numpy())
+        return labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels
+
     def frame_labels_batch(self, wavs: Sequence[torch.Tensor],
                            chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> list[np.ndarray]:
-        """k-means labels per frame for already-resampled waveforms [T] (features of all of them assigned at once).
+        """k-means labels per frame for already-resampled waveforms [T].
 
-        How the waveforms go through the encoder (one by one on the CPU, padded batches on a GPU, windows of
-        `chunk_seconds` for longer ones): `encoders.utterances.encode_utterances`.
+        How the waveforms go through the encoder (one by one on the CPU, padded batches on a GPU; the features of
+        all of them assigned at once): `encoders.utterances.encode_utterances`. Waveforms longer than
+        `chunk_seconds` go through `frame_labels_long` (windows, labels per window: bounded memory).
         """
-        feats = encode_utterances(self.encoder, wavs, chunk_seconds)
-        flat = torch.cat(feats)
-        labels = self.kmeans.predict(flat if flat.is_cuda else flat.numpy())
-        if isinstance(labels, torch.Tensor):
-            labels = labels.cpu().numpy()
-        bounds = np.cumsum([0] + [len(f) for f in feats])
-        return [labels[a:b] for a, b in pairwise(bounds)]
+        limit = longest_whole(self.encoder, chunk_seconds)
+        out: list[np.ndarray | None] = [None] * len(wavs)
+        for i in (i for i, w in enumerate(wavs) if len(w) > limit):
+            out[i] = self.frame_labels_long(wavs[i], chunk_seconds)
+        short = [i for i, w in enumerate(wavs) if len(w) <= limit]
+        if short:
+            feats = encode_utterances(self.encoder, [wavs[i] for i in short], chunk_seconds)
+            labels = self._predict(torch.cat(feats))
+            bounds = np.cumsum([0] + [len(f) for f in feats])
+            for i, (a, b) in zip(short, pairwise(bounds)):
+                out[i] = labels[a:b]
+        return out  # type: ignore[return-value]
+
+    def frame_labels_long(self, wav, chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> np.ndarray:
+        """k-means labels per frame of one long waveform at the encoder's rate: a tensor [T] or a `LazyWaveform`
+        (read window by window from its file). Encoded in windows (`encoders.chunking`) whose features are assigned
+        and dropped one window at a time: memory does not grow with the length beyond the labels themselves."""
+        return np.concatenate([self._predict(f) for f in iter_encode_long(self.encoder, wav,
+                                                                          chunk_seconds=chunk_seconds)])
+
+    def encode_file(self, path, chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> Units:
+        """`Units` of an audio file of any length, read window by window (`textless.audio.LazyWaveform`): neither the
+        waveform nor its features are ever held whole."""
+        wav = LazyWaveform(path, self.sample_rate)
+        problem = self.encoder.length_problem(len(wav))
+        if problem:
+            raise AudioError(path, f"cannot be tokenized: {problem}")
+        return self.units_from_labels(self.frame_labels_long(wav, chunk_seconds))
 
     def encode(self, wav, sample_rate: int) -> Units:
         """One waveform ([T] float, any rate) -> `Units`."""
@@ -192,12 +220,14 @@ class SpeechTokenizer:
         return path
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu", **encoder_kw) -> SpeechTokenizer:
+    def from_pretrained(cls, path: str | Path, *, device: str | torch.device = "cpu", force_dtype: bool = False,
+                        **encoder_kw) -> SpeechTokenizer:
         """Load a bundle; the encoder is rebuilt with its saved options (e.g. ``normalize``, ``dtype``, MFCC sizes),
-        which `encoder_kw` may override (e.g. ``dtype="bfloat16"`` to run a float32 bundle in bf16)."""
+        which `encoder_kw` may override (e.g. ``dtype="bfloat16"`` to run a float32 bundle in bf16). A half dtype on
+        a CPU without native support falls back to float32 (with a warning) unless `force_dtype`."""
         from textless.tokenizers.bpe import UnitBPE
 
-        path = Path(path)
+        path = starter_part(path, "tokenizer")
         config = TOKENIZER.read_dir(path, "tokenizer.json")
         source = config["encoder"]["source"]
         if source != "mfcc" and not Path(source).is_absolute() and (path / source).exists():
@@ -205,6 +235,7 @@ class SpeechTokenizer:
         options = {**config["encoder"].get("options", {}), **encoder_kw}
         with quiet_progress_bars():
             encoder = load_encoder(source, config["encoder"].get("layer"), **options)
+        encoder.force_dtype = force_dtype
         kmeans = KMeans.load(path / "kmeans.safetensors")
         bpe = UnitBPE.load(path / "bpe") if config.get("bpe") else None
         return cls(encoder, kmeans, deduplicate=config["deduplicate"], bpe=bpe, device=device)

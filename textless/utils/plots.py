@@ -33,7 +33,8 @@ def log_mel(wav: np.ndarray, sample_rate: int, n_mels: int = 80) -> tuple[np.nda
 
 
 def plot_speech(panels: Sequence[SpeechPanel], path: str | Path, title: str = "") -> Path:
-    """Waveform + log-mel spectrogram per panel (shared time axis), unit boundaries as thin lines; PNG at `path`."""
+    """Waveform + log-mel spectrogram per panel (shared time axis); PNG at `path`. Units show as alternating shaded
+    bands behind the waveform and as cyan lines over the spectrogram (visible on its dark background)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,6 +46,9 @@ def plot_speech(panels: Sequence[SpeechPanel], path: str | Path, title: str = ""
     for i, panel in enumerate(panels):
         ax_wav, ax_mel = axes[2 * i], axes[2 * i + 1]
         t = np.arange(len(panel.wav)) / panel.sample_rate
+        edges = [0.0, *panel.boundaries, len(panel.wav) / panel.sample_rate]
+        for k in range(0, len(edges) - 1, 2):
+            ax_wav.axvspan(edges[k], edges[k + 1], color="0.85", linewidth=0)
         ax_wav.plot(t, panel.wav, linewidth=0.4, color="tab:blue")
         ax_wav.set_ylim(-1, 1)
         ax_wav.set_title(panel.title, fontsize=10, loc="left")
@@ -54,7 +58,7 @@ def plot_speech(panels: Sequence[SpeechPanel], path: str | Path, title: str = ""
                       vmin=spec.max() - 80, vmax=spec.max())
         ax_mel.set_ylabel("mel", fontsize=8)
         for b in panel.boundaries:
-            ax_mel.axvline(b, color="white", linewidth=0.3, alpha=0.5)
+            ax_mel.axvline(b, color="cyan", linewidth=0.6, alpha=0.9)
         if panel.marker is not None:
             for ax in (ax_wav, ax_mel):
                 ax.axvline(panel.marker, color="red", linewidth=1.5)

@@ -10,9 +10,11 @@ difference stops the run with `ResumeMismatchError`, which lists every differenc
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from textless.errors import ConfigError
+from textless.utils.versioned import artifact
 
 
 class ResumeMismatchError(ConfigError):
@@ -55,3 +57,40 @@ def refuse(what: str, changes: list[tuple[str, Any, Any]], how_to_restart: str) 
     if changes:
         raise ResumeMismatchError(f"{what} was started with different inputs or settings ({describe(changes)}); "
                                   f"resume with the same ones, {how_to_restart}")
+
+
+RUN_RECORD = artifact("textless.run", 1, "a run record")
+RECORD_FILE = "run.json"
+
+
+def resume_or_record(directory: str | Path, started_with: dict[str, Any], *, what: str, how_to_restart: str,
+                     resumable: Iterable[str] = (), restart: bool = False, filename: str = RECORD_FILE) -> bool:
+    """The one resume rule for a job's partial output `directory`: when it holds a record (``run.json``) of what the
+    run was started with, `started_with` must match it (but for the keys in `resumable`), else
+    `ResumeMismatchError` naming `what` and every difference; when it holds none, the record is written (as
+    `filename`: a hidden name where the directory holds the user's outputs). Returns
+    True when resuming. `started_with` holds plain JSON values: input identities and the options that change the
+    output. `restart`: overwrite the record without comparing (the caller discards the partial output)."""
+    path = Path(directory) / filename
+    if path.is_file() and not restart:
+        recorded = RUN_RECORD.read_json(path)["started_with"]
+        refuse(what, differences(recorded, started_with, ignore=resumable), how_to_restart)
+        return True
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    RUN_RECORD.write_json(path, {"started_with": started_with})
+    return False
+
+
+def module_fingerprint(module: Any, sample: int = 4096) -> str:
+    """A short hash of a torch module's weights, for run records: every tensor's name, dtype and shape and an even
+    sample of at most `sample` of its values (a full hash of a 7B model would copy 14 GB off the GPU; any training
+    step changes the sampled values too)."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=8)
+    for name, tensor in sorted(module.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        values = flat[:: max(1, flat.numel() // sample)].float().cpu().contiguous().numpy()
+        digest.update(f"{name}\t{tensor.dtype}\t{tuple(tensor.shape)}\n".encode())
+        digest.update(values.tobytes())
+    return digest.hexdigest()

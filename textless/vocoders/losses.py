@@ -76,6 +76,22 @@ def discriminator_loss(scores_real: list[torch.Tensor], scores_fake: list[torch.
     return sum(((1 - r.float()) ** 2).mean() + (g.float() ** 2).mean() for r, g in zip(scores_real, scores_fake))
 
 
+def dc_offset_loss(fake: torch.Tensor, real: torch.Tensor, valid_samples: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean |mean(fake) - mean(real)| over the batch: each segment's DC offset (mean sample value) against the real
+    one's, over its first `valid_samples` [B] samples (all when None). [B, 1, T] or [B, T] waveforms.
+
+    Not in HiFi-GAN: there the discriminators see a DC offset, but the log-mel L1 hardly does (a constant adds to the
+    lowest bin only, and the log floor hides it in quiet frames). A generator trained on mel steps alone (the CPU
+    recipe) keeps a constant offset of about -54 dBFS, which no frame of its "silence" gets below (issue: silence
+    comes back as noise); this term removes it."""
+    fake, real = fake.float().reshape(fake.shape[0], -1), real.float().reshape(real.shape[0], -1)
+    if valid_samples is None:
+        return (fake.mean(-1) - real.mean(-1)).abs().mean()
+    mask = (torch.arange(fake.shape[-1], device=fake.device)[None, :] < valid_samples[:, None]).float()
+    count = mask.sum(-1).clamp(min=1.0)
+    return (((fake - real) * mask).sum(-1) / count).abs().mean()
+
+
 def duration_loss(log_durations: torch.Tensor, durations: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
     """MSE between predicted log(1 + d) [B, R] and the runs' true log(1 + durations) [B, R] (frames), over the runs
     where `target_mask` [B, R] is True (a segment's first and last runs are excluded by the caller: the segment

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -102,7 +103,7 @@ class UnitVocoder(nn.Module):
         generator = UnitHiFiGAN(config)
         try:
             missing, unexpected = generator.load_state_dict(load_file(str(path / WEIGHTS_FILE)), strict=False)
-        except (OSError, RuntimeError) as e:  # missing file, shape mismatch
+        except (OSError, RuntimeError, SafetensorError) as e:  # missing or unreadable file, shape mismatch
             raise FormatError(path / WEIGHTS_FILE, str(e).splitlines()[0]) from None
         if missing or unexpected:
             raise FormatError(path / WEIGHTS_FILE, f"weights do not fit the config: missing {missing[:5]}, "

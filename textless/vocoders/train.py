@@ -78,6 +78,7 @@ from textless.vocoders.losses import (
     FEATURE_MATCHING_WEIGHT,
     MEL_WEIGHT,
     LogMel,
+    dc_offset_loss,
     discriminator_loss,
     duration_loss,
     feature_matching_loss,
@@ -143,6 +144,8 @@ class VocoderTrainConfig(TrainingConfig):
     mel_weight: float = MEL_WEIGHT
     feature_matching_weight: float = FEATURE_MATCHING_WEIGHT
     duration_weight: float = 1.0
+    dc_weight: float = 0.0                   # |segment mean - real mean| term (0: HiFi-GAN's losses only); the
+    #                                          mel-only CPU recipe needs it (see textless.vocoders.losses.dc_offset_loss)
     mel_only_steps: int = 0                  # first steps without the discriminator (mel + duration losses)
     eval_every: int = 1000
     save_every: int = 5000
@@ -216,7 +219,7 @@ class VocoderObjective(Objective):
     resumable_settings = ("device", "num_valid_samples", "max_valid_utterances", "cache_mb", "prefetch",
                           "valid_dataset", "valid_audio_dataset", "audio_dataset")
     input_settings = ("train_dataset", "valid_dataset")
-    history_columns = ("mel", "dur", "gen", "disc", "adv", "fm")
+    history_columns = ("mel", "dur", "dc", "gen", "disc", "adv", "fm")
     valid_columns = ("mel_l1", "dur_mse")
     config: VocoderTrainConfig
 
@@ -240,6 +243,7 @@ class VocoderObjective(Objective):
         if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
             raise ConfigError(f"betas must be two numbers in [0, 1), got {list(cfg.betas)}")
         for name in ("weight_decay", "grad_clip", "mel_weight", "feature_matching_weight", "duration_weight",
+                     "dc_weight",
                      "mel_only_steps", "num_valid_samples", "prefetch", "seed"):
             if getattr(cfg, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(cfg, name)}")
@@ -315,9 +319,9 @@ class VocoderObjective(Objective):
         self.mel = LogMel(cfg.sampling_rate).to(ctx.device)
         self.mel_cpu = LogMel(cfg.sampling_rate)
         self.samples_logged = False
-        if not self.has_dur:
-            self.history_columns = tuple(c for c in type(self).history_columns if c != "dur")
-            self.valid_columns = tuple(c for c in type(self).valid_columns if c != "dur_mse")
+        unused = ({"dur", "dur_mse"} if not self.has_dur else set()) | ({"dc"} if cfg.dc_weight == 0 else set())
+        self.history_columns = tuple(c for c in type(self).history_columns if c not in unused)
+        self.valid_columns = tuple(c for c in type(self).valid_columns if c not in unused)
 
     @property
     def has_dur(self) -> bool:
@@ -391,6 +395,10 @@ class VocoderObjective(Objective):
                                      batch.run_durations, batch.run_targets)
             total = total + cfg.duration_weight * loss_dur
             metrics["dur"] = float(loss_dur.detach())
+        if cfg.dc_weight > 0:
+            loss_dc = dc_offset_loss(fake, real, None if batch.full else batch.valid_samples)
+            total = total + cfg.dc_weight * loss_dc
+            metrics["dc"] = float(loss_dc.detach())
         if scratch.get("gan"):
             self.discriminator.requires_grad_(False)  # gradients flow through D to the generator only
             with torch.no_grad():

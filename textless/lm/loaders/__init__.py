@@ -59,6 +59,7 @@ from textless.lm.loaders.base import (
     resolve_dtype,
 )
 from textless.lm.model import CONFIG_KEY, UnitLM
+from textless.utils.assets import starter_part
 from textless.utils.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def load_unit_lm(path: str | Path, *, family: str | None = None, **kwargs: Any) 
     when no family recognises `path`.
     """
     check_attn_implementation(kwargs.get("attn_implementation"))  # a missing flash package fails fast
-    path = Path(path)
+    path = starter_part(path, "lm")
     if family is not None:
         return LOADERS.get(family).load(path, **kwargs)
     if not path.exists():

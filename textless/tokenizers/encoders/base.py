@@ -17,7 +17,9 @@ Encoders are built by `textless.tokenizers.encoders.registry.load_encoder(source
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,8 @@ from torch import Tensor
 
 from textless.audio import resample
 from textless.errors import ConfigError, FormatError, TextlessError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "SpeechEncoder",
@@ -46,13 +50,15 @@ class SpeechEncoder(torch.nn.Module):
 
     Subclasses set `sample_rate` (Hz of the input waveform), `frame_rate` (Hz of the output frames) and `dim` (D), and
     implement `forward`, `num_frames` and `identity`. `max_samples` is the longest input accepted in one call (None:
-    unbounded; Whisper: 30 s), which `chunking.encode_long` respects.
+    unbounded; Whisper: 30 s), which `chunking.encode_long` respects. `force_dtype`: autocast to a half dtype on a CPU
+    without native support for it (otherwise float32 is used there: `effective_dtype`); a runtime choice, not saved.
     """
 
     sample_rate: int
     frame_rate: float
     dim: int
     max_samples: int | None = None
+    force_dtype: bool = False
 
     def forward(self, wavs: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """`wavs` float32 [B, T], `lengths` int64 [B] samples -> features float32 [B, F, D], lengths int64 [B]."""
@@ -165,13 +171,46 @@ def dtype_name(dtype: torch.dtype | None) -> str | None:
     return None if dtype is None else str(dtype).removeprefix("torch.")
 
 
-def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware: AVX512-BF16 or AMX-BF16 (x86, from /proc/cpuinfo), or the Arm
+    BF16 extension. Elsewhere torch emulates bf16 matrix products with far slower code."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16", "bf16"))
+
+
+def effective_dtype(device: torch.device, dtype: torch.dtype | None, force: bool = False) -> torch.dtype | None:
+    """The dtype an encoder actually autocasts to on `device`: bfloat16 on a CPU without native bf16 (see
+    `cpu_has_native_bf16`) falls back to float32 (None) with a warning, unless `force`; float16 on a CPU likewise
+    (no CPU computes it natively for these models)."""
+    if device.type == "cpu" and dtype in _HALF_DTYPES and not force:
+        native = dtype == torch.bfloat16 and cpu_has_native_bf16()
+        if not native:
+            _warn_emulated(str(dtype).removeprefix("torch."))
+            return None
+    return dtype
+
+
+@functools.cache
+def _warn_emulated(name: str) -> None:
+    logger.warning(f"this CPU has no native {name} (AVX512-BF16 / AMX for bfloat16): autocast would emulate it, "
+                   f"many times slower than float32 (0.3x vs 12x real time measured on an AVX2 machine); encoding in "
+                   f"float32 instead (force_dtype=true uses {name} anyway)")
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None, force: bool = False
+                     ) -> contextlib.AbstractContextManager:
     """`torch.autocast(device.type, dtype)` for the half dtypes, on CUDA and on the CPU alike; a no-op otherwise.
 
     On the CPU, bfloat16 pays off where the processor has bf16 matrix instructions (AVX512-BF16 / AMX: HuBERT-base
-    runs ~2.3x faster on a 2-core AVX512-BF16 machine, see benchmarks/results/tokenize_cpu.json) and costs time
-    elsewhere; the labels then differ from float32 on a small fraction of frames (measured there too).
+    runs ~2.3x faster on a 2-core AVX512-BF16 machine, see benchmarks/results/tokenize_cpu.json) and costs 40x the
+    time elsewhere, so there it falls back to float32 unless `force` (`effective_dtype`); the labels then differ
+    from float32 on a small fraction of frames (measured there too).
     """
+    dtype = effective_dtype(device, dtype, force)
     if dtype in _HALF_DTYPES:
         return torch.autocast(device_type=device.type, dtype=dtype)
     return contextlib.nullcontext()

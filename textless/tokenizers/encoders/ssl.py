@@ -24,12 +24,12 @@ A batch therefore gives the same features as encoding each item alone (to float 
 Two encoder flavours, chosen by ``config.do_stable_layer_norm``:
 
 * post-LN (False; HuBERT-base, wav2vec2-base): ``encoder.layer_norm`` after the positional conv, before block 1;
-* pre-LN "stable layer norm" (True; the large models): ``encoder.layer_norm`` only after the last block. For fairseq
-  parity (its ``output_layer`` path never applies it) layer L never gets that final layer norm, even for
-  L = num_layers. In transformers 5 ``hidden_states[num_layers]`` is also the raw block output (its output capture
-  hooks the blocks and does not tie the last entry to ``last_hidden_state`` for these models), so layer L equals
-  ``hidden_states[L]`` for every L; ``last_hidden_state`` = ``encoder.layer_norm(layer num_layers)`` differs.
-  (transformers 4.x returned the layer-normed tensor as ``hidden_states[-1]``.)
+* pre-LN "stable layer norm" (True; the large models): ``encoder.layer_norm`` only after the last block. An explicit
+  layer L never gets that final layer norm, even for L = num_layers (fairseq parity: its ``output_layer=L`` path never
+  applies it; in transformers 5 ``hidden_states[L]`` is the raw block output too). ``layer=None`` is the model's
+  final output: the last block followed by ``encoder.layer_norm``, as fairseq's ``extract_features(output_layer=None)``
+  and Hugging Face's ``last_hidden_state`` (the identity then records ``layer: None`` and ``final_layer_norm: True``,
+  so a bundle rebuilds the same encoder). For post-LN models ``layer=None`` and ``layer=num_layers`` are the same.
 
 Frame count: the conv arithmetic ``n -> floor((n - kernel) / stride) + 1`` over the conv layers, for HuBERT
 ``floor((T - 400) / 320) + 1`` for T >= 400 samples (50 Hz at 16 kHz); shorter inputs raise `TextlessError`.
@@ -185,8 +185,8 @@ class SSLEncoder(SpeechEncoder):
         model: a bare ``HubertModel``, ``Wav2Vec2Model`` or ``WavLMModel`` (put in eval mode; only blocks 1..layer
             are ever run).
         layer: layer L = the output of transformer block L = HF ``hidden_states[L]`` (fairseq ``output_layer``,
-            1-based; 0 = pre-transformer features). None = the last block. Pre-LN models never get the final
-            ``encoder.layer_norm``.
+            1-based; 0 = pre-transformer features). None = the model's final output: the last block, followed by
+            the final ``encoder.layer_norm`` for pre-LN models (HF ``last_hidden_state``).
         normalize: layer-normalise each waveform over its valid samples first (fairseq ``task.normalize``).
         source: where the model came from (recorded by `identity`; `load_encoder(source, layer)` rebuilds it).
         dtype: None / float32, or float16 / bfloat16 (or their names) for autocast.
@@ -212,6 +212,7 @@ class SSLEncoder(SpeechEncoder):
         self.source = str(source)
         self.dtype = check_dtype(dtype)
         self.pre_layer_norm = bool(config.do_stable_layer_norm)
+        self.final_layer_norm = layer is None and self.pre_layer_norm
         self.kernels = tuple(int(k) for k in config.conv_kernel)
         self.strides = tuple(int(s) for s in config.conv_stride)
         self.min_samples = conv_min_samples(self.kernels, self.strides)
@@ -251,7 +252,7 @@ class SSLEncoder(SpeechEncoder):
         """wavs float32 [B, T] at `sample_rate` Hz, lengths int64 [B] -> (features float32 [B, F, D], int64 [B])."""
         wavs, lengths = check_batch(wavs, lengths, self.device)
         feature_lengths = self._feature_lengths(lengths)
-        with torch.inference_mode(), autocast_context(self.device, self.dtype):
+        with torch.inference_mode(), autocast_context(self.device, self.dtype, self.force_dtype):
             features = self._features(wavs, lengths, feature_lengths)
         # clone() outside inference mode: callers get ordinary tensors they may modify in place
         return features.float().clone(), feature_lengths.clone()
@@ -269,6 +270,8 @@ class SSLEncoder(SpeechEncoder):
         hidden = self._encoder_input(hidden)
         blocks = self.model.encoder.layers[: self.layer]
         hidden = self._run_blocks(blocks, hidden, valid if padded else None, self.model.config)
+        if self.final_layer_norm:
+            hidden = self.model.encoder.layer_norm(hidden)
         return hidden * valid[..., None].to(hidden.dtype) if padded else hidden
 
     def _conv_features(self, wavs: Tensor, lengths: Tensor) -> Tensor:
@@ -293,9 +296,13 @@ class SSLEncoder(SpeechEncoder):
 
     def identity(self) -> dict:
         """{"name": model_type, "source", "layer", "num_layers", "normalize", "sample_rate", "frame_rate", "dim"}."""
-        return {"name": self.model_type, "source": self.source, "layer": self.layer, "num_layers": self.num_layers,
-                "normalize": self.normalize, "sample_rate": self.sample_rate, "frame_rate": self.frame_rate,
-                "dim": self.dim}
+        identity = {"name": self.model_type, "source": self.source,
+                    "layer": None if self.final_layer_norm else self.layer, "num_layers": self.num_layers,
+                    "normalize": self.normalize, "sample_rate": self.sample_rate, "frame_rate": self.frame_rate,
+                    "dim": self.dim}
+        if self.final_layer_norm:
+            identity["final_layer_norm"] = True
+        return identity
 
 
 # ------------------------------------------------------------------------------------------------ loading

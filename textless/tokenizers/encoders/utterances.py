@@ -20,9 +20,15 @@ from torch import Tensor
 from textless.tokenizers.encoders.base import SpeechEncoder
 from textless.tokenizers.encoders.chunking import encode_long
 
-__all__ = ["DEFAULT_CHUNK_SECONDS", "encode_utterances"]
+__all__ = ["DEFAULT_CHUNK_SECONDS", "encode_utterances", "longest_whole"]
 
 DEFAULT_CHUNK_SECONDS = 60.0
+
+
+def longest_whole(encoder: SpeechEncoder, chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> float:
+    """Samples up to which a waveform goes through the encoder whole; longer ones are encoded in windows."""
+    limit = chunk_seconds * encoder.sample_rate
+    return limit if encoder.max_samples is None else min(limit, encoder.max_samples)
 
 
 def encode_utterances(encoder: SpeechEncoder, wavs: Sequence[Tensor],
@@ -33,9 +39,7 @@ def encode_utterances(encoder: SpeechEncoder, wavs: Sequence[Tensor],
     `TextlessError`.
     """
     device = encoder.device
-    limit = chunk_seconds * encoder.sample_rate
-    if encoder.max_samples is not None:
-        limit = min(limit, encoder.max_samples)
+    limit = longest_whole(encoder, chunk_seconds)
     out: list[Tensor | None] = [None] * len(wavs)
     short = [i for i, w in enumerate(wavs) if len(w) <= limit]
     for i in (i for i, w in enumerate(wavs) if len(w) > limit):

@@ -141,7 +141,7 @@ class WhisperFeatureEncoder(SpeechEncoder):
         feature_lengths = self._feature_lengths(lengths)
         with torch.inference_mode():
             mel = self.log_mel(wavs)
-            with autocast_context(self.device, self.dtype):
+            with autocast_context(self.device, self.dtype, self.force_dtype):
                 hidden = self._encode_mel(mel)
             hidden = hidden[:, : int(feature_lengths.max())].float()
             hidden = hidden * frame_mask(feature_lengths, hidden.shape[1])[..., None].to(hidden.dtype)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from textless.errors import TextlessError
+from textless.utils.assets import starter_part
 from textless.utils.registry import Registry
 from textless.vocoders.loaders import fairseq, speechbrain
 from textless.vocoders.model import CONFIG_FILE, FORMAT_NAME, UnitVocoder
@@ -76,8 +77,9 @@ def detect_vocoder_format(path: str | Path) -> str:
 
 
 def load_vocoder(path: str | Path, format: str | None = None, **kw) -> UnitVocoder:
-    """A `UnitVocoder` (eval mode, weight norm folded) from any registered checkpoint format."""
-    path = Path(path)
+    """A `UnitVocoder` (eval mode, weight norm folded) from any registered checkpoint format (``"starter"``: the
+    starter pipeline's)."""
+    path = starter_part(path, "vocoder")
     name = format or detect_vocoder_format(path)
     return VOCODER_FORMATS.get(name)[1](path, **kw).eval()
 
