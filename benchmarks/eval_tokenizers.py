@@ -6,8 +6,8 @@ bundled corpus' held-out voices, in one run: which encoder, layer and k give uni
 
 A spec is ``starter`` (the committed starter pipeline's tokenizer), ``mfcc:<k>`` or ``whisper:<layer>:<k>`` (the
 offline Whisper-base encoder). Every spec other than ``starter`` is fitted in the run with ``textless kmeans``
-defaults (faiss, 100 iterations, seed 0) on ``bundled:train`` (12 voices), then measured with
-``textless eval-tokenizer`` defaults on ``bundled:valid_unseen`` (51 utterances of 2 other voices; ABX on triphone
+defaults (faiss, 100 iterations, seed 0) on ``bundled:train`` (7 voices), then measured with
+``textless eval-tokenizer`` defaults on ``bundled:valid_unseen`` (57 utterances of 2 other voices; ABX on triphone
 items made from the phone alignments, cosine distance; units embedded one-hot). ``position_probe`` measures how much
 the features encode time position instead of content (Whisper adds an absolute position embedding). Fitting a Whisper
 tokenizer takes 1-2 min on 2 CPU cores.

@@ -11,9 +11,10 @@ fairseq CodeHiFiGAN release (512 channels, hop 320, duration predictor) and as t
 - ``textless_batch1`` and ``textless_batch16``: `UnitVocoder.synthesize` with padding masks (equal outputs).
 Real-time factor = audio seconds / wall seconds (x real time).
 
-Intelligibility: the starter pipeline resynthesizes held-out bundled utterances (``valid``: held-out sentences of the
-training voices, in their own voice; ``valid_unseen``: held-out voices, in the vocoder's default voice); the offline
-Whisper-base transcribes originals and resyntheses; WER against the reference transcripts, corpus-level.
+Intelligibility: `textless eval-resynth` of the starter pipeline on held-out bundled utterances (``valid``: held-out
+sentences of the training voices, in their own voice; ``valid_unseen``: held-out voices, in the vocoder's default
+voice); the offline Whisper-base transcribes originals and resyntheses; corpus-level WER / CER against the reference
+transcripts after Whisper's English normaliser, and the silent-frame ratio and level of both.
 Writes ``benchmarks/results/vocoder_<device>.json``.
 """
 
@@ -98,35 +99,25 @@ def bench_speed(name: str, config: dict, device: torch.device, n: int, repeats: 
 
 
 def bench_wer(device: str, max_utterances: int) -> dict:
-    from textless.audio import load_audio
-    from textless.data.corpus import load_bundled_corpus
-    from textless.eval.asr import load_asr
-    from textless.eval.wer import error_rate
-    from textless.pipeline import starter_pipeline
+    """`textless eval-resynth` of the starter pipeline on both held-out splits (WER / CER after Whisper's English
+    normaliser, silent-frame ratio and level of the originals and the resyntheses)."""
+    from textless.jobs.eval_resynth import EvalResynthConfig, evaluate_resynthesis
 
-    pipeline = starter_pipeline(device=device, load_lm=False)
-    asr = load_asr("offline:whisper-base", device=device)
-    out = {"pipeline": "textless starter (Whisper-base L4 k-means 100 -> small unit HiFi-GAN)", "asr": "Whisper-base "
-           "(offline, transformers, greedy)", "splits": {}}
+    out = {"pipeline": "textless starter (Whisper-base L4 k-means 100 -> small unit HiFi-GAN)", "splits": {}}
     for split in ("valid", "valid_unseen"):
-        items = [i for i in load_bundled_corpus(split) if i.transcript][:max_utterances]
-        originals, resynth = [], []
-        for item in items:
-            wav, sr = load_audio(item.path, 16000)
-            originals.append(wav.numpy())
-            resynth.append(pipeline.resynthesize(wav, sr, speaker=item.speaker)[0])
-        refs = [i.transcript for i in items]
-        hyp_orig, hyp_resynth = asr.transcribe(originals), asr.transcribe(resynth)
-        out["splits"][split] = {
-            "utterances": len(items), "speakers": sorted({i.speaker for i in items}),
-            "wer_original": error_rate(refs, hyp_orig).to_dict(), "wer_resynthesized": error_rate(refs, hyp_resynth)
-            .to_dict(), "cer_original": error_rate(refs, hyp_orig, "char").rate,
-            "cer_resynthesized": error_rate(refs, hyp_resynth, "char").rate,
-            "examples": [{"id": i.id, "reference": r, "original": a, "resynthesized": b}
-                         for i, r, a, b in list(zip(items, refs, hyp_orig, hyp_resynth))[:5]]}
+        report = evaluate_resynthesis(EvalResynthConfig(
+            dataset=f"bundled:{split}", asr="offline:whisper-base", max_items=max_utterances, device=device,
+            output=f"outputs/benchmarks/eval_resynth_{split}", restart=True))
+        out["asr"], out["normalizer"] = report["asr"], report["normalizer"]
+        out["splits"][split] = {"utterances": report["items"],
+                                "speakers": sorted({r["speaker"] for r in report["per_item"]}),
+                                **report["summary"],
+                                "examples": [{k: r[k] for k in ("id", "transcript", "original_transcript",
+                                                                "resynthesis_transcript")}
+                                             for r in report["per_item"][:5]]}
         s = out["splits"][split]
-        print(f"  {split}: WER original {s['wer_original']['rate']:.1%}, resynthesized "
-              f"{s['wer_resynthesized']['rate']:.1%} ({len(items)} utterances)")
+        print(f"  {split}: WER original {s['original']['wer']['rate']:.1%}, resynthesized "
+              f"{s['resynthesis']['wer']['rate']:.1%} ({report['items']} utterances, {report['normalizer']})")
     return out
 
 

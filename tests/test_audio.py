@@ -501,3 +501,63 @@ def test_interrupted_write_keeps_old_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     wav, _ = load_audio(target)
     assert wav.shape == (8000,)
+
+
+# ------------------------------------------------------------------------------------------- long files, piecewise
+@pytest.mark.parametrize("rate", [44100, 8000, 16000])
+def test_lazy_waveform_reads_windows_equal_to_the_whole_resampled_file(tmp_path, rate):
+    """Windows of a file at another rate equal the whole file resampled: interior samples are sums of the same ~100
+    taps of |x| <= 1 in another blocking (float32: 100 x 6e-8 = 6e-6); the windows' margins hide the edges."""
+    from textless.audio import LazyWaveform
+
+    rng = np.random.default_rng(0)
+    x = (ramp_sine(rate, 5 * rate) + 0.05 * rng.standard_normal(5 * rate)).astype(np.float32)
+    path = tmp_path / "long.flac"
+    sf.write(path, x, rate, subtype="PCM_24")
+    whole, _ = load_audio(path, 16000)
+    lazy = LazyWaveform(path, 16000)
+    assert len(lazy) == len(whole) == math.ceil(5 * rate * 16000 / rate)
+    for a, b in [(0, 1000), (12345, 23456), (len(whole) - 777, len(whole)), (40000, 40001)]:
+        piece = lazy[a:b]
+        assert piece.shape == (b - a,) and piece.dtype == torch.float32
+        np.testing.assert_allclose(piece.numpy(), whole[a:b].numpy(), atol=1e-5 if rate != 16000 else 0)
+    assert lazy[5:5].numel() == 0
+    with pytest.raises(TypeError, match="contiguous slices"):
+        lazy[::2]
+
+
+def test_lazy_waveform_of_an_mp3_is_the_whole_decode(tmp_path):
+    from textless.audio import LazyWaveform
+
+    path = save_audio(tmp_path / "a.mp3", sine(300, 16000, 3 * 16000), 16000)
+    whole, _ = load_audio(path, 16000)
+    lazy = LazyWaveform(path, 16000)
+    assert len(lazy) == len(whole) and torch.equal(lazy[100:9000], whole[100:9000])
+
+
+def test_audio_writer_writes_blocks_atomically(tmp_path):
+    from textless.audio import AudioWriter
+
+    blocks = [sine(440, 16000, n) for n in (1000, 1, 16000)]
+    with AudioWriter(tmp_path / "out.wav", 16000) as out:
+        for block in blocks:
+            out.write(block)
+        out.write(torch.from_numpy(blocks[0] * 3))  # clipped to [-1, 1], as save_audio does
+    whole = save_audio(tmp_path / "ref.wav", np.concatenate(blocks + [blocks[0] * 3]), 16000)
+    assert (tmp_path / "out.wav").read_bytes() == whole.read_bytes()
+    assert out.samples == 17001 + 1000
+    # an error inside the block, or nothing written: no file, no temporary, the old file unchanged
+    before = (tmp_path / "out.wav").read_bytes()
+    with pytest.raises(RuntimeError), AudioWriter(tmp_path / "out.wav", 16000) as out:
+        out.write(blocks[0])
+        raise RuntimeError("killed")
+    with pytest.raises(AudioError, match="non-finite"), AudioWriter(tmp_path / "out.wav", 16000) as out:
+        out.write(np.array([0.0, np.nan], np.float32))
+    with pytest.raises(AudioError, match="empty signal"), AudioWriter(tmp_path / "new.wav", 16000):
+        pass
+    assert (tmp_path / "out.wav").read_bytes() == before and not (tmp_path / "new.wav").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.wav", "ref.wav"]
+    with pytest.raises(AudioError, match="unknown audio file suffix"):
+        AudioWriter(tmp_path / "x.aiff", 16000)
+    with pytest.raises(AudioError, match="cannot write"), AudioWriter(tmp_path / "ref.wav" / "x.wav", 16000):
+        pass  # a file where the directory should be

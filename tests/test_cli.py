@@ -143,6 +143,9 @@ def test_help_of_a_config_command_lists_its_keys_with_defaults_and_docs(capsys):
     with pytest.raises(SystemExit):
         main(["generate", "--help"])
     assert "stop_at_eos=False" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # a doc continued on the next comment line is read whole
+        main(["eval-resynth", "--help"])
+    assert "(default: each item's own, else the pipeline's default voice)" in capsys.readouterr().out
 
 
 def test_a_mistyped_key_gets_did_you_mean_before_torch_is_imported():

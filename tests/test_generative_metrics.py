@@ -21,7 +21,6 @@ from textless.eval.generative.bleu import (
     vert,
 )
 from textless.eval.generative.perplexity import asr_perplexity, genppl_fairseq, genppl_slamkit, load_text_scorer
-from textless.eval.generative.transcribe import resynthesis_error_rates
 from textless.eval.generative.word_tokenize import slamkit_words, treebank_words
 from textless.jobs.eval_generation import EvalGenerationConfig, evaluate_generations, format_report
 
@@ -417,21 +416,6 @@ def test_eval_generation_auto_asr_names_the_cache_after_the_engine(tmp_path, gen
     assert (explicit.transcription["transcribed"], explicit.transcription["cached"]) == (0, 6)
     assert len(heard["pocketsphinx"]) == 6 and explicit.transcription["asr_selection"] is None
     assert "ASR pocketsphinx," in format_report(explicit)
-
-
-def test_resynthesis_error_rates_with_a_stub_asr(tmp_path):
-    class Fixed:
-        sample_rate = 16000
-
-        def transcribe(self, wavs):
-            return ["the cat sat", "on a mat"][: len(wavs)]
-
-    result = resynthesis_error_rates(Fixed(), [np.zeros(160, np.float32), np.zeros(80, np.float32)],
-                                     ["The cat sat.", "on the mat"])
-    assert result.transcripts == ["the cat sat", "on a mat"]
-    assert result.wer.rate == pytest.approx(1 / 6) and result.cer.errors == 3  # "the" -> "a": 2 subs + 1 deletion
-    with pytest.raises(TextlessError, match="2 audio inputs but 1 references"):
-        resynthesis_error_rates(Fixed(), [np.zeros(1), np.zeros(1)], ["x"])
 
 
 def test_pocketsphinx_engine_transcribes_bundled_speech():

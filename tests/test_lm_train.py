@@ -599,13 +599,21 @@ def test_fsdp_exact_resume_after_sigkill(data, tmp_path):
 
 
 def test_fsdp_helpers_in_one_process(tmp_path):
-    """shard_model / full_state_dicts / load_full_optimizer_state / plain_unit_lm with a 1-process gloo group: the
+    """shard_model / full_model_state + full_optimizer_state / load_full_optimizer_state / plain_unit_lm with a 1-process gloo group: the
     gathered state equals the unsharded model's, and a fresh sharded copy restored from it steps identically."""
     import torch.distributed as dist
 
     from textless.lm.train import plain_unit_lm
     from textless.lm.vocab import UnitVocab
-    from textless.training.distributed import full_state_dicts, load_full_optimizer_state, shard_model
+    from textless.training.distributed import (
+        full_model_state,
+        full_optimizer_state,
+        load_full_optimizer_state,
+        shard_model,
+    )
+
+    def full_state_dicts(model, optimizer):
+        return full_model_state(model), full_optimizer_state(model, optimizer)
 
     if dist.is_initialized():
         pytest.skip("a process group is already initialised")

@@ -127,7 +127,14 @@ def test_resynth_cli(pipeline, items, tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the resynthesis in" in err and "vocoder:" in err and "--restart" in err
+    (tmp_path / "out" / "notes.txt").write_text("mine")
     assert main([*argv, "--restart"]) == 0 and f"{len(items)} resynthesized" in capsys.readouterr().out
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"  # --restart replaces only what resynth writes
+    # a directory with files but no record of a resynthesis is not adopted
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "a.wav").write_bytes(b"")
+    assert main(["resynth", str(data), str(tmp_path / "mine"), "--pipeline", str(pipe_dir)]) == 2
+    assert "holds files but no record" in capsys.readouterr().err
     # a single file that fails: one error line, exit status 2, nothing written
     assert main(["resynth", str(data / "broken.wav"), str(tmp_path / "b.wav"), "--pipeline", str(pipe_dir)]) == 2
     err = capsys.readouterr().err
@@ -193,8 +200,7 @@ def test_eval_resynth_reports_wer_cer_and_levels_per_item_and_overall(pipeline, 
         name = "stub"
 
         def transcribe(self, wavs):
-            key = round(float(np.abs(wavs[0]).sum()), 3)
-            return [transcripts.get(key, "one two three")]
+            return [transcripts.get(round(float(np.abs(w).sum()), 3), "one two three") for w in wavs]
 
     for item in items:
         transcripts[round(float(np.abs(load_audio(item.path)[0].numpy()).sum()), 3)] = item.transcript

@@ -282,6 +282,21 @@ def test_a_partial_run_is_resumed_only_with_the_same_tokenizer_and_dataset(messy
     assert _as_dict(out) == _as_dict(k12) and read_units(out).meta.vocab_size == 12
 
 
+def test_a_restarted_rank_does_not_merge_the_shards_of_the_old_run(messy_dataset, tokenizer, tokenizer_dir,
+                                                                    valid_items, tmp_path):
+    """Two ranks finished with tokenizer A, the merge not yet done; rank 0 restarts with tokenizer B: rank 1's shard
+    (tokenizer A) does not count as done, so nothing is published until rank 1 reruns with B too."""
+    out = tmp_path / "units"
+    assert tokenize_dataset(_cfg(messy_dataset, tokenizer_dir, out, rank=1, world_size=2)).output is None
+    feats = np.concatenate([tokenizer.encoder.encode(w).numpy() for w in _wavs(valid_items[:3])])
+    other = SpeechTokenizer(tokenizer.encoder, KMeans(k=12, backend="torch", max_iter=5, seed=0).fit(feats))
+    other_dir = other.save_pretrained(tmp_path / "k12")
+    assert tokenize_dataset(_cfg(messy_dataset, other_dir, out, rank=0, world_size=2, restart=True)).output is None
+    assert not out.exists()
+    assert tokenize_dataset(_cfg(messy_dataset, other_dir, out, rank=1, world_size=2, restart=True)).output == out
+    assert _as_dict(out) == _as_dict(tokenize_dataset(_cfg(messy_dataset, other_dir, tmp_path / "whole")).output)
+
+
 def test_sigkilled_run_leaves_no_output_and_resumes(messy_dataset, tokenizer_dir, tmp_path):
     out = tmp_path / "units"
     script = textwrap.dedent(f"""

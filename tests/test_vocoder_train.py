@@ -27,6 +27,7 @@ from textless.vocoders import UnitVocoder, load_vocoder
 from textless.vocoders.data import VocoderSegments, segment_runs
 from textless.vocoders.losses import (
     LogMel,
+    dc_offset_loss,
     discriminator_loss,
     duration_loss,
     feature_matching_loss,
@@ -247,6 +248,12 @@ def test_losses_on_hand_made_values():
     feats = [[torch.ones(2, 4, 8), torch.zeros(2, 1, 3)], [torch.ones(2, 2)]]
     shifted = [[f + 0.5 for f in fs] for fs in feats]
     assert math.isclose(float(feature_matching_loss(feats, shifted)), 3 * 0.5)  # summed over layers (HiFi-GAN)
+    # DC offset: |mean(fake) - mean(real)| per segment, averaged; padding beyond valid_samples does not count
+    real = torch.randn(2, 1, 100)
+    fake = real + torch.tensor([0.25, -0.5]).view(2, 1, 1)
+    assert math.isclose(float(dc_offset_loss(fake, real)), (0.25 + 0.5) / 2, rel_tol=1e-5)
+    fake[1, :, 60:] = 7.0
+    assert math.isclose(float(dc_offset_loss(fake, real, torch.tensor([100, 60]))), (0.25 + 0.5) / 2, rel_tol=1e-5)
 
 
 def test_speechbrain_discriminators_fit_the_losses():
@@ -303,6 +310,27 @@ def test_training_reduces_the_mel_loss_on_a_tiny_overfit_case(tmp_path):
     mel = result.history["mel"]
     assert len(mel) == 20 and np.mean(mel[-3:]) < 0.8 * np.mean(mel[:3])
     assert all(math.isnan(v) for v in result.history["disc"])  # mel-only: the discriminator never ran
+
+
+def test_the_dc_term_removes_an_offset_the_mel_loss_leaves(tmp_path):
+    """Issue 12 (silence comes back as noise): audio with a constant offset; 60 mel-only steps with dc_weight learn
+    it (the generator's mean follows the audio's: off by 0.002 here), without it the mean stays off (0.028: the
+    log-mel barely sees a constant)."""
+    rng = np.random.default_rng(4)
+    offset = lambda frames: tone_audio(frames) * 0.2 + 0.02  # a DC of 0.02 (-34 dBFS) under a tone
+    units = write_corpus(tmp_path / "data", {"one": (random_frames(rng, 64), None, 0)}, audio=offset)
+    runs = {w: train_vocoder(config((units, None), tmp_path / f"run{w}", valid_dataset=None, max_steps=60,
+                                    mel_only_steps=60, lr=1e-3, save_every=100, eval_every=100, num_valid_samples=0,
+                                    dc_weight=w))
+            for w in (0.0, 100.0)}
+    frames = read_units(units)[0]
+    target = offset(np.repeat(frames.units, frames.durations)).mean()
+    means = {w: float(load_vocoder(r.final_model).synthesize([frames.units], [frames.durations])[0].mean())
+             for w, r in runs.items()}
+    errors = {w: abs(m - target) for w, m in means.items()}
+    assert errors[100.0] < 0.2 * errors[0.0], (means, target)
+    dc = runs[100.0].history["dc"]
+    assert np.mean(dc[-3:]) < 0.25 * np.mean(dc[:3])
 
 
 def test_train_end_to_end_checkpoints_tensorboard_and_final_vocoder(corpus, tmp_path, logs):

@@ -29,9 +29,11 @@ never escape. Behaviour of libsndfile that this module works around (measured wi
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -327,15 +329,7 @@ def save_audio(
     interrupted write leaves neither a partial file nor a changed old file at `path`.
     """
     p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix not in _WRITE_FORMATS:
-        known = ", ".join(sorted(_WRITE_FORMATS))
-        raise AudioError(p, f"unknown audio file suffix '{p.suffix}' (can write: {known})")
-    fmt, default_subtype = _WRITE_FORMATS[suffix]
-    subtype = default_subtype if subtype is None else subtype.upper()
-    if not sf.check_format(fmt, subtype):
-        raise ValueError(f"subtype {subtype!r} is not valid for {fmt} files; choose one of "
-                         f"{', '.join(sorted(sf.available_subtypes(fmt)))}")
+    fmt, subtype = _write_format(p, subtype)
     sample_rate = _positive_int(sample_rate, "sample_rate")
 
     if isinstance(wav, torch.Tensor):
@@ -351,22 +345,46 @@ def save_audio(
         data = data.T
     if data.size == 0:
         raise AudioError(p, "refusing to write an empty signal (0 samples)")
+    data = _writable_samples(p, data, subtype)
+    with _write_errors(p), atomic_path(p) as tmp:
+        sf.write(str(tmp), data, sample_rate, format=fmt, subtype=subtype)
+    return p
+
+
+def _write_format(path: Path, subtype: str | None) -> tuple[str, str]:
+    """(soundfile format, subtype) for writing `path`: the suffix picks the format and the default subtype."""
+    suffix = path.suffix.lower()
+    if suffix not in _WRITE_FORMATS:
+        raise AudioError(path, f"unknown audio file suffix '{path.suffix}' (can write: "
+                               f"{', '.join(sorted(_WRITE_FORMATS))})")
+    fmt, default_subtype = _WRITE_FORMATS[suffix]
+    subtype = default_subtype if subtype is None else subtype.upper()
+    if not sf.check_format(fmt, subtype):
+        raise ValueError(f"subtype {subtype!r} is not valid for {fmt} files; choose one of "
+                         f"{', '.join(sorted(sf.available_subtypes(fmt)))}")
+    return fmt, subtype
+
+
+def _writable_samples(path: Path, data: np.ndarray, subtype: str) -> np.ndarray:
+    """`data` checked for NaN/Inf (`AudioError`) and clipped to [-1, 1] unless the subtype is float."""
     finite = np.isfinite(data)
     if not finite.all():
-        raise AudioError(p, f"non-finite samples (NaN/Inf): {int(data.size - np.count_nonzero(finite))} of "
-                            f"{data.size} values; refusing to write")
+        raise AudioError(path, f"non-finite samples (NaN/Inf): {int(data.size - np.count_nonzero(finite))} of "
+                               f"{data.size} values; refusing to write")
     if subtype not in _FLOAT_SUBTYPES:
         data = np.clip(data, -1.0, 1.0)
-    data = np.ascontiguousarray(data)
+    return np.ascontiguousarray(data)
 
+
+@contextlib.contextmanager
+def _write_errors(path: Path) -> Iterator[None]:
+    """libsndfile's and the file system's errors while writing `path` -> `AudioError` naming it."""
     try:
-        with atomic_path(p) as tmp:
-            sf.write(str(tmp), data, sample_rate, format=fmt, subtype=subtype)
+        yield
     except (sf.LibsndfileError, RuntimeError) as e:
-        raise AudioError(p, f"cannot write: {_sf_message(e)}") from e
+        raise AudioError(path, f"cannot write: {_sf_message(e)}") from e
     except OSError as e:
-        raise AudioError(p, f"cannot write: {e.strerror or e}") from e
-    return p
+        raise AudioError(path, f"cannot write: {e.strerror or e}") from e
 
 
 class LazyWaveform:
@@ -377,7 +395,9 @@ class LazyWaveform:
     the file is at another rate, the window is read with a margin of source samples on each side and resampled alone,
     starting on a sample where both rates' grids meet, so the result equals resampling the whole file except for float
     rounding near the margins (the resampler's filter spans 6 zero crossings; the margin covers 32). The file is
-    checked once when opened (`audio_info`: missing, empty, truncated...).
+    checked once when opened (`audio_info`: missing, empty, truncated...). An MP3 cannot be read by windows (see the
+    module docstring: every read decodes from the start, and its length is an estimate), so it is decoded whole when
+    opened and sliced: memory grows with an MP3's length, not with a WAV / FLAC / OGG's.
     """
 
     ndim = 1
@@ -391,6 +411,10 @@ class LazyWaveform:
         self._step = src // math.gcd(src, dst)  # source samples per grid point shared by both rates
         self._margin = 32 * max(1, math.ceil(src / dst)) if src != dst else 0
         self._len = math.ceil(self.info.num_frames * dst / src)
+        self._whole: torch.Tensor | None = None
+        if self.info.format == "MP3":
+            self._whole = load_audio(self.path, self.sample_rate, max_seconds=None)[0]
+            self._len = len(self._whole)
 
     def __len__(self) -> int:
         return self._len
@@ -401,6 +425,8 @@ class LazyWaveform:
         start, stop, _ = index.indices(self._len)
         if stop <= start:
             return torch.zeros(0)
+        if self._whole is not None:
+            return self._whole[start:stop]
         src, dst = self.info.sample_rate, self.sample_rate
         if src == dst:
             return self._read(start, stop)
@@ -423,42 +449,38 @@ class AudioWriter:
             for block in blocks:          # float arrays [T_i]
                 out.write(block)
 
-    Subtypes and clipping as `save_audio`; an exception inside the block leaves no file (and an old file unchanged).
+    Formats, subtypes, clipping and errors as `save_audio`; an exception inside the block (or no sample at all)
+    leaves no file, and an old file at `path` unchanged.
     """
 
     def __init__(self, path: str | os.PathLike, sample_rate: int, *, subtype: str | None = None):
         self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in _WRITE_FORMATS:
-            raise AudioError(self.path, f"unknown audio file suffix '{self.path.suffix}' (can write: "
-                                        f"{', '.join(sorted(_WRITE_FORMATS))})")
-        self.format, default = _WRITE_FORMATS[suffix]
-        self.subtype = default if subtype is None else subtype.upper()
+        self.format, self.subtype = _write_format(self.path, subtype)
         self.sample_rate = _positive_int(sample_rate, "sample_rate")
         self.samples = 0
+        self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> Self:
-        self._atomic = atomic_path(self.path)
-        tmp = self._atomic.__enter__()
-        self._file = sf.SoundFile(str(tmp), "w", self.sample_rate, 1, self.subtype, format=self.format)
+        with _write_errors(self.path), contextlib.ExitStack() as stack:  # a failed open leaves no temporary file
+            tmp = stack.enter_context(atomic_path(self.path))
+            self._file = stack.enter_context(sf.SoundFile(str(tmp), "w", self.sample_rate, 1, self.subtype,
+                                                          format=self.format))
+            self._stack = stack.pop_all()
         return self
 
     def write(self, block: np.ndarray | torch.Tensor) -> None:
         data = block.detach().cpu().numpy() if isinstance(block, torch.Tensor) else np.asarray(block)
-        data = data.astype(np.float32, copy=False).reshape(-1)
-        if not np.isfinite(data).all():
-            raise AudioError(self.path, "non-finite samples (NaN/Inf); refusing to write")
-        if self.subtype not in _FLOAT_SUBTYPES:
-            data = np.clip(data, -1.0, 1.0)
-        self._file.write(data)
+        data = _writable_samples(self.path, data.astype(np.float32, copy=False).reshape(-1), self.subtype)
+        with _write_errors(self.path):
+            self._file.write(data)
         self.samples += len(data)
 
     def __exit__(self, kind, error, trace) -> bool | None:
-        self._file.close()
-        if error is None and self.samples == 0:
+        if error is not None:  # the caller's exception goes on unchanged; the temporary file is dropped
+            return self._stack.__exit__(kind, error, trace)
+        if self.samples == 0:
             empty = AudioError(self.path, "refusing to write an empty signal (0 samples)")
-            try:
-                self._atomic.__exit__(AudioError, empty, None)  # drops the temporary file
-            finally:
-                raise empty
-        return self._atomic.__exit__(kind, error, trace)
+            self._stack.__exit__(AudioError, empty, None)
+            raise empty
+        with _write_errors(self.path):  # closing flushes: its errors name the file too
+            return self._stack.__exit__(None, None, None)

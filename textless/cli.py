@@ -96,8 +96,7 @@ def _run_resynth(args: argparse.Namespace) -> int:
     from textless.jobs.resynth import build_pipeline, resynthesize
 
     pipeline = build_pipeline(args.pipeline, args.tokenizer, args.vocoder, args.device, trust_pickle=args.trust_pickle)
-    speaker = int(args.speaker) if args.speaker is not None and args.speaker.isdigit() else args.speaker
-    resynthesize(args.input, args.output, pipeline=pipeline, speaker=speaker, restart=args.restart)
+    resynthesize(args.input, args.output, pipeline=pipeline, speaker=args.speaker, restart=args.restart)
     return 0  # a dataset's per-file failures are reported and skipped; a single file's failure raised
 
 

@@ -56,7 +56,9 @@ def _imports(tree: ast.Module, module: str) -> dict[str, tuple[str, str]]:
 
 
 def _field_doc(lines: list[str], node: ast.AnnAssign) -> str:
-    """The comment at the end of the field's last line, plus following comment-only lines indented past the code."""
+    """The comment at the end of the field's last line, plus the following comment-only lines that continue it:
+    their ``#`` indented past the field, or their text aligned under the comment (``#      more text``); a comment
+    at the field's indentation whose text starts right away is a section heading, not part of the doc."""
     end = node.end_lineno - 1
     text = lines[end]
     hash_at = text.find("#", len(text) - len(text.lstrip()) + 1)
@@ -65,7 +67,11 @@ def _field_doc(lines: list[str], node: ast.AnnAssign) -> str:
     doc = [text[hash_at + 1:].strip()]
     for following in lines[end + 1:]:
         stripped = following.strip()
-        if not stripped.startswith("#") or following.find("#") < hash_at - 4:
+        if not stripped.startswith("#"):
+            break
+        col = following.find("#")
+        text_col = len(following) - len(following[col + 1:].lstrip())
+        if col <= node.col_offset and text_col < hash_at:
             break
         doc.append(stripped[1:].strip())
     return " ".join(doc)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from textless.audio import load_audio, save_audio
+from textless.data.manifest import AudioItem, Manifest
 from textless.eval.levels import levels
 from textless.jobs.eval_resynth import EvalResynthConfig, evaluate_resynthesis
 from textless.pipeline import starter_pipeline
@@ -63,17 +64,14 @@ def fetch_recordings(cache: Path) -> list[Path]:
 
 
 def librivox_manifest(path: Path) -> Path | None:
-    """A textless TSV of the LibriVox sentences with their transcripts (None without pocketsphinx-testdata)."""
+    """A manifest of the LibriVox sentences with their transcripts (None without pocketsphinx-testdata)."""
     lines = (LIBRIVOX / "transcription").read_text().splitlines() if LIBRIVOX.is_dir() else []
-    rows = []
+    items = []
     for line in lines:
         match = re.fullmatch(r"<s> (.*) </s> \((\S+)\)", line.strip())
         if match and (LIBRIVOX / f"{match.group(2)}.wav").exists():
-            rows.append(f"{match.group(2)}\t{LIBRIVOX / match.group(2)}.wav\t\t\t{match.group(1)}")
-    if not rows:
-        return None
-    path.write_text("id\tpath\tduration\tspeaker\ttranscript\n" + "\n".join(rows) + "\n")
-    return path
+            items.append(AudioItem(match.group(2), LIBRIVOX / f"{match.group(2)}.wav", transcript=match.group(1)))
+    return Manifest(items).save(path) if items else None
 
 
 def main() -> None:
@@ -101,8 +99,8 @@ def main() -> None:
                        for side in ("original", "resynthesis")}}
     manifest = librivox_manifest(args.cache / "librivox.tsv")
     if manifest is not None:
-        wer = evaluate_resynthesis(EvalResynthConfig(dataset=str(manifest), output=str(args.cache / "eval_resynth"),
-                                                     restart=True))
+        wer = evaluate_resynthesis(EvalResynthConfig(dataset=str(manifest), asr="offline:whisper-base",
+                                                     output=str(args.cache / "eval_resynth"), restart=True))
         report["librivox"] = {k: wer[k] for k in ("asr", "normalizer", "items", "summary")}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.output, json.dumps(report, indent=2) + "\n")

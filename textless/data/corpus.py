@@ -1,6 +1,6 @@
 """The bundled speech corpus: the embedded default dataset that tests and `make demo` use (nothing is downloaded).
 
-About 15 minutes of English TTS speech from a dozen voices, 16 kHz FLAC, with transcripts, speaker ids and phone
+About 15 minutes of English TTS speech from 9 voices whose licences allow any use, 16 kHz FLAC, with transcripts, speaker ids and phone
 alignments for the engines that give them. Splits: ``train``; ``valid`` (held-out utterances of the training speakers);
 ``valid_unseen`` (held-out speakers). ``experiments/data/make_corpus.py`` regenerates or enlarges it; its README lists
 the voices and their licences. As a unit dataset, ``bundled:<split>`` names the split tokenized by the starter

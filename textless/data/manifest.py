@@ -97,7 +97,8 @@ class Manifest(Sequence[AudioItem]):
         digest = hashlib.blake2b(digest_size=6)
         for item in self.items:
             digest.update(f"{item.id}\t{item.duration}\n".encode())
-        return f"{self.source}: {len(self)} utterances (ids {digest.hexdigest()})"
+        source = Path(self.source).resolve() if self.source else "(in memory)"  # data/ and ./data are one dataset
+        return f"{source}: {len(self)} utterances (ids {digest.hexdigest()})"
 
     def get(self, item_id: str) -> AudioItem:
         try:

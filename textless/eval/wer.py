@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
-from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
 from textless.utils.assets import ASSETS_DIR
 from textless.utils.registry import Registry
@@ -51,7 +50,10 @@ def normalize_text(text: str) -> str:
 
 
 @cache
-def _whisper_english() -> EnglishTextNormalizer:
+def _whisper_english() -> Callable[[str], str]:
+    # imported here: transformers takes seconds to import, and the ``basic`` normaliser does not need it
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
     return EnglishTextNormalizer(json.loads(SPELLING_FILE.read_text(encoding="utf-8")))
 
 

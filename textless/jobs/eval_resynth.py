@@ -24,11 +24,12 @@ import numpy as np
 
 from textless.audio import load_audio
 from textless.data import load_dataset
+from textless.data.manifest import Manifest
 from textless.errors import ConfigError, TextlessError
 from textless.eval.asr import load_asr
-from textless.eval.generative.transcribe import TranscriptCache
+from textless.eval.generative.transcribe import TranscriptCache, transcribe_files
 from textless.eval.levels import levels
-from textless.eval.wer import DEFAULT_NORMALIZER, error_rate
+from textless.eval.wer import DEFAULT_NORMALIZER, NORMALIZERS, error_rate
 from textless.jobs.resynth import build_pipeline, resynthesize
 from textless.utils.atomic import atomic_write_text
 from textless.utils.table import format_table
@@ -56,16 +57,8 @@ class EvalResynthConfig:
     trust_pickle: bool = False
 
 
-def _transcribe(asr, cache: TranscriptCache, key: str, wav: np.ndarray) -> str:
-    text = cache.get(key)
-    if text is None:
-        (text,) = asr.transcribe([wav])
-        cache.put(key, text.strip())
-        cache.save()
-    return cache.get(key)
-
-
 def evaluate_resynthesis(cfg: EvalResynthConfig) -> dict:
+    """Resynthesize, transcribe and score `cfg.dataset` (see the module docstring); returns the report."""
     items = [item for item in load_dataset(cfg.dataset)][: cfg.max_items]
     missing = [item.id for item in items if not item.transcript]
     if missing:
@@ -73,49 +66,39 @@ def evaluate_resynthesis(cfg: EvalResynthConfig) -> dict:
                           f"eval-resynth needs a transcript column")
     if not items:
         raise TextlessError(f"no audio in '{cfg.dataset}'")
+    NORMALIZERS.get(cfg.normalizer)  # an unknown name fails now, not after the resynthesis
     out = Path(cfg.output)
     pipeline = build_pipeline(cfg.pipeline, cfg.tokenizer, cfg.vocoder, cfg.device, trust_pickle=cfg.trust_pickle)
-    speaker = int(cfg.speaker) if cfg.speaker is not None and str(cfg.speaker).isdigit() else cfg.speaker
-    if cfg.max_items is None:
-        failures = resynthesize(cfg.dataset, str(out / "audio"), pipeline=pipeline, speaker=speaker,
-                                restart=cfg.restart)
-    else:  # a subset: a manifest of the chosen items
-        from textless.data.manifest import Manifest
-
-        subset = out / "items.tsv"
-        Manifest(items).save(subset)
-        failures = resynthesize(str(subset), str(out / "audio"), pipeline=pipeline, speaker=speaker,
-                                restart=cfg.restart)
-    failed = {f["id"] for f in failures}
     asr = load_asr(cfg.asr, device=cfg.device)
-    cache = TranscriptCache(out / "transcripts.json")
-    rows = []
-    for item in items:
-        if item.id in failed:
-            continue
-        original, _ = load_audio(item.path, asr.sample_rate)
-        resynth, _ = load_audio(out / "audio" / f"{item.id}.wav", asr.sample_rate)
-        original, resynth = original.numpy(), resynth.numpy()
-        heard = {kind: _transcribe(asr, cache, f"{asr.name}|{kind}|{item.id}|{path.stat().st_mtime_ns}", wav)
-                 for kind, wav, path in (("original", original, Path(item.path)),
-                                         ("resynthesis", resynth, out / "audio" / f"{item.id}.wav"))}
-        rows.append({"id": item.id, "speaker": item.speaker, "transcript": item.transcript,
-                     **{f"{kind}_transcript": text for kind, text in heard.items()},
-                     **{f"{kind}_wer": error_rate([item.transcript], [text], "word", cfg.normalizer).rate
-                        for kind, text in heard.items()},
-                     "original_levels": levels(original, asr.sample_rate).to_dict(),
-                     "resynthesis_levels": levels(resynth, asr.sample_rate).to_dict()})
-    if not rows:
+    source = cfg.dataset
+    if cfg.max_items is not None:  # a subset: a manifest of the chosen items
+        source = str(Manifest(items).save(out / "items.tsv"))
+    failures = resynthesize(source, str(out / "audio"), pipeline=pipeline, speaker=cfg.speaker, restart=cfg.restart)
+    failed = {f["id"] for f in failures}
+    done = [item for item in items if item.id not in failed]
+    if not done:
         raise TextlessError(f"no item of '{cfg.dataset}' could be resynthesized ({len(failures)} failures)")
+    files = {"original": [Path(item.path) for item in done],
+             "resynthesis": [out / "audio" / f"{item.id}.wav" for item in done]}
+    cache = TranscriptCache(out / "transcripts.json")
+    heard = {kind: transcribe_files([[f] for f in paths], asr, asr.name, directory=out, cache=cache)[0]
+             for kind, paths in files.items()}
+    rows = []
+    for i, item in enumerate(done):
+        rows.append({"id": item.id, "speaker": item.speaker, "transcript": item.transcript,
+                     **{f"{kind}_transcript": heard[kind][i] for kind in files},
+                     **{f"{kind}_wer": error_rate([item.transcript], [heard[kind][i]], "word", cfg.normalizer).rate
+                        for kind in files},
+                     **{f"{kind}_levels": levels(load_audio(files[kind][i], asr.sample_rate)[0].numpy(),
+                                                 asr.sample_rate).to_dict() for kind in files}})
     refs = [r["transcript"] for r in rows]
     summary = {}
-    for kind in ("original", "resynthesis"):
+    for kind in files:
         hyps = [r[f"{kind}_transcript"] for r in rows]
         summary[kind] = {"wer": error_rate(refs, hyps, "word", cfg.normalizer).to_dict(),
                          "cer": error_rate(refs, hyps, "char", cfg.normalizer).to_dict(),
-                         "rms_dbfs": float(np.mean([r[f"{kind}_levels"]["rms_dbfs"] for r in rows])),
-                         "silent_ratio": float(np.mean([r[f"{kind}_levels"]["silent_ratio"] for r in rows])),
-                         "quiet_floor_dbfs": float(np.mean([r[f"{kind}_levels"]["quiet_floor_dbfs"] for r in rows]))}
+                         **{key: float(np.mean([r[f"{kind}_levels"][key] for r in rows]))
+                            for key in ("rms_dbfs", "silent_ratio", "quiet_floor_dbfs")}}
     report = {**REPORT.header(), "config": asdict(cfg), "asr": asr.name, "normalizer": cfg.normalizer,
               "tokenizer": pipeline.tokenizer.unit_identity().describe(), "items": len(rows),
               "failures": failures, "summary": summary, "per_item": rows}

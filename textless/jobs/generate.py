@@ -49,7 +49,7 @@ from textless.data.units import UnitMeta, UnitSequence, crop_prompt, read_units
 from textless.errors import ConfigError, TextlessError
 from textless.lm.generation import SamplingConfig, generate_units
 from textless.utils.atomic import atomic_directory
-from textless.utils.runs import module_fingerprint, resume_or_record
+from textless.utils.runs import Journal, module_fingerprint, parts_dir, resume_or_record
 from textless.utils.versioned import artifact
 
 logger = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ def generate(cfg: GenerateConfig) -> Path:
     lm.check_units(units_meta, where=f"prompts '{_prompts_name(cfg)}'", name=f"the LM '{cfg.lm}'")
     prompts = [crop_prompt(p, cfg.prompt_seconds, units_meta.frame_rate) for p in prompts]
     vocoder, speakers = _load_vocoder(cfg, units_meta, [p.id for p in prompts])
-    parts = output.with_name(output.name + ".parts")
+    parts = parts_dir(output)
     if cfg.restart and parts.exists():
         logger.info(f"restart=true: discarding the partial run in {parts}")
         shutil.rmtree(parts)
@@ -174,8 +174,8 @@ def generate(cfg: GenerateConfig) -> Path:
                     "speakers": speakers}
     resume_or_record(parts, started_with, what=f"the partial generation in {parts}",
                      how_to_restart="or pass restart=true to discard it and start over")
-    journal = parts / "chunks.jsonl"
-    done = {c["chunk"]: c["records"] for c in _read_journal(journal)}
+    journal = Journal(parts / "chunks.jsonl")
+    done = {c["chunk"]: c["records"] for c in journal.read()}
     chunks = range(0, len(prompts), cfg.chunk_prompts)
     if done:
         logger.info(f"resuming {parts}: {len(done)} of {len(chunks)} chunks of prompts already done")
@@ -195,7 +195,7 @@ def generate(cfg: GenerateConfig) -> Path:
         if vocoder is not None:
             _write_audio(vocoder, records, None if speakers is None else speakers[start:start + len(chunk)], parts,
                          cfg.batch_size, units_meta.deduplicated)
-        _append_journal(journal, {"chunk": index, "records": records})
+        journal.add([{"chunk": index, "records": records}])
         done[index] = records
         bar.update(len(chunk))
     bar.close()
@@ -221,25 +221,6 @@ def _record(prompt: UnitSequence, sample: int, units: np.ndarray) -> dict:
     if prompt.durations is not None:
         record["prompt_durations"] = prompt.durations.tolist()
     return record
-
-
-def _read_journal(path: Path) -> list[dict]:
-    """The journal's complete lines; a torn last line (killed mid-write) is cut off the file."""
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(end)
-    return [json.loads(line) for line in data[:end].splitlines() if line.strip()]
-
-
-def _append_journal(path: Path, entry: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _load_vocoder(cfg: GenerateConfig, units_meta: UnitMeta, prompt_ids: list[str]):

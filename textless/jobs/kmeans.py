@@ -9,9 +9,9 @@ which is how a released GSLM/TWIST tokenizer becomes a bundle.
 
 Resume. The feature pass (the long part on a real corpus) ends with its sample saved in ``<output>.parts/``
 (``features.npy``, with a record of the encoder, its weights, the dataset and the sampling options; max_frames x D x 4
-bytes on disk). A run killed during the k-means fit or BPE training, re-run with the same command, starts from that
-sample; a re-run with another encoder, dataset or sampling is refused with the differences (``restart=true``
-discards it). The fit options (k, backend, max_iter) may change on a re-run: a new k reuses the sampled features. A
+bytes on disk). A run killed during the k-means fit, re-run with the same command, starts from that sample (with BPE,
+the units of the sampled utterances are then encoded again: one more pass); a re-run with another encoder, dataset or
+sampling is refused with the differences (``restart=true`` discards it). The fit options (k, backend, max_iter) may change on a re-run: a new k reuses the sampled features. A
 run killed during the feature pass starts it again. The directory is removed once the bundle is written.
 """
 
@@ -33,10 +33,11 @@ from textless.data.batching import Failure, iter_audio_batches
 from textless.errors import ConfigError, TextlessError
 from textless.tokenizers.bundle import SpeechTokenizer
 from textless.tokenizers.encoders import load_encoder
+from textless.tokenizers.encoders.base import dtype_name, effective_dtype
 from textless.tokenizers.encoders.utterances import encode_utterances
 from textless.tokenizers.kmeans import KMeans, KMeansConfig
 from textless.utils.atomic import atomic_path
-from textless.utils.runs import module_fingerprint, resume_or_record
+from textless.utils.runs import module_fingerprint, parts_dir, resume_or_record
 
 logger = logging.getLogger(__name__)
 
@@ -137,14 +138,16 @@ def _collect_features(cfg: KMeansJobConfig, encoder, keep_utterances: bool
 def _resumable_features(cfg: KMeansJobConfig, encoder, keep_utterances: bool
                         ) -> tuple[np.ndarray, list[np.ndarray] | None]:
     """`_collect_features`, or the sample a killed run with the same inputs saved in ``<output>.parts``."""
-    parts = Path(cfg.output).with_name(Path(cfg.output).name + ".parts")
+    parts = parts_dir(cfg.output)
     if cfg.restart and parts.exists():
         logger.info(f"restart=true: discarding {parts}")
         shutil.rmtree(parts)
     started_with = {"encoder": encoder.identity(), "encoder_weights": module_fingerprint(encoder),
                     "dataset": load_dataset(cfg.dataset).identity(), "seed": cfg.seed,
                     "sample_fraction": cfg.sample_fraction, "max_frames": cfg.max_frames,
-                    "chunk_seconds": cfg.chunk_seconds, "dtype": cfg.dtype}
+                    "chunk_seconds": cfg.chunk_seconds,
+                    "dtype": dtype_name(effective_dtype(encoder.device, getattr(encoder, "dtype", None),
+                                                        encoder.force_dtype))}
     resume_or_record(parts, started_with, what=f"the saved feature sample in {parts}",
                      how_to_restart="or pass restart=true to discard it and start over")
     saved = parts / "features.npy"
@@ -172,6 +175,8 @@ def fit_tokenizer(cfg: KMeansJobConfig) -> SpeechTokenizer:
         raise ConfigError("kmeans needs output=<tokenizer bundle directory>")
     if Path(cfg.output).exists() and not cfg.overwrite:
         raise TextlessError(f"output '{cfg.output}' already exists (overwrite=true to replace it)")
+    if cfg.bpe_vocab_size and not cfg.deduplicate:
+        raise ConfigError("bpe_vocab_size needs deduplicate=true")
     encoder = load_encoder(cfg.encoder, cfg.layer, **({"dtype": cfg.dtype} if cfg.dtype else {})).to(cfg.device)
     t0 = time.perf_counter()
     per_utterance: list[np.ndarray] | None = None
@@ -190,13 +195,11 @@ def fit_tokenizer(cfg: KMeansJobConfig) -> SpeechTokenizer:
     if cfg.bpe_vocab_size:
         from textless.tokenizers.bpe import BPEConfig, UnitBPE
 
-        if not cfg.deduplicate:
-            raise ConfigError("bpe_vocab_size needs deduplicate=true")
         sequences = _unit_sequences(cfg, encoder, kmeans, per_utterance)
         bpe = UnitBPE.train(sequences, kmeans.centroids.shape[0], BPEConfig(vocab_size=cfg.bpe_vocab_size))
         logger.info(f"BPE: {bpe.vocab_size} tokens")
     tokenizer = SpeechTokenizer(encoder, kmeans, deduplicate=cfg.deduplicate, bpe=bpe, device=cfg.device)
     tokenizer.save_pretrained(cfg.output, overwrite=cfg.overwrite)
-    shutil.rmtree(Path(cfg.output).with_name(Path(cfg.output).name + ".parts"), ignore_errors=True)
+    shutil.rmtree(parts_dir(cfg.output), ignore_errors=True)
     logger.info(f"wrote tokenizer {cfg.output}: {tokenizer.identity()['name']}")
     return tokenizer

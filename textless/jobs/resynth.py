@@ -16,7 +16,6 @@ when the vocoder knows it, else the pipeline's default voice.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 from textless.data import load_dataset
@@ -58,7 +57,9 @@ def pipeline_identity(pipeline: SpeechPipeline) -> dict[str, str]:
 def resynthesize(source: str, output: str, *, pipeline: SpeechPipeline, speaker: str | int | None = None,
                  restart: bool = False) -> list[dict]:
     """Resynthesize `source` (a file or a dataset) into `output`; returns the failures of a dataset ({"id", "path",
-    "error"}). A single file's failure raises."""
+    "error"}). A single file's failure raises. `speaker`: a name, an id, or an id written as a string ("3")."""
+    if isinstance(speaker, str) and speaker.isdigit():
+        speaker = int(speaker)
     src = Path(source)
     if src.is_file() and src.suffix.lower() in AUDIO_SUFFIXES:
         units = pipeline.resynthesize_file(src, output, speaker=speaker)
@@ -69,12 +70,14 @@ def resynthesize(source: str, output: str, *, pipeline: SpeechPipeline, speaker:
     if not items:
         raise TextlessError(f"no audio in '{source}'")
     out = Path(output)
-    if restart and out.exists():
-        logger.info(f"restart=true: removing {out}")
-        shutil.rmtree(out)
+    if restart:  # only what this job writes: the record and this dataset's outputs (other files stay)
+        removed = [p for p in (out / RECORD_FILE, *(out / f"{item.id}.wav" for item in items)) if p.is_file()]
+        for p in removed:
+            p.unlink()
+        logger.info(f"--restart: removed {len(removed)} files of an earlier run from {out}")
     resume_or_record(out, {**pipeline_identity(pipeline), "speaker": speaker, "dataset": load_dataset(source).identity()},
-                     what=f"the resynthesis in {out}", filename=RECORD_FILE,
-                     how_to_restart="or pass --restart to delete it and start over")
+                     what=f"the resynthesis in {out}", filename=RECORD_FILE, restart=restart,
+                     how_to_restart="or pass --restart to replace its files (or choose another output)")
     failures: list[dict] = []
     done = skipped = 0
     for item in items:

@@ -13,12 +13,10 @@ unit dataset with one atomic directory rename, so ``<output>`` is either absent 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +29,7 @@ from textless.data.units import UnitSequence, UnitWriter
 from textless.errors import ConfigError, TextlessError
 from textless.tokenizers.bundle import SpeechTokenizer, Units
 from textless.tokenizers.encoders.base import dtype_name, effective_dtype
-from textless.utils.runs import resume_or_record
+from textless.utils.runs import Journal, parts_dir, resume_or_record, run_digest
 
 logger = logging.getLogger(__name__)
 
@@ -64,55 +62,43 @@ class TokenizeResult:
 
 
 class ShardJournal:
-    """Append-only record of one shard's finished utterances (JSON lines) and failures."""
+    """One shard's finished utterances and failures (`Journal`s of JSON lines) and its "done" mark."""
 
-    def __init__(self, parts_dir: Path, rank: int, world_size: int):
+    def __init__(self, parts: Path, rank: int, world_size: int):
         stem = f"part-{rank:05d}-of-{world_size:05d}"
-        self.units_path = parts_dir / f"{stem}.jsonl"
-        self.failures_path = parts_dir / f"{stem}.failures.jsonl"
-        self.done_path = parts_dir / f"{stem}.done"
-        parts_dir.mkdir(parents=True, exist_ok=True)
-
-    @staticmethod
-    def _read(path: Path) -> list[dict]:
-        """Complete records; a torn last line (killed mid-write) is cut off the file."""
-        if not path.exists():
-            return []
-        data = path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            with open(path, "r+b") as f:
-                f.truncate(end)
-        return [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+        self.units_path = parts / f"{stem}.jsonl"
+        self.failures_path = parts / f"{stem}.failures.jsonl"
+        self.done_path = parts / f"{stem}.done"
+        self._units, self._failures = Journal(self.units_path), Journal(self.failures_path)
+        parts.mkdir(parents=True, exist_ok=True)
 
     def finished(self) -> list[dict]:
-        return self._read(self.units_path)
+        return self._units.read()
 
     def failures(self) -> list[dict]:
-        return self._read(self.failures_path)
-
-    @staticmethod
-    def _append(path: Path, records: list[dict]) -> None:
-        if not records:
-            return
-        with open(path, "a", encoding="utf-8") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in records))
-            f.flush()
-            os.fsync(f.fileno())
+        return self._failures.read()
 
     def add(self, records: list[dict]) -> None:
-        self._append(self.units_path, records)
+        self._units.add(records)
 
     def add_failures(self, records: list[dict]) -> None:
-        self._append(self.failures_path, records)
+        self._failures.add(records)
 
     def discard(self) -> None:
         """Forget this shard's finished utterances and failures (``restart=true``)."""
         for path in (self.units_path, self.failures_path, self.done_path):
             path.unlink(missing_ok=True)
 
-    def mark_done(self) -> None:
-        self.done_path.write_text(str(time.time()))
+    def mark_done(self, run: str) -> None:
+        """Mark the shard finished by the run `run` (a digest of what it was started with)."""
+        self.done_path.write_text(run)
+
+    def done_by(self, run: str) -> bool:
+        """Finished by this run? (A shard finished by an earlier run that another rank restarted does not count.)"""
+        try:
+            return self.done_path.read_text() == run
+        except FileNotFoundError:
+            return False
 
 
 def _record(item_id: str, units: Units) -> dict:
@@ -142,14 +128,14 @@ def tokenize_dataset(cfg: TokenizeConfig) -> TokenizeResult:
                                                 **({"dtype": cfg.dtype} if cfg.dtype else {}))
     dataset = load_dataset(cfg.dataset)
     manifest = dataset.shard(rank, world)
-    parts_dir = output.with_name(output.name + ".parts")
+    parts = parts_dir(output)
     dtype = effective_dtype(tokenizer.device, getattr(tokenizer.encoder, "dtype", None), cfg.force_dtype)
-    resume_or_record(parts_dir, {"tokenizer": tokenizer.unit_identity().describe(), "dataset": dataset.identity(),
-                                 "world_size": world, "dtype": dtype_name(dtype), "chunk_seconds": cfg.chunk_seconds,
-                                 "max_seconds": cfg.max_seconds},
-                     what=f"the partial tokenization in {parts_dir}", restart=cfg.restart,
+    started_with = {"tokenizer": tokenizer.unit_identity().describe(), "dataset": dataset.identity(),
+                    "world_size": world, "dtype": dtype_name(dtype), "chunk_seconds": cfg.chunk_seconds,
+                    "max_seconds": cfg.max_seconds}
+    resume_or_record(parts, started_with, what=f"the partial tokenization in {parts}", restart=cfg.restart,
                      how_to_restart="or pass restart=true to discard it and start over")
-    journal = ShardJournal(parts_dir, rank, world)
+    journal = ShardJournal(parts, rank, world)
     if cfg.restart:
         journal.discard()
     finished = {r["id"] for r in journal.finished()}
@@ -177,21 +163,22 @@ def tokenize_dataset(cfg: TokenizeConfig) -> TokenizeResult:
         journal.add([_record(item.id, tokenizer.units_from_labels(lab)) for item, lab in zip(items, labels)])
         bar.update(sum(len(w) for w in wavs) / tokenizer.sample_rate)
     bar.close()
-    journal.mark_done()
+    run = run_digest(started_with)
+    journal.mark_done(run)
     for failure in new_failures:
         logger.info(f"failed {failure['id']}: {failure['error']}")
     done = len(journal.finished())
-    merged = _merge_if_complete(parts_dir, world, output, tokenizer, cfg)
+    merged = _merge_if_complete(parts, world, output, tokenizer, cfg, run)
     return TokenizeResult(output=merged, done=done, failures=journal.failures())
 
 
-def _merge_if_complete(parts_dir: Path, world: int, output: Path, tokenizer: SpeechTokenizer,
-                       cfg: TokenizeConfig) -> Path | None:
-    journals = [ShardJournal(parts_dir, r, world) for r in range(world)]
-    if not all(j.done_path.exists() for j in journals):
+def _merge_if_complete(parts: Path, world: int, output: Path, tokenizer: SpeechTokenizer,
+                       cfg: TokenizeConfig, run: str) -> Path | None:
+    journals = [ShardJournal(parts, r, world) for r in range(world)]
+    if not all(j.done_by(run) for j in journals):
         logger.info(f"waiting for other shards; the last rank to finish writes {output}")
         return None
-    if not _take_merge_lock(parts_dir / "merge.lock", output):
+    if not _take_merge_lock(parts / "merge.lock", output):
         return None
     records = sorted((r for j in journals for r in j.finished()), key=lambda r: r["id"])
     done = {r["id"] for r in records}
@@ -201,7 +188,7 @@ def _merge_if_complete(parts_dir: Path, world: int, output: Path, tokenizer: Spe
         for r in records:
             durations = np.asarray(r["durations"], dtype=np.int64) if "durations" in r else None
             writer.add(UnitSequence(r["id"], np.asarray(r["units"], dtype=np.int64), durations))
-    shutil.rmtree(parts_dir, ignore_errors=True)
+    shutil.rmtree(parts, ignore_errors=True)
     logger.info(f"wrote {output}: {len(records)} utterances, {len(failures)} failed")
     return output
 

@@ -174,7 +174,7 @@ class UnitLMObjective(Objective):
     # fresh run (init, base_model): they may differ when a run resumes; a new max_tokens sets a new schedule length
     resumable_settings = ("max_tokens", "eval_batches", "num_workers", "valid_dataset", "attn_implementation", "init",
                           "base_model", "gguf_file")
-    input_settings = ("train_dataset", "valid_dataset")
+    input_settings = ("train_dataset",)
     history_columns = ("loss",)
     valid_columns = ("loss",)
     config: TrainConfig
@@ -341,10 +341,7 @@ class UnitLMObjective(Objective):
 
     # -- persistence --------------------------------------------------------------------------------------------
     def inputs(self) -> dict[str, str]:
-        found = {"train_dataset": self.train_units.fingerprint()}
-        if self.valid_units is not None:
-            found["valid_dataset"] = self.valid_units.fingerprint()
-        return found
+        return {"train_dataset": self.train_units.fingerprint()}  # the validation set may change on resume
 
     def state_dict(self) -> dict[str, Any]:
         cfg = self.config

@@ -167,8 +167,8 @@ class SpeechTokenizer:
         """k-means labels per frame of one long waveform at the encoder's rate: a tensor [T] or a `LazyWaveform`
         (read window by window from its file). Encoded in windows (`encoders.chunking`) whose features are assigned
         and dropped one window at a time: memory does not grow with the length beyond the labels themselves."""
-        return np.concatenate([self._predict(f) for f in iter_encode_long(self.encoder, wav,
-                                                                          chunk_seconds=chunk_seconds)])
+        windows = iter_encode_long(self.encoder, wav, chunk_seconds=chunk_seconds, out_device=self.encoder.device)
+        return np.concatenate([self._predict(f) for f in windows])  # assigned where encoded (GPU: on the GPU)
 
     def encode_file(self, path, chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> Units:
         """`Units` of an audio file of any length, read window by window (`textless.audio.LazyWaveform`): neither the

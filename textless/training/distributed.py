@@ -10,7 +10,7 @@ transformer block (the model's ``_no_split_modules`` classes) and then to the ro
 ``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`` for bf16 (fp16 is refused: it would need a sharded
 grad scaler); ``set_requires_gradient_sync(False)`` on the intermediate micro-batches replaces DDP's ``no_sync``;
 ``torch.nn.utils.clip_grad_norm_`` computes the global norm of the DTensor gradients. Checkpoints keep the plain
-layout: `full_state_dicts` gathers the full model and optimizer state dicts on rank 0 (``full_state_dict=True,
+layout: `full_model_state` and `full_optimizer_state` gather the full state dicts on rank 0 (``full_state_dict=True,
 cpu_offload=True``), and on resume `load_full_optimizer_state` scatters rank 0's optimizer state into the shards.
 """
 
@@ -94,19 +94,9 @@ def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimize
     return get_optimizer_state_dict(model, optimizer, options=_full_options(cpu_offload=True))
 
 
-def full_state_dicts(model: torch.nn.Module, optimizer: torch.optim.Optimizer
-                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(model, optimizer) state dicts of a sharded model, gathered whole on rank 0's CPU (empty on other ranks).
-
-    The optimizer state is keyed by parameter name (``state`` and ``param_groups``' ``params``): plain tensors and
-    Python, so ``torch.load(weights_only=True)`` reads it back.
-    """
-    return full_model_state(model), full_optimizer_state(model, optimizer)
-
-
 def load_full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                               state: dict[str, Any] | None) -> None:
-    """Restore a `full_state_dicts` optimizer state: rank 0 passes it, the others may pass None / {}."""
+    """Restore a `full_optimizer_state` state: rank 0 passes it, the others may pass None / {}."""
     from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
     set_optimizer_state_dict(model, optimizer, optim_state_dict=state or {},

@@ -33,7 +33,7 @@ from textless.training.config import TrainingConfig
 @dataclass
 class OptimizerSpec:
     """One optimizer of an objective: what it updates (`module`, a key of `Objective.modules()`), its LR
-    `scheduler` (stepped once per optimizer step), and the max gradient norm `clip` of its module (0: none)."""
+    `scheduler` (stepped once per training step, also on steps that skip this optimizer), and the max gradient norm `clip` of its module (0: none)."""
 
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler

@@ -6,7 +6,8 @@ optimizer steps (HiFi-GAN decays once per epoch; counting steps keeps the schedu
 batches of ``batch_size`` random segments of ``segment_frames`` unit frames (`textless.vocoders.data`). One step:
 
 1. ``fake = G(units)``; 2. discriminator: LSGAN loss on D(real) and D(fake.detach()), its own optimizer step;
-3. generator: ``45 * mel L1 + 2 * feature matching + LSGAN adversarial (+ duration MSE)`` with the discriminator's
+3. generator: ``45 * mel L1 + 2 * feature matching + LSGAN adversarial (+ duration MSE) (+ dc_weight * DC offset)``
+   (the DC term is not HiFi-GAN's and is off by default: `textless.vocoders.losses.dc_offset_loss`) with the discriminator's
    parameters frozen (its backward pass computes input gradients only, no weight gradients) and the real features
    taken without gradient.
 
@@ -216,9 +217,11 @@ class VocoderObjective(Objective):
     name = "train-vocoder"
     precisions = ("auto", "fp32", "bf16")
     distributed = False
+    # what is measured (validation data and samples) or how fast may change on resume; the training units and audio
+    # are compared by content (`inputs`), not by path
     resumable_settings = ("device", "num_valid_samples", "max_valid_utterances", "cache_mb", "prefetch",
-                          "valid_dataset", "valid_audio_dataset", "audio_dataset")
-    input_settings = ("train_dataset", "valid_dataset")
+                          "valid_dataset", "valid_audio_dataset")
+    input_settings = ("train_dataset", "audio_dataset")
     history_columns = ("mel", "dur", "dc", "gen", "disc", "adv", "fm")
     valid_columns = ("mel_l1", "dur_mse")
     config: VocoderTrainConfig
@@ -267,6 +270,7 @@ class VocoderObjective(Objective):
             raise ConfigError(f"segment_frames {cfg.segment_frames} x hop {hop} = {cfg.segment_frames * hop} samples "
                               f"is shorter than the mel loss window ({MEL_N_FFT} samples): raise segment_frames")
         audio = _load_audio(audio_source(units, cfg.audio_dataset), units, bool(cfg.audio_dataset))
+        self.train_audio_identity = audio.identity()
         self.train = VocoderSegments(units, audio, sampling_rate=cfg.sampling_rate, segment_frames=cfg.segment_frames,
                                      seed=cfg.seed, cache_mb=cfg.cache_mb)
         names, unlabeled = self.train.speaker_names()
@@ -482,10 +486,7 @@ class VocoderObjective(Objective):
 
     # -- persistence --------------------------------------------------------------------------------------------
     def inputs(self) -> dict[str, str]:
-        found = {"train_dataset": self.train.units.fingerprint()}
-        if self.valid is not None:
-            found["valid_dataset"] = self.valid.units.fingerprint()
-        return found
+        return {"train_dataset": self.train.units.fingerprint(), "audio_dataset": self.train_audio_identity}
 
     def state_dict(self) -> dict[str, Any]:
         return {"samples_logged": self.samples_logged}

@@ -1,9 +1,8 @@
 """Generative metrics of spoken LMs: auto-BLEU (fairseq and slamkit variants), self-BLEU, VERT, ASR perplexity
-(GenPPL, slamkit and fairseq definitions), resynthesis WER / CER, and the `textless eval-generation` job.
+(GenPPL, slamkit and fairseq definitions); the `textless eval-generation` job is `textless.jobs.eval_generation`.
 
 Modules: `bleu` (repetition / diversity, on texts or unit sequences), `word_tokenize` (word tokenizers),
-`perplexity` (text LM scorers, GenPPL), `transcribe` (cached ASR of generations, resynthesis WER), `job` (the
-command). Each module's docstring states its definitions and which anchor they follow.
+`perplexity` (text LM scorers, GenPPL), `transcribe` (cached ASR of generations and of any audio files). Each module's docstring states its definitions and which anchor they follow.
 """
 
 from textless.eval.generative.bleu import (
@@ -25,10 +24,10 @@ from textless.eval.generative.perplexity import (
     load_text_scorer,
     register_text_scorer,
 )
-from textless.eval.generative.transcribe import resynthesis_error_rates, transcribe_records
+from textless.eval.generative.transcribe import transcribe_files, transcribe_records
 
 __all__ = [
     "GenPPL", "HFTextScorer", "MeanSem", "RepetitionMetrics", "TextScorer", "asr_perplexity", "auto_bleu_fairseq",
     "auto_bleu_slamkit", "genppl_fairseq", "genppl_slamkit", "load_text_scorer", "register_text_scorer",
-    "repetition_metrics", "resynthesis_error_rates", "self_bleu_fairseq", "transcribe_records", "vert",
+    "repetition_metrics", "self_bleu_fairseq", "transcribe_files", "transcribe_records", "vert",
 ]

@@ -1,4 +1,4 @@
-"""Transcripts of generated / resynthesized speech, with a cache, and resynthesis WER / CER.
+"""Transcripts of generated / resynthesized speech, with a cache (`textless eval-resynth` scores resynthesis).
 
 `transcribe_records` turns the records of a generations directory (`textless generate ... vocoder=`) into one
 transcript each. With ``include_prompt`` (slamkit's default: ``remove_prompt`` unset, so the transcript covers the
@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from textless.errors import FormatError, TextlessError
-from textless.eval.wer import ErrorRate, error_rate
 from textless.utils.atomic import atomic_write_text
 from textless.utils.versioned import artifact
 
@@ -62,9 +61,12 @@ class TranscriptCache:
 
 
 def audio_key(asr: str, directory: Path, files: Sequence[Path]) -> str:
-    """Cache key of the concatenation of `files` transcribed by `asr`: names (relative to `directory`, so a moved
-    generations directory keeps its cache), sizes and mtimes."""
-    stamps = [[f.relative_to(directory).as_posix(), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    """Cache key of the concatenation of `files` transcribed by `asr`: names (relative to `directory` when inside it,
+    so a moved generations directory keeps its cache; else absolute), sizes and mtimes."""
+    def name(f: Path) -> str:
+        return f.relative_to(directory).as_posix() if f.is_relative_to(directory) else f.resolve().as_posix()
+
+    stamps = [[name(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
     return json.dumps([asr, stamps])
 
 
@@ -99,15 +101,24 @@ def transcribe_records(directory: str | Path, records: Sequence[dict], asr, asr_
                        batch_size: int = 8) -> tuple[list[str], TranscriptionStats]:
     """One transcript per record (see the module docstring); the ASR sees each distinct audio input once.
     `asr_name` names the engine in the cache keys: ``asr.name``, never the spec ``auto``."""
-    if asr_name == "auto":
-        raise TextlessError("transcribe_records: asr_name must name the engine that runs (asr.name), not 'auto' "
-                            "(cached transcripts of different engines would be mixed)")
     directory = Path(directory)
-    cache = cache if cache is not None else TranscriptCache(None)
     files = [record_audio(directory, r, include_prompt) for r in records]
-    keys = [audio_key(asr_name, directory, f) if f else None for f in files]
-    todo: dict[str, list[Path]] = {}
-    for key, f in zip(keys, files):
+    return transcribe_files(files, asr, asr_name, directory=directory, cache=cache, batch_size=batch_size)
+
+
+def transcribe_files(inputs: Sequence[Sequence[Path]], asr, asr_name: str, *, directory: Path,
+                     cache: TranscriptCache | None = None,
+                     batch_size: int = 8) -> tuple[list[str], TranscriptionStats]:
+    """One transcript per input: the concatenation of its files (none: ``""``), each distinct input transcribed once,
+    in batches of `batch_size`, through `cache` (saved after every batch: an interrupted run resumes). Cache keys
+    name files relative to `directory` when inside it (`audio_key`)."""
+    if asr_name == "auto":
+        raise TextlessError("transcribe: asr_name must name the engine that runs (asr.name), not 'auto' "
+                            "(cached transcripts of different engines would be mixed)")
+    cache = cache if cache is not None else TranscriptCache(None)
+    keys = [audio_key(asr_name, directory, f) if f else None for f in inputs]
+    todo: dict[str, Sequence[Path]] = {}
+    for key, f in zip(keys, inputs):
         if key is not None and cache.get(key) is None:
             todo.setdefault(key, f)
     distinct = {k for k in keys if k is not None}
@@ -127,31 +138,3 @@ def transcribe_records(directory: str | Path, records: Sequence[dict], asr, asr_
     stats = TranscriptionStats(transcribed=len(todo), cached=len(distinct) - len(todo),
                                silent=sum(k is None for k in keys))
     return transcripts, stats
-
-
-@dataclass
-class ResynthesisErrorRates:
-    """Corpus WER and CER of the transcripts of resynthesized speech against reference texts."""
-
-    wer: ErrorRate
-    cer: ErrorRate
-    transcripts: list[str]
-
-    def to_dict(self) -> dict:
-        return {"wer": self.wer.to_dict(), "cer": self.cer.to_dict(), "transcripts": self.transcripts}
-
-
-def resynthesis_error_rates(asr, audio: Sequence[str | Path | np.ndarray], references: Sequence[str],
-                            batch_size: int = 8) -> ResynthesisErrorRates:
-    """Transcribe resynthesized `audio` (files, or float waveforms at ``asr.sample_rate``) with `asr` and score the
-    transcripts against `references` (`textless.eval.wer.error_rate`: corpus WER / CER after normalisation)."""
-    if len(audio) != len(references):
-        raise TextlessError(f"resynthesis WER: {len(audio)} audio inputs but {len(references)} references")
-    transcripts: list[str] = []
-    for start in range(0, len(audio), batch_size):
-        batch = audio[start: start + batch_size]
-        wavs = [np.asarray(a, np.float32) if isinstance(a, np.ndarray) else load_waveform(Path(a), asr.sample_rate)
-                for a in batch]
-        transcripts.extend(t.strip() for t in asr.transcribe(wavs))
-    return ResynthesisErrorRates(error_rate(references, transcripts, "word"),
-                                 error_rate(references, transcripts, "char"), transcripts)

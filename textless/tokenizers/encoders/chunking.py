@@ -121,8 +121,9 @@ def plan_windows(num_samples: int, total_frames: int, geometry: FrameGeometry, c
 
 
 def iter_encode_long(encoder: SpeechEncoder, wav: Tensor, sample_rate: int | None = None, chunk_seconds: float = 30.0,
-                     context_seconds: float = 2.0) -> Iterator[Tensor]:
-    """Like `encode_long`, but yield the features chunk by chunk ([F_i, D] each, in order, on `wav`'s device)."""
+                     context_seconds: float = 2.0, out_device: torch.device | None = None) -> Iterator[Tensor]:
+    """Like `encode_long`, but yield the features chunk by chunk ([F_i, D] each, in order, on `out_device`: by
+    default `wav`'s device)."""
     if wav.ndim != 1:
         raise ValueError(f"expected one mono waveform [T], got shape {tuple(wav.shape)}")
     if sample_rate is not None:
@@ -136,7 +137,7 @@ def iter_encode_long(encoder: SpeechEncoder, wav: Tensor, sample_rate: int | Non
         if int(lengths[0]) < window.keep_to - window.first:
             raise TextlessError(f"window [{window.start}, {window.end}) gave {int(lengths[0])} frames, fewer than "
                                 f"the {window.keep_to - window.first} planned")
-        yield features[0, window.keep_from - window.first: window.keep_to - window.first].to(wav.device)
+        yield features[0, window.keep_from - window.first: window.keep_to - window.first].to(out_device or wav.device)
 
 
 def encode_long(encoder: SpeechEncoder, wav: Tensor, sample_rate: int | None = None, chunk_seconds: float = 30.0,
