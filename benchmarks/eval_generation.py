@@ -2,7 +2,7 @@
 
     python -m benchmarks.eval_generation                 # writes benchmarks/results/eval_generation.json
 
-Runs, all on the first 3 s of every ``bundled:valid_unseen`` utterance (51 prompts of 2 held-out voices), one
+Runs, all on the first 3 s of every ``bundled:valid_unseen`` utterance (57 prompts of 2 held-out voices), one
 continuation each (75 to 150 new units, ~2.5-5 s; no end-of-utterance before 75), voiced by the starter vocoder as ``awb``:
 
 * ``starter T=0.7`` and ``starter T=1.0``: the starter unit LM (`textless generate` defaults otherwise);

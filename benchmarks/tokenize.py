@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     write_results(out, results)
     print(f"{audio_seconds:.0f} s of audio, {len(wavs)} utterances, {device}, {torch.get_num_threads()} threads")
     for name, r in results["pipelines"].items():
-        print(f"  {name:18s} {r['seconds']:8.2f} s  {r['x_realtime']:7.1f}x real time  "
+        print(f"  {name:20s} {r['seconds']:8.2f} s  {r['x_realtime']:7.1f}x real time  "
               f"x{r['speedup_vs_anchor_hf_full']:.2f} vs anchor_hf_full  x{r['speedup_vs_anchor_early_exit']:.2f} vs "
               f"anchor_early_exit  identical: {r['utterances_identical_to_anchor_hf_full']:.1%} of utterances, "
               f"{r['frames_identical_to_anchor_hf_full']:.2%} of frames")

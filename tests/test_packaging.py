@@ -4,6 +4,7 @@ from another directory, finds its recipes, its bundled data and its starter pipe
 from __future__ import annotations
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -26,9 +27,15 @@ def test_recipes_ship_inside_the_package():
 
 @pytest.mark.slow
 def test_a_wheel_in_a_fresh_venv_trains_lm_tiny_from_another_directory(tmp_path):
+    # built from a copy: setuptools writes build/ and *.egg-info into the source tree, so two copies of the suite
+    # building from the repository at once would race on them
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "outputs", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache"))
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dist), str(REPO)],
-                   check=True, capture_output=True, timeout=600)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dist), str(source)],
+                           capture_output=True, text=True, timeout=600, check=False)
+    assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = dist.glob("textless-*.whl")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)

@@ -53,6 +53,25 @@ def pipeline(tokenizer):
     return SpeechPipeline(tokenizer, lm, vocoder_for(tokenizer), default_speaker="slt", notes="test")
 
 
+def test_short_inputs_skip_numba_and_give_the_same_units(tokenizer, items, monkeypatch):
+    """A short file is labelled without numba (no compile / cache load in a one-shot process): same units."""
+    from textless.tokenizers import bundle, kernels
+
+    wav, sr = load_audio(items[0].path)
+    monkeypatch.setattr(bundle, "SMALL_INPUT_FRAMES", 0)  # everything through numba
+    through_numba = tokenizer.encode(wav, sr)
+    monkeypatch.setattr(bundle, "SMALL_INPUT_FRAMES", 4096)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a numba kernel ran for a short input")
+
+    monkeypatch.setattr(kernels, "_assign_numba", refuse)
+    monkeypatch.setattr(bundle, "dedup", refuse)
+    short = tokenizer.encode(wav, sr)
+    np.testing.assert_array_equal(short.ids, through_numba.ids)
+    np.testing.assert_array_equal(short.durations, through_numba.durations)
+
+
 def test_resynthesis_and_continuation(pipeline, items):
     wav, sr = load_audio(items[0].path)
     audio, units = pipeline.resynthesize(wav, sr, speaker="kal")

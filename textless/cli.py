@@ -87,7 +87,7 @@ def _resynth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speaker", help="voice of a multi-speaker vocoder (name or id)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--restart", action="store_true",
-                        help="a dataset: delete what an earlier run wrote into the output and start over")
+                        help="a dataset: redo it, replacing the files an earlier run wrote (other files stay)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="load a fairseq vocoder checkpoint that pickles more than tensors (only a file you trust)")
 
@@ -106,7 +106,6 @@ def _info_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-
     path = Path(args.path)
     if (path / "meta.json").exists():
         from textless.data.units import read_units

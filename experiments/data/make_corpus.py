@@ -318,9 +318,9 @@ LICENCE_SUMMARY = {
 LICENCES: dict[str, str] = {
     "flite": "flite 2.2 (Debian `flite`/`libflite1`) and its voices kal16, awb, rms, slt: CMU/Flite licence, a "
              "BSD-style free licence (use, modify and redistribute, also commercially, keeping the copyright notice).",
-    "festival": "festival 2.5 with `festvox-kdlpc16k` (ked) and `festvox-don` (don): Festival/CSTR (University of "
-                "Edinburgh) BSD-style free licence. Note: don uses the OALD lexicon (`festlex-oald`), which is "
-                "**free for non-commercial use only**; ked uses the CMU lexicon (free).",
+    "festival": "festival 2.5 with `festvox-kdlpc16k` (ked; `--voices all` adds `festvox-don`, don): Festival/CSTR "
+                "(University of Edinburgh) BSD-style free licence. ked uses the CMU lexicon (free); don uses the "
+                "OALD lexicon (`festlex-oald`), which is **free for non-commercial use only**.",
     "mbrola": "MBROLA (`mbrola`, AGPL-3+) rendering phones from espeak-ng (GPL-3+). The diphone databases "
               "`mbrola-us1`, `mbrola-us2` (Babel Technologies / FPMs) may be used only with the MBROLA program and "
               "may not be sold or incorporated into any product that is sold without the owner's permission; "

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from textless.errors import TextlessError
+from textless.utils.hf import quiet_progress_bars
 from textless.utils.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,9 @@ class WhisperASR:
     def __init__(self, directory: str | Path, device: str = "cpu", batch_size: int = 8, max_new_tokens: int = 128):
         from transformers import AutoTokenizer, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
-        self.model = WhisperForConditionalGeneration.from_pretrained(directory, local_files_only=True).to(device).eval()
+        with quiet_progress_bars():
+            self.model = WhisperForConditionalGeneration.from_pretrained(directory, local_files_only=True)
+        self.model = self.model.to(device).eval()
         self.features = WhisperFeatureExtractor.from_pretrained(directory, local_files_only=True)
         self.tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         self.device, self.batch_size, self.max_new_tokens = device, batch_size, max_new_tokens

@@ -47,6 +47,7 @@ from textless.lm.attention import attn_kwargs, check_attn_implementation
 from textless.lm.streaming import StreamingUnitLM
 from textless.lm.vocab import UnitVocab, VocabError
 from textless.utils.atomic import atomic_directory, atomic_write_text
+from textless.utils.hf import quiet_progress_bars
 from textless.utils.versioned import artifact
 
 if TYPE_CHECKING:
@@ -148,7 +149,8 @@ class UnitLM(StreamingUnitLM):
         kwargs: dict[str, Any] = {"dtype": torch_dtype if torch_dtype is not None else "auto",
                                   "local_files_only": True, **attn_kwargs(attn_implementation)}
         try:
-            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+            with quiet_progress_bars():
+                model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         except (OSError, ValueError, RuntimeError, pickle.UnpicklingError, SafetensorError) as e:
             files = sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
             raise FormatError(path, f"cannot load the model's weights ({', '.join(files) or 'no weight file'}): "

@@ -35,6 +35,7 @@ from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedModel
 from textless.errors import ConfigError, TextlessError
 from textless.lm.presets import set_vocab_fields
 from textless.lm.vocab import UnitVocab
+from textless.utils.hf import quiet_progress_bars
 
 
 def init_from_text_lm(base: PreTrainedModel, vocab: UnitVocab) -> PreTrainedModel:
@@ -151,7 +152,8 @@ def load_text_lm(source: str | Path, *, gguf_file: str | None = None, torch_dtyp
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, local_files_only=True, **kwargs)
+        with quiet_progress_bars():
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, local_files_only=True, **kwargs)
     except (OSError, ValueError) as e:
         raise TextlessError(f"text LM '{path}': cannot load it with transformers ({e})") from e
     return model

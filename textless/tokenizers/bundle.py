@@ -28,6 +28,7 @@ import torch
 from textless.audio import LazyWaveform, resample
 from textless.data.identity import UnitIdentity
 from textless.data.units import UnitMeta
+from textless.data.units import dedup as dedup_numpy
 from textless.errors import AudioError, TextlessError
 from textless.tokenizers.encoders import SpeechEncoder, load_encoder
 from textless.tokenizers.encoders.chunking import iter_encode_long
@@ -38,6 +39,11 @@ from textless.utils.assets import starter_part
 from textless.utils.atomic import atomic_directory
 from textless.utils.hf import quiet_progress_bars
 from textless.utils.versioned import artifact
+
+# Fewer frames than this (80 s at 50 Hz) are labelled by the torch implementation of `kernels.assign` and deduplicated
+# by numpy: the same labels and units without numba's compile on first use (~6 s, once per machine) or the load of
+# its compiled cache (~0.8 s in every new process), either of which costs more than a short file's whole assignment.
+SMALL_INPUT_FRAMES = 4096
 
 TOKENIZER = artifact("textless.speech_tokenizer", 1, "a speech tokenizer bundle")
 
@@ -126,7 +132,7 @@ class SpeechTokenizer:
         """Frame labels -> (deduplicated, BPE-encoded) units."""
         if not self.deduplicate:
             return Units(labels.astype(np.int64))
-        units, durations = dedup(labels)
+        units, durations = (dedup_numpy if len(labels) < SMALL_INPUT_FRAMES else dedup)(labels)
         if self.bpe is None:
             return Units(units, durations)
         encoded = self.bpe.encode(units, durations)
@@ -139,7 +145,10 @@ class SpeechTokenizer:
         return self.bpe.decode(units.ids), units.unit_durations
 
     def _predict(self, feats: torch.Tensor) -> np.ndarray:
-        labels = self.kmeans.predict(feats if feats.is_cuda else feats.numpy())
+        if feats.is_cuda:
+            labels = self.kmeans.predict(feats)
+        else:
+            labels = self.kmeans.predict(feats.numpy(), device="cpu" if len(feats) < SMALL_INPUT_FRAMES else None)
         return labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels
 
     def frame_labels_batch(self, wavs: Sequence[torch.Tensor],
