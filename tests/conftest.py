@@ -36,5 +36,5 @@ def require_tts(available: bool, reason: str) -> None:
     if available:
         return
     if os.environ.get("TEXTLESS_REQUIRE_TTS") == "1":
-        pytest.fail(f"{reason} (TEXTLESS_REQUIRE_TTS=1: the engines should have been installed by .ci/install-tts)")
+        pytest.fail(f"{reason} (TEXTLESS_REQUIRE_TTS=1: the engines should have been installed by .ci/run)")
     pytest.skip(reason)
