@@ -19,6 +19,7 @@ LAYERS = [
     {"training"},
     {"tokenizers", "lm", "vocoders"},
     {"eval"},
+    {"preference"},
     {"pipeline"},
     {"jobs"},
     {"cli", "__main__"},

@@ -143,8 +143,14 @@ def test_generate_refuses_a_missing_flash_attention_package(tmp_path, lm_and_uni
 
 def test_generate_cli_needs_a_tokenizer_for_audio(capsys, lm_and_units, tmp_path):
     lm_dir, _ = lm_and_units
-    assert main(["generate", f"lm={lm_dir}", "prompts=bundled:valid", f"output={tmp_path / 'g'}"]) == 2
+    from textless.data.corpus import bundled_corpus_dir
+
+    audio = bundled_corpus_dir() / "audio"
+    assert main(["generate", f"lm={lm_dir}", f"prompts={audio}", f"output={tmp_path / 'g'}"]) == 2
     assert "audio prompts need tokenizer=" in capsys.readouterr().err
+    # bundled:<split> without a tokenizer is the split as the starter's units (which this toy LM does not take)
+    assert main(["generate", f"lm={lm_dir}", "prompts=bundled:valid", f"output={tmp_path / 'g'}"]) == 2
+    assert "expects units of tokenizer 'toy-km20'" in capsys.readouterr().err
 
 
 def test_generate_from_audio_prompts(tmp_path):

@@ -351,22 +351,22 @@ def test_merge_lock(tmp_path, logs):
     import os
     import socket
 
-    from textless.jobs.tokenize import _take_merge_lock
+    from textless.utils.shards import take_merge_lock
 
     lock = tmp_path / "merge.lock"
     lock.write_text(f"{socket.gethostname()} {os.getpid()}")  # alive: this process
-    assert not _take_merge_lock(lock, tmp_path / "out") and "is writing" in logs[-1]
+    assert not take_merge_lock(lock, tmp_path / "out") and "is writing" in logs[-1]
     lock.write_text("some-other-host 12")
-    assert not _take_merge_lock(lock, tmp_path / "out")
+    assert not take_merge_lock(lock, tmp_path / "out")
     assert "some-other-host:12" in logs[-1] and f"delete {lock}" in logs[-1]
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     lock.write_text(f"{socket.gethostname()} {dead.pid}")
-    assert _take_merge_lock(lock, tmp_path / "out")
+    assert take_merge_lock(lock, tmp_path / "out")
     assert lock.read_text() == f"{socket.gethostname()} {os.getpid()}"
     lock.unlink()
-    assert _take_merge_lock(lock, tmp_path / "out")
-    assert not _take_merge_lock(tmp_path / "gone" / "merge.lock", tmp_path / "out")
+    assert take_merge_lock(lock, tmp_path / "out")
+    assert not take_merge_lock(tmp_path / "gone" / "merge.lock", tmp_path / "out")
     assert "already wrote" in logs[-1]
 
 

@@ -266,6 +266,42 @@ COMMANDS: dict[str, Command] = {
                     "prompts=bundled:valid tokenizer=tok/",
         add_arguments=_add_config_arguments,
         run=configured("generate", "textless.jobs.generate:GenerateConfig", "textless.jobs.generate:generate")),
+    "preference-pairs": Command(
+        help="Align-SLM preference pairs: sample, voice, transcribe and judge continuations; best vs worst",
+        description="Sample num_samples continuations of each prompt (first prompt_seconds; temperature 0.8, top-k "
+                    "25), vocode and transcribe them (asr=auto), score them with the judges (text-LM likelihood, "
+                    "an LLM judge with a 1-5 rubric, repetition, length, silence), combine the scores (rule=) and "
+                    "keep one best-vs-worst pair per prompt (selection.*: margin, thresholds, slamkit's auto-BLEU "
+                    "filter). Sharded across ranks, resumable. Example: textless preference-pairs lm=starter "
+                    "prompts=bundled:train output=outputs/pairs",
+        add_arguments=_add_config_arguments,
+        run=configured("preference-pairs", "textless.jobs.preference_pairs:PairsConfig",
+                       "textless.jobs.preference_pairs:make_pairs")),
+    "import-pairs": Command(
+        help="import slamkit's preference jsonl (prompt/chosen/rejected wav paths) through a tokenizer",
+        description="Tokenize the audio triplets of slamkit's preference jsonl ({prompt_path, chosen_path, "
+                    "rejected_path} per line) with a tokenizer bundle into a preference dataset for textless dpo. "
+                    "Example: textless import-pairs source=prefs.jsonl tokenizer=starter output=outputs/pairs",
+        add_arguments=_add_config_arguments,
+        run=configured("import-pairs", "textless.jobs.preference_pairs:ImportPairsConfig",
+                       "textless.jobs.preference_pairs:import_slamkit_pairs")),
+    "dpo": Command(
+        help="DPO of a unit LM on preference pairs (full or LoRA); resumes automatically",
+        description="Direct preference optimisation (sigmoid / IPO / hinge, beta 0.1; the loss of TRL's "
+                    "DPOTrainer) of a unit LM on a preference dataset, against a frozen reference or reference "
+                    "log-probs precomputed once, full fine-tuning or LoRA (merged or saved as an adapter), through "
+                    "the training engine (exact resume, DDP, budgets, TensorBoard rewards / margins / accuracy). "
+                    "Example: textless dpo policy=starter pairs=outputs/pairs output_dir=outputs/dpo",
+        add_arguments=_add_config_arguments,
+        run=configured("dpo", "textless.preference.train:DPOConfig", "textless.preference.train:dpo_command")),
+    "align": Command(
+        help="the Align-SLM curriculum: pairs from the current model -> DPO -> repeat; before/after evaluation",
+        description="Iterate preference-pairs and dpo, raising the selection thresholds by a schedule, evaluating "
+                    "the model before and after each iteration (held-out judge scores, likelihood suites); one "
+                    "directory per iteration, resumable at any stage, a summary table and plot. Example: textless "
+                    "align lm=starter prompts=bundled:train eval_prompts=bundled:valid output_dir=outputs/align",
+        add_arguments=_add_config_arguments,
+        run=configured("align", "textless.jobs.align:AlignConfig", "textless.jobs.align:run_align")),
     "eval": Command(
         help="likelihood suites: sWUGGY, sBLIMP, spoken/topic StoryCloze, SALMon (accuracy + JSON report)",
         description="Tokenize every wav of the suites' official layouts once, score them with a unit LM (mean "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from textless.data.corpus import BUNDLED_PREFIX, load_bundled_corpus
-from textless.data.manifest import AudioItem, Manifest, load_manifest, scan_directory, shard_from_env
+from textless.data.manifest import AudioItem, Manifest, load_manifest, resolve_shard, scan_directory, shard_from_env
 
 
 def load_dataset(spec: str | Path) -> Manifest:
@@ -15,4 +15,5 @@ def load_dataset(spec: str | Path) -> Manifest:
     return load_manifest(spec)
 
 
-__all__ = ["AudioItem", "Manifest", "load_dataset", "load_manifest", "scan_directory", "shard_from_env"]
+__all__ = ["AudioItem", "Manifest", "load_dataset", "load_manifest", "resolve_shard", "scan_directory",
+           "shard_from_env"]

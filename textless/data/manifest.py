@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from textless.errors import FormatError, TextlessError
+from textless.errors import ConfigError, FormatError, TextlessError
 from textless.utils.atomic import atomic_open
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus")
@@ -288,6 +288,17 @@ def load_manifest(path: str | Path, *, fairseq_sample_rate: int = 16000) -> Mani
             return _read_fairseq_tsv(path, lines, fairseq_sample_rate)
         return _read_textless_tsv(path, lines)
     raise TextlessError(f"cannot read dataset '{path}': expected a directory, a .tsv or a .jsonl manifest")
+
+
+def resolve_shard(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """(rank, world_size): the given values, else the environment's (`shard_from_env`); `ConfigError` when they do
+    not make a shard."""
+    env_rank, env_world = shard_from_env()
+    rank = env_rank if rank is None else rank
+    world = env_world if world_size is None else world_size
+    if world < 1 or not 0 <= rank < world:
+        raise ConfigError(f"need 0 <= rank < world_size, got rank={rank} world_size={world}")
+    return rank, world
 
 
 def shard_from_env() -> tuple[int, int]:

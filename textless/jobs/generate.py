@@ -61,7 +61,7 @@ GENERATIONS = artifact("textless.generations", 1, "a generations directory")
 class GenerateConfig:
     lm: str = ""                       # UnitLM directory, or "starter" (TWIST / slamkit directories are imported)
     attn_implementation: str | None = None  # null (transformers' default: sdpa) | sdpa | eager | flash_attention_2/3
-    prompts: str = ""                  # unit dataset dir; or audio (file, directory, manifest, bundled:<split>)
+    prompts: str = ""                  # unit dataset dir, bundled:<split> (the starter units); or audio with tokenizer=
     tokenizer: str | None = None       # SpeechTokenizer bundle (or "starter"), for audio prompts
     prompt_seconds: float | None = 3.0  # keep the first N seconds of each prompt (None: all of it)
     max_prompts: int | None = None
@@ -107,9 +107,15 @@ def _audio_prompts(cfg: GenerateConfig) -> tuple[list[UnitSequence], UnitMeta]:
     return sequences, tokenizer.unit_meta()
 
 
+def is_unit_dataset(spec: str) -> bool:
+    """Whether `spec` names a unit dataset: a directory with a meta.json, or ``bundled:<split>`` (the bundled corpus
+    as the starter's units; with a ``tokenizer=`` it is read as audio instead)."""
+    return spec.startswith("bundled:") or (Path(spec) / "meta.json").exists()
+
+
 def load_prompts(cfg: GenerateConfig) -> tuple[list[UnitSequence], UnitMeta]:
     """(prompt sequences, what their units are) from a unit dataset, or from audio and a tokenizer bundle."""
-    if (Path(cfg.prompts) / "meta.json").exists():
+    if is_unit_dataset(cfg.prompts) and not (cfg.prompts.startswith("bundled:") and cfg.tokenizer):
         units = read_units(cfg.prompts)
         sequences = [units[i] for i in range(min(len(units), cfg.max_prompts or len(units)))]
         return sequences, units.meta
@@ -163,7 +169,7 @@ def generate(cfg: GenerateConfig) -> Path:
     prompts, units_meta = load_prompts(cfg)
     lm.check_units(units_meta, where=f"prompts '{_prompts_name(cfg)}'", name=f"the LM '{cfg.lm}'")
     prompts = [crop_prompt(p, cfg.prompt_seconds, units_meta.frame_rate) for p in prompts]
-    vocoder, speakers = _load_vocoder(cfg, units_meta, [p.id for p in prompts])
+    vocoder, speakers = load_vocoder_for(cfg, units_meta, [p.id for p in prompts])
     parts = parts_dir(output)
     if cfg.restart and parts.exists():
         logger.info(f"restart=true: discarding the partial run in {parts}")
@@ -223,7 +229,7 @@ def _record(prompt: UnitSequence, sample: int, units: np.ndarray) -> dict:
     return record
 
 
-def _load_vocoder(cfg: GenerateConfig, units_meta: UnitMeta, prompt_ids: list[str]):
+def load_vocoder_for(cfg: GenerateConfig, units_meta: UnitMeta, prompt_ids: list[str]):
     """(vocoder or None, a speaker id per prompt or None); checks the vocoder takes these units."""
     if not cfg.vocoder:
         return None, None

@@ -14,22 +14,21 @@ unit dataset with one atomic directory rename, so ``<output>`` is either absent 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from textless.data import load_dataset, shard_from_env
+from textless.data import load_dataset, resolve_shard
 from textless.data.batching import Failure, iter_audio_batches
 from textless.data.units import UnitSequence, UnitWriter
 from textless.errors import ConfigError, TextlessError
 from textless.tokenizers.bundle import SpeechTokenizer, Units
 from textless.tokenizers.encoders.base import dtype_name, effective_dtype
-from textless.utils.runs import Journal, parts_dir, resume_or_record, run_digest
+from textless.utils.runs import parts_dir, resume_or_record, run_digest
+from textless.utils.shards import ShardJournal, journals_to_merge
 
 logger = logging.getLogger(__name__)
 
@@ -61,60 +60,11 @@ class TokenizeResult:
     failures: list[dict]
 
 
-class ShardJournal:
-    """One shard's finished utterances and failures (`Journal`s of JSON lines) and its "done" mark."""
-
-    def __init__(self, parts: Path, rank: int, world_size: int):
-        stem = f"part-{rank:05d}-of-{world_size:05d}"
-        self.units_path = parts / f"{stem}.jsonl"
-        self.failures_path = parts / f"{stem}.failures.jsonl"
-        self.done_path = parts / f"{stem}.done"
-        self._units, self._failures = Journal(self.units_path), Journal(self.failures_path)
-        parts.mkdir(parents=True, exist_ok=True)
-
-    def finished(self) -> list[dict]:
-        return self._units.read()
-
-    def failures(self) -> list[dict]:
-        return self._failures.read()
-
-    def add(self, records: list[dict]) -> None:
-        self._units.add(records)
-
-    def add_failures(self, records: list[dict]) -> None:
-        self._failures.add(records)
-
-    def discard(self) -> None:
-        """Forget this shard's finished utterances and failures (``restart=true``)."""
-        for path in (self.units_path, self.failures_path, self.done_path):
-            path.unlink(missing_ok=True)
-
-    def mark_done(self, run: str) -> None:
-        """Mark the shard finished by the run `run` (a digest of what it was started with)."""
-        self.done_path.write_text(run)
-
-    def done_by(self, run: str) -> bool:
-        """Finished by this run? (A shard finished by an earlier run that another rank restarted does not count.)"""
-        try:
-            return self.done_path.read_text() == run
-        except FileNotFoundError:
-            return False
-
-
 def _record(item_id: str, units: Units) -> dict:
     record = {"id": item_id, "units": units.ids.tolist()}
     if units.durations is not None:
         record["durations"] = units.durations.tolist()
     return record
-
-
-def _resolve_shard(cfg: TokenizeConfig) -> tuple[int, int]:
-    env_rank, env_world = shard_from_env()
-    rank = env_rank if cfg.rank is None else cfg.rank
-    world = env_world if cfg.world_size is None else cfg.world_size
-    if world < 1 or not 0 <= rank < world:
-        raise ConfigError(f"need 0 <= rank < world_size, got rank={rank} world_size={world}")
-    return rank, world
 
 
 def tokenize_dataset(cfg: TokenizeConfig) -> TokenizeResult:
@@ -123,7 +73,7 @@ def tokenize_dataset(cfg: TokenizeConfig) -> TokenizeResult:
     output = Path(cfg.output)
     if output.exists() and not cfg.overwrite:
         raise TextlessError(f"output '{output}' already exists (overwrite=true to replace it)")
-    rank, world = _resolve_shard(cfg)
+    rank, world = resolve_shard(cfg.rank, cfg.world_size)
     tokenizer = SpeechTokenizer.from_pretrained(cfg.tokenizer, device=cfg.device, force_dtype=cfg.force_dtype,
                                                 **({"dtype": cfg.dtype} if cfg.dtype else {}))
     dataset = load_dataset(cfg.dataset)
@@ -174,11 +124,8 @@ def tokenize_dataset(cfg: TokenizeConfig) -> TokenizeResult:
 
 def _merge_if_complete(parts: Path, world: int, output: Path, tokenizer: SpeechTokenizer,
                        cfg: TokenizeConfig, run: str) -> Path | None:
-    journals = [ShardJournal(parts, r, world) for r in range(world)]
-    if not all(j.done_by(run) for j in journals):
-        logger.info(f"waiting for other shards; the last rank to finish writes {output}")
-        return None
-    if not _take_merge_lock(parts / "merge.lock", output):
+    journals = journals_to_merge(parts, world, run, output)
+    if journals is None:
         return None
     records = sorted((r for j in journals for r in j.finished()), key=lambda r: r["id"])
     done = {r["id"] for r in records}
@@ -191,46 +138,3 @@ def _merge_if_complete(parts: Path, world: int, output: Path, tokenizer: SpeechT
     shutil.rmtree(parts, ignore_errors=True)
     logger.info(f"wrote {output}: {len(records)} utterances, {len(failures)} failed")
     return output
-
-
-def _take_merge_lock(lock: Path, output: Path) -> bool:
-    """Create `lock` ("host pid") exclusively; False when another live merge holds it or the merge already ran.
-
-    A lock left by a killed process on this host is taken over. A lock of another host cannot be checked from here,
-    so it is respected (the message says how to clear it if that merge died).
-    """
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileNotFoundError:  # .parts is gone: another rank finished the merge
-            logger.info(f"another process already wrote {output}")
-            return False
-        except FileExistsError:
-            try:
-                owner = lock.read_text().split()
-            except FileNotFoundError:  # released (or removed with .parts) meanwhile
-                continue
-            host, pid = (owner[0], int(owner[1])) if len(owner) == 2 and owner[1].isdigit() else ("", -1)
-            if host and host != socket.gethostname():
-                logger.info(f"another process ({host}:{pid}) is writing {output}; if it died, delete {lock} and re-run")
-                return False
-            if host and _pid_alive(pid):
-                logger.info(f"another process ({pid}) is writing {output}")
-                return False
-            lock.unlink(missing_ok=True)  # stale: a killed merge on this host (or an unreadable lock)
-            continue
-        os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode())
-        os.close(fd)
-        return True
-    logger.info(f"could not take {lock}; re-run to write {output}")
-    return False
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -113,6 +113,19 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def check_optimizer_settings(cfg) -> None:
+    """`ConfigError` for invalid AdamW / schedule settings (``lr``, ``min_lr``, ``warmup_fraction``, ``betas``,
+    ``clip``) of a trainer config."""
+    if not 0 <= cfg.warmup_fraction < 1:
+        raise ConfigError(f"warmup_fraction must be in [0, 1), got {cfg.warmup_fraction}")
+    if cfg.lr <= 0 or cfg.min_lr < 0 or cfg.min_lr > cfg.lr:
+        raise ConfigError(f"need 0 <= min_lr <= lr and lr > 0, got lr={cfg.lr} min_lr={cfg.min_lr}")
+    if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
+        raise ConfigError(f"betas must be two numbers in [0, 1), got {list(cfg.betas)}")
+    if cfg.clip < 0:
+        raise ConfigError(f"clip must be >= 0, got {cfg.clip}")
+
+
 def schedule_steps(cfg: TrainConfig, tokens_per_step: int) -> tuple[int, str]:
     """(optimizer steps of the LR schedule, which budget set it): the smaller of max_steps and max_tokens."""
     candidates = []
@@ -198,14 +211,7 @@ class UnitLMObjective(Objective):
             value = getattr(cfg, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1 (or null), got {value}")
-        if not 0 <= cfg.warmup_fraction < 1:
-            raise ConfigError(f"warmup_fraction must be in [0, 1), got {cfg.warmup_fraction}")
-        if cfg.lr <= 0 or cfg.min_lr < 0 or cfg.min_lr > cfg.lr:
-            raise ConfigError(f"need 0 <= min_lr <= lr and lr > 0, got lr={cfg.lr} min_lr={cfg.min_lr}")
-        if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
-            raise ConfigError(f"betas must be two numbers in [0, 1), got {list(cfg.betas)}")
-        if cfg.clip < 0:
-            raise ConfigError(f"clip must be >= 0, got {cfg.clip}")
+        check_optimizer_settings(cfg)
         if cfg.max_steps is None and cfg.max_tokens is None:
             raise ConfigError("give max_steps or max_tokens (they set the LR schedule's length; max_seconds only "
                               "stops training early)")

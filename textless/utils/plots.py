@@ -66,6 +66,56 @@ def plot_speech(panels: Sequence[SpeechPanel], path: str | Path, title: str = ""
     axes[-1].set_xlabel("seconds")
     if title:
         fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+@dataclass
+class Curve:
+    """One line of `plot_curves`: y (and optional error bars) at each x, in the panel named `title` (curves with the
+    same title share a panel, told apart by `label`); `chance` draws a dashed reference line."""
+
+    title: str
+    x: Sequence[float]
+    y: Sequence[float]
+    err: Sequence[float] | None = None
+    ylabel: str = ""
+    chance: float | None = None
+    label: str | None = None
+
+
+def plot_curves(curves: Sequence[Curve], path: str | Path, title: str = "", xlabel: str = "iteration") -> Path:
+    """One small panel per title side by side (before / after curves of a training loop); PNG at `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels: dict[str, list[Curve]] = {}
+    for c in curves:
+        panels.setdefault(c.title, []).append(c)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.0), squeeze=False)
+    for ax, (name, group) in zip(axes[0], panels.items()):
+        for c in group:
+            ax.errorbar(list(c.x), list(c.y), yerr=None if c.err is None else list(c.err), marker="o", capsize=3,
+                        label=c.label)
+        chance = next((c.chance for c in group if c.chance is not None), None)
+        if chance is not None:
+            ax.axhline(chance, color="0.5", linestyle="--", linewidth=1)
+        if any(c.label for c in group):
+            ax.legend(fontsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(group[0].ylabel, fontsize=8)
+        ax.set_xticks(sorted({x for c in group for x in c.x}))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Lay out `fig`, write it as a PNG at `path` (folders created) and free it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1 @@
+"""Align-SLM: preference pairs from automatic feedback (judges, selection), the DPO objective, the curriculum."""
