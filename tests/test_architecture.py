@@ -19,7 +19,7 @@ LAYERS = [
     {"training"},
     {"tokenizers", "lm", "vocoders"},
     {"eval"},
-    {"preference"},
+    {"preference", "dialogue"},
     {"pipeline"},
     {"jobs"},
     {"cli", "__main__"},

@@ -1,0 +1,1 @@
+"""Spoken dialogue: two-channel data, turn-taking statistics, interaction metrics, dialogue models."""
