@@ -1,0 +1,54 @@
+"""LSLM and duplex S2S interaction metrics on hand-made timelines with known answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from textless.dialogue.interaction import (
+    barge_in,
+    false_alarms,
+    first_response_latency,
+    lslm_outcome,
+    lslm_scores,
+)
+
+
+def test_lslm_hit_is_a_stop_within_two_mu_after_the_interruption_begins():
+    assert lslm_outcome(3.0, 3.0) == "TP" and lslm_outcome(3.0, 4.0) == "TP"   # [0, 2 mu] = [0, 1 s], inclusive
+    assert lslm_outcome(3.0, 4.01) == "FN"                                     # too late
+    assert lslm_outcome(3.0, None) == "FN"                                     # never stopped
+    assert lslm_outcome(3.0, 2.9) == "FN"                                      # stopped before the interruption
+    assert lslm_outcome(None, 5.0) == "FP" and lslm_outcome(None, None) == "TN"
+    assert lslm_outcome(3.0, 3.5, mu=0.2) == "FN"
+
+
+def test_lslm_precision_recall_f1():
+    samples = [(1.0, 1.5), (1.0, 1.2), (1.0, None), (None, 2.0), (None, None), (None, None)]
+    s = lslm_scores(samples)
+    assert (s.tp, s.fn, s.fp, s.tn) == (2, 1, 1, 2)
+    assert s.precision == pytest.approx(2 / 3) and s.recall == pytest.approx(2 / 3) and s.f1 == pytest.approx(2 / 3)
+    assert lslm_scores([(None, None)]).f1 == 0.0
+
+
+def test_barge_in_latency_and_success():
+    agent = [(0.0, 4.0), (6.0, 9.0)]
+    b = barge_in(agent, 2.0)
+    assert (b.stop, b.latency, b.success) == (4.0, 2.0, False)
+    b = barge_in(agent, 7.6)
+    assert b.latency == pytest.approx(1.4) and b.success
+    assert barge_in(agent, 5.0) is None        # the agent was silent: not a barge-in
+    assert barge_in(agent, 4.0) is None        # the agent's segment is half-open: it had just stopped
+
+
+def test_false_alarms_skip_a_user_who_stops_within_100_ms():
+    user = [(0.0, 3.0), (5.0, 8.0)]
+    agent = [(1.0, 2.0), (2.95, 4.0), (8.5, 9.0)]  # talks over the user at 1.0; at 2.95 the user stops 50 ms later
+    alarms, rate = false_alarms(agent, user)
+    assert alarms == [1.0] and rate == 0.5
+    assert false_alarms(agent, []) == ([], 0.0)
+
+
+def test_first_response_latency():
+    assert first_response_latency([(0.2, 0.5), (3.4, 5.0)], [(0.0, 3.0), (6.0, 7.0)]) == pytest.approx(0.4)
+    assert first_response_latency([(0.2, 0.5)], [(0.0, 3.0)]) is None
+    assert first_response_latency([(1.0, 2.0)], []) is None
