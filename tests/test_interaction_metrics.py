@@ -52,3 +52,15 @@ def test_first_response_latency():
     assert first_response_latency([(0.2, 0.5), (3.4, 5.0)], [(0.0, 3.0), (6.0, 7.0)]) == pytest.approx(0.4)
     assert first_response_latency([(0.2, 0.5)], [(0.0, 3.0)]) is None
     assert first_response_latency([(1.0, 2.0)], []) is None
+
+
+def test_full_duplex_bench_turn_over_and_latency():
+    from textless.dialogue.interaction import response_latency, turn_over
+
+    assert turn_over([]) == 0
+    assert turn_over([(2.0, 2.3, "mm"), (2.4, 2.9, "hmm")]) == 0                    # short, 2 words: backchannel
+    assert turn_over([(2.0, 2.3, "a"), (2.4, 2.6, "b"), (2.7, 2.8, "c"), (2.85, 2.9, "d")]) == 1  # 4 words
+    assert turn_over([(2.0, 2.5, "well"), (2.6, 3.0, "yes")]) == 1                  # spans exactly 1 s
+    assert response_latency([(5.4, 5.8, "yes"), (6.0, 6.5, "sure")], 5.0) == pytest.approx(0.4)
+    assert response_latency([(4.5, 5.8, "yes")], 5.0) == 0.0                         # started before the end
+    assert response_latency([], 5.0) is None

@@ -24,6 +24,11 @@ Duplex S2S (seed 003, section 5.2):
   is not counted"); the rate is false alarms per user segment (turn);
 * first-response latency (`first_response_latency`): the first agent onset after the end of the first user segment,
   minus that end (None when the agent never answers).
+
+Full-Duplex-Bench v1 (from the model output's ASR words with timestamps): turn-over rate (`turn_over`: 0 iff the
+output has no words, or spans < 1 s with <= 3 words) and the smooth turn-taking / interruption latency
+(`response_latency`: first output word start minus the user turn's or the interruption's end, negative -> 0). Its
+backchannel frequency and timing-histogram distance are not here yet.
 """
 
 from __future__ import annotations
@@ -97,3 +102,28 @@ def first_response_latency(agent: Sequence[Interval], user: Sequence[Interval]) 
     turn_end = min(user)[1]
     onsets = [start for start, _ in agent if start >= turn_end]
     return min(onsets) - turn_end if onsets else None
+
+
+# Full-Duplex-Bench v1 (Lin et al. 2025; v1_v1.5/evaluation/): from the model output's ASR words with timestamps
+TOR_MIN_SPAN = 1.0             # seconds: a shorter output with at most TOR_MAX_WORDS words does not take the turn
+TOR_MAX_WORDS = 3
+
+Word = tuple[float, float, str]  # (start s, end s, word)
+
+
+def turn_over(words: Sequence[Word]) -> int:
+    """Full-Duplex-Bench's turn-over (TOR) of one sample: 0 when the output has no words, or spans less than 1 s
+    with at most 3 words (a backchannel or a false start); else 1 (the model took the turn)."""
+    if not words:
+        return 0
+    span = max(end for _, end, _ in words) - min(start for start, _, _ in words)
+    return 0 if span < TOR_MIN_SPAN and len(words) <= TOR_MAX_WORDS else 1
+
+
+def response_latency(words: Sequence[Word], reference_end: float) -> float | None:
+    """Seconds from `reference_end` (the user's turn end for smooth turn-taking, the interruption's end for the
+    interruption task) to the first output word's start, negative values as 0 (the model started early); None
+    without words."""
+    if not words:
+        return None
+    return max(0.0, min(start for start, _, _ in words) - reference_end)
