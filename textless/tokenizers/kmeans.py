@@ -301,6 +301,18 @@ def _legacy_sklearn_modules() -> Iterator[None]:
             sys.modules.pop(old, None)
 
 
+def _joblib_load_trusted(path: Path, trust_pickle: bool) -> Any:
+    """``joblib.load(path)``, refused (`FormatError`) unless `trust_pickle` is True: the explicit opt-in."""
+    if trust_pickle is not True:
+        raise FormatError(path, "loading a pickle can run arbitrary code; pass trust_pickle=True only for a file you "
+                                "trust")
+    import joblib
+
+    with _legacy_sklearn_modules(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # InconsistentVersionWarning: expected for km.bin files from old sklearn
+        return joblib.load(path)
+
+
 def load_sklearn_pickle(path: str | Path, *, trust_pickle: bool = False) -> Any:
     """Unpickle a scikit-learn k-means ``km.bin`` (joblib) and return the model, patched to run on this sklearn.
 
@@ -309,16 +321,11 @@ def load_sklearn_pickle(path: str | Path, *, trust_pickle: bool = False) -> Any:
     (added in sklearn 0.23; ``predict`` needs it), which is set here. Raises `FormatError` when the file cannot be
     unpickled or holds something other than a k-means model.
     """
-    import joblib
-
     path = Path(path)
-    if trust_pickle is not True:
-        raise FormatError(path, "loading a pickle can run arbitrary code; pass trust_pickle=True only for a file you "
-                                "trust")
     try:
-        with _legacy_sklearn_modules(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # InconsistentVersionWarning: expected for km.bin files from old sklearn
-            model = joblib.load(path)  # only reached with trust_pickle=True (checked above)
+        model = _joblib_load_trusted(path, trust_pickle)
+    except FormatError:
+        raise
     except Exception as e:  # noqa: BLE001 - anything from a foreign pickle is the file's problem, reported on one line
         raise FormatError(path, f"cannot unpickle ({type(e).__name__}: {e}); a km.bin written by another "
                                 f"scikit-learn version may need that version to load") from None
