@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from kill_fixtures import kill_after_checkpoint
 from safetensors.torch import load_file
 
 from textless.data.identity import UnitIdentity, UnitMismatchError
@@ -350,18 +351,6 @@ def test_config_errors(setup, tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 # exact resume after SIGKILL
 # ----------------------------------------------------------------------------------------------------------------
-_KILLED_RUN = textwrap.dedent("""
-    import json, sys, time, torch
-    from textless.preference.train import DPOConfig, dpo
-    from textless.training.engine import TrainHooks
-    torch.set_num_threads(int(sys.argv[2]))
-    class Stall(TrainHooks):
-        def on_checkpoint(self, step, path):
-            if step == int(sys.argv[3]):
-                print("CHECKPOINTED", step, flush=True)
-                time.sleep(600)  # the test kills us here with SIGKILL
-    dpo(DPOConfig(**json.loads(sys.argv[1])), hooks=Stall())
-""")
 
 
 def final_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -378,23 +367,7 @@ def test_exact_resume_after_sigkill(setup, tmp_path, lora):
     reference = dpo(config(setup, tmp_path / "ref", **kw))
     out = tmp_path / "killed"
     cfg = config(setup, out, **kw)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    stderr = tmp_path / "killed.stderr"
-    with open(stderr, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, json.dumps(cfg.__dict__),
-                                 str(torch.get_num_threads()), str(k)],
-                                stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=REPO)
-    try:
-        line = proc.stdout.readline()  # blocks until the checkpoint at step k is complete (or the run died)
-        assert line.strip() == f"CHECKPOINTED {k}", stderr.read_text()[-3000:]
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-        proc.stdout.close()
-    assert proc.returncode == -signal.SIGKILL
+    assert kill_after_checkpoint(cfg, k, "textless.preference.train:dpo", tmp_path / "killed.stderr") == -signal.SIGKILL
     assert not (out / "final").exists() and [p.name for p in list_checkpoints(out)] == [f"step-{k:07d}"]
     if lora:
         assert (out / "checkpoints" / f"step-{k:07d}" / MODEL_DIR / "adapter_config.json").is_file()

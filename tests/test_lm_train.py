@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from kill_fixtures import kill_after_checkpoint
 from safetensors.torch import load_file
 
 from textless.data.identity import UnitMismatchError
@@ -263,17 +264,6 @@ def test_twist_recipe_with_the_offline_smollm2(data, tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-_KILLED_RUN = textwrap.dedent("""
-    import json, sys, time, torch
-    from textless.lm.train import TrainConfig, TrainHooks, train
-    torch.set_num_threads(int(sys.argv[2]))
-    class Stall(TrainHooks):
-        def on_checkpoint(self, step, path):
-            if step == int(sys.argv[3]):
-                print("CHECKPOINTED", step, flush=True)
-                time.sleep(600)  # the test kills us here with SIGKILL
-    train(TrainConfig(**json.loads(sys.argv[1])), hooks=Stall())
-""")
 
 
 def test_exact_resume_after_sigkill(data, tmp_path):
@@ -291,23 +281,7 @@ def test_exact_resume_after_sigkill(data, tmp_path):
     reference = train(config(data, tmp_path / "ref", max_steps=N, preset=str(preset)))
     out = tmp_path / "killed"
     cfg = config(data, out, max_steps=N, preset=str(preset))
-    args = json.dumps(cfg.__dict__)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    stderr = tmp_path / "killed.stderr"
-    with open(stderr, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, args, str(torch.get_num_threads()), str(k)],
-                                stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=REPO)
-    try:
-        line = proc.stdout.readline()  # blocks until the checkpoint at step k is complete (or the run died)
-        assert line.strip() == f"CHECKPOINTED {k}", stderr.read_text()[-3000:]
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-        proc.stdout.close()
-    assert proc.returncode == -signal.SIGKILL
+    assert kill_after_checkpoint(cfg, k, "textless.lm.train:train", tmp_path / "killed.stderr") == -signal.SIGKILL
     assert not (out / "final").exists() and [p.name for p in list_checkpoints(out)] == [f"step-{k:07d}"]
     # a half-written checkpoint of a killed writer is ignored and cleaned up
     stale = out / "checkpoints" / ".tmp-step-0000006.abc"

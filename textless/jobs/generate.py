@@ -134,7 +134,7 @@ def _prompts_name(cfg: GenerateConfig) -> str:
     return cfg.prompts if cfg.tokenizer is None else f"{cfg.prompts} tokenized with {cfg.tokenizer}"
 
 
-def _prompts_fingerprint(prompts: list[UnitSequence]) -> str:
+def prompts_fingerprint(prompts: list[UnitSequence]) -> str:
     """A hash of the (cropped) prompts' ids, units and durations: what the continuations are conditioned on."""
     digest = hashlib.blake2b(digest_size=8)
     for p in prompts:
@@ -174,7 +174,7 @@ def generate(cfg: GenerateConfig) -> Path:
     if cfg.restart and parts.exists():
         logger.info(f"restart=true: discarding the partial run in {parts}")
         shutil.rmtree(parts)
-    started_with = {"lm": module_fingerprint(lm.model), "prompts": _prompts_fingerprint(prompts),
+    started_with = {"lm": module_fingerprint(lm.model), "prompts": prompts_fingerprint(prompts),
                     "sampling": asdict(sampling), "batch_size": cfg.batch_size, "chunk_prompts": cfg.chunk_prompts,
                     "vocoder": None if vocoder is None else module_fingerprint(vocoder.generator),
                     "speakers": speakers}

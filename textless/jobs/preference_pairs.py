@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator, Mapping
@@ -48,7 +49,7 @@ from textless.data import resolve_shard
 from textless.data.identity import UnitIdentity
 from textless.data.units import UnitSequence, crop_prompt
 from textless.errors import ConfigError, TextlessError
-from textless.jobs.generate import GenerateConfig, load_prompts, load_vocoder_for
+from textless.jobs.generate import GenerateConfig, load_prompts, load_vocoder_for, prompts_fingerprint
 from textless.lm.generation import SamplingConfig, generate_units
 from textless.preference.data import Pair, PreferenceData, read_pairs, write_pairs
 from textless.preference.judges import Candidate, load_judges, score_candidates
@@ -319,16 +320,6 @@ def record_scores(record: dict) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------------------------- the job
-def _prompts_fingerprint(prompts: list[UnitSequence]) -> str:
-    import hashlib
-
-    digest = hashlib.blake2b(digest_size=8)
-    for p in prompts:
-        digest.update(json.dumps([p.id, p.units.tolist(), None if p.durations is None else p.durations.tolist()])
-                      .encode())
-    return digest.hexdigest()
-
-
 def make_pairs(cfg: PairsConfig, cache: dict | None = None) -> Path | None:
     """Run this rank's share of the pair generation (see the module docstring); returns the output directory when
     this rank published it, else None (other shards still running). `cache`: see `load_models`."""
@@ -345,7 +336,7 @@ def make_pairs(cfg: PairsConfig, cache: dict | None = None) -> Path | None:
         raise ConfigError(f"prompts '{cfg.prompts}' holds no prompt")
     models = load_models(cfg, prompts, units_meta, cache)
     parts = parts_dir(output)
-    started_with = {"lm": module_fingerprint(models.lm.model), "prompts": _prompts_fingerprint(prompts),
+    started_with = {"lm": module_fingerprint(models.lm.model), "prompts": prompts_fingerprint(prompts),
                     "sampling": asdict(_sampling(cfg)), "chunk_prompts": cfg.chunk_prompts, "world_size": world,
                     "vocoder": module_fingerprint(models.vocoder.generator), "speaker": cfg.speaker,
                     "asr": None if models.asr is None else models.asr.name, "judges": list(cfg.judges),
@@ -415,7 +406,7 @@ def summary(data: PreferenceData) -> str:
     src = data.source
     reasons: dict[str, int] = {}
     for why in (src.get("skipped") or {}).values():
-        key = why.split(":")[0]
+        key = re.sub(r"[-+]?\d[\d.e+-]*", "x", why)  # "all candidates score -7.1" -> "all candidates score x"
         reasons[key] = reasons.get(key, 0) + 1
     margins = [p.margin for p in data.pairs if p.margin is not None and math.isfinite(p.margin)]
     text = (f"{len(data.pairs)} pairs from {src.get('prompts_total', '?')} prompts "

@@ -51,7 +51,7 @@ from textless.errors import ConfigError, TextlessError
 from textless.lm.attention import check_attn_implementation
 from textless.lm.loaders import load_unit_lm
 from textless.lm.model import UnitLM
-from textless.lm.train import check_optimizer_settings, lr_lambda, plain_unit_lm
+from textless.lm.train import check_optimizer_settings, lr_lambda, param_groups, plain_unit_lm
 from textless.preference.data import Pair, PreferenceData, read_pairs, write_pairs
 from textless.preference.dpo import (
     DPO_LOSSES,
@@ -365,10 +365,8 @@ class DPOObjective(Objective):
 
     def configure_optimizers(self, modules: dict[str, torch.nn.Module]) -> dict[str, OptimizerSpec]:
         cfg, model = self.config, modules["model"]
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-                  {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=tuple(cfg.betas))
+        groups = [g for g in param_groups(model, cfg.weight_decay) if g["params"]]  # LoRA: no 1-D parameters
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
         self.total_steps, self.schedule_by = (cfg.max_steps, "max_steps") if cfg.max_steps is not None else (
             dpo_steps(len(self.train_pairs), cfg.epochs, self.pairs_per_step), "epochs")
         self.warmup_steps = math.ceil(cfg.warmup_fraction * self.total_steps)
