@@ -101,7 +101,7 @@ def test_unit_sequence_rejects_bad_arrays():
 def test_unit_meta_json_round_trip_and_checks():
     meta = _meta(extra={"corpus": "librispeech"})
     data = json.loads(json.dumps(meta.to_json()))
-    assert data["format"] == UNITS.name == "textless.units" and data["version"] == UNITS.version == 1
+    assert data["format"] == UNITS.name == "textless.units" and data["version"] == 1 and UNITS.version == 2  # one stream: still version 1
     assert UnitMeta.from_json(data) == meta
     with pytest.raises(ValueError, match=r"'vocab_size' must be an integer in \[1, 2\*\*32\], got 0"):
         _meta(vocab_size=0)
@@ -375,8 +375,8 @@ def _edit_meta(out, **changes):
     ({"encoding": None}, "missing key 'encoding'"),
     ({"encoding": "parquet"}, "unknown encoding 'parquet' (expected one of jsonl, binary)"),
     ({"num_units": None}, "missing key 'num_units'"),
-    ({"version": 2}, ("written by a newer textless (version 2); this textless reads a textless unit dataset up to "
-                      "version 1 - upgrade textless")),
+    ({"version": 3}, ("written by a newer textless (version 3); this textless reads a textless unit dataset up to "
+                      "version 2 - upgrade textless")),
     ({"format": "other"}, "not a textless unit dataset (format is 'other', expected 'textless.units')"),
     ({"vocab_size": "500"}, "'vocab_size' must be an integer in [1, 2**32], got '500'"),
 ])

@@ -157,7 +157,8 @@ def _units_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = sub.add_parser("import", help="anchor unit file -> textless unit dataset")
     p.add_argument("format", choices=formats)
-    p.add_argument("source", help="the .km / gslm lines / slamkit features.jsonl file")
+    p.add_argument("source", help="the .km / gslm lines / slamkit features.jsonl file; dgslm: the prefix "
+                                  "(dir/train for dir/train.unitA + dir/train.unitB)")
     p.add_argument("output", help="unit dataset directory to create")
     p.add_argument("--frame-rate", type=float, metavar="HZ",
                    help="unit frame rate in Hz (default: the format's usual rate)")
@@ -165,7 +166,7 @@ def _units_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--deduplicate", action="store_true", help="run-length encode frame-level units on import")
     p.add_argument("--manifest", dest="manifest_tsv", metavar="TSV",
                    help="fairseq_km: the parallel fairseq manifest (.tsv) for ids")
-    p.add_argument("--ids", dest="ids_path", metavar="FILE", help="fairseq_km: a file with one utterance id per line")
+    p.add_argument("--ids", dest="ids_path", metavar="FILE", help="fairseq_km, dgslm: a file with one utterance id per line")
     p.add_argument("--dict", dest="dict_path", metavar="FILE",
                    help="fairseq_km: dict.km.txt (sets the vocabulary size)")
     p.add_argument("--encoding", choices=["jsonl", "binary"], default="binary")
@@ -173,8 +174,8 @@ def _units_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("export", help="textless unit dataset -> anchor unit file")
     p.add_argument("format", choices=formats)
     p.add_argument("source", help="unit dataset directory")
-    p.add_argument("output", help="file to write")
-    p.add_argument("--ids", dest="ids_path", metavar="FILE", help="fairseq_km: also write the ids, one per line")
+    p.add_argument("output", help="file to write (dgslm: the prefix)")
+    p.add_argument("--ids", dest="ids_path", metavar="FILE", help="fairseq_km, dgslm: also write the ids, one per line")
     p.add_argument("--dict", dest="dict_path", metavar="FILE", help="fairseq_km: also write dict.km.txt")
     p = sub.add_parser("convert", help="re-encode a unit dataset (jsonl <-> binary)")
     p.add_argument("source")

@@ -12,6 +12,13 @@ Formats (`REGISTRY`; the CLI goes through `import_units` / `export_units`):
   ``duration[j]`` is the number of frames of ``units[j]`` (slamkit's ``dedup=False`` writes frame-level units with
   durations all 1, which is read back as a dataset that is not deduplicated).
 
+- ``dgslm`` (fairseq ``examples/textless_nlp/dgslm``, two-channel): ``<prefix>.unitA`` and ``<prefix>.unitB`` are
+  parallel text files, line i holding conversation i's frame-level units of speaker A / B (equal lengths: the
+  channels are frame-aligned); ``dict.unitA.txt`` / ``dict.unitB.txt`` beside them are fairseq Dictionaries whose
+  ``<unit> <count>`` lines are in dictionary order (by count, as fairseq's ``finalize`` sorts), NOT unit order: the
+  units are the symbols, the dictionary index is only the model's (the dGSLM loader maps it). Ids: an ids file as
+  for .km, or "0".."N-1". A textless dataset with channels ("A", "B") round-trips exactly.
+
 No information is lost either way: .km and gslm files carry frame-level units, so the writers expand durations
 (`UnitSequence.expand`) and the readers can re-deduplicate (`deduplicate=True`), which gives back the same run
 lengths. Readers raise `FormatError` naming the file and 1-based line; writers are atomic (`atomic_open`).
@@ -417,6 +424,103 @@ def write_slamkit_features(data: Units, path: str | Path, *, deduplicate: bool =
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# dGSLM two-channel files: <prefix>.unitA / <prefix>.unitB + dict.unitA.txt / dict.unitB.txt
+# --------------------------------------------------------------------------------------------------------------------
+
+DGSLM_CHANNELS = ("A", "B")
+
+
+def _dgslm_paths(prefix: str | Path, channels: Sequence[str]) -> tuple[list[Path], list[Path]]:
+    prefix = Path(prefix)
+    return ([prefix.with_name(f"{prefix.name}.unit{name}") for name in channels],
+            [prefix.with_name(f"dict.unit{name}.txt") for name in channels])
+
+
+def read_fairseq_symbols(dict_path: str | Path) -> list[int]:
+    """The unit symbols of a fairseq Dictionary file in its order (`<unit> <count>` lines; specials are not listed
+    in these files). Symbols must be distinct non-negative integers, in any order."""
+    path = Path(dict_path)
+    symbols: dict[int, int] = {}
+    for line_no, text in enumerate(_read_lines(path), 1):
+        fields = text.split()
+        if fields and fields[-1] == _FAIRSEQ_OVERWRITE_FLAG:
+            fields.pop()
+        if len(fields) != 2 or not _UINT.fullmatch(fields[0]) or not _UINT.fullmatch(fields[1]):
+            raise FormatError(path, f"expected '<unit> <count>' (non-negative integers), got {text!r}", line_no)
+        if int(fields[0]) in symbols:
+            raise FormatError(path, f"duplicate symbol {fields[0]} (first on line {symbols[int(fields[0])]})", line_no)
+        symbols[int(fields[0])] = line_no
+    if not symbols:
+        raise FormatError(path, "no symbols")
+    return list(symbols)
+
+
+def read_dgslm_units(prefix: str | Path, *, channels: Sequence[str] = DGSLM_CHANNELS, ids_path: str | Path | None = None,
+                     vocab_size: int | None = None, frame_rate: float = 50.0,
+                     tokenizer: dict[str, Any] | None = None) -> tuple[list[UnitSequence], UnitMeta]:
+    """Read dGSLM's parallel ``<prefix>.unit<channel>`` files into conversations (frame-major interleaved, as a
+    channel dataset stores them); the dicts beside them, when present, must be equal and hold every unit used.
+    vocab_size: the argument, else max dict symbol + 1, else max unit + 1."""
+    data_paths, dict_paths = _dgslm_paths(prefix, channels)
+    lines = [_read_lines(path) for path in data_paths]
+    if len({len(x) for x in lines}) != 1:
+        counts = ", ".join(f"{p.name}: {len(x)}" for p, x in zip(data_paths, lines, strict=True))
+        raise FormatError(data_paths[1], f"the channel files have different numbers of conversations ({counts})")
+    symbols = None
+    present = [p for p in dict_paths if p.is_file()]
+    if present:
+        if len(present) != len(dict_paths):
+            raise FormatError(prefix, f"found {present[0].name} but not {next(p.name for p in dict_paths if p not in present)}")
+        parsed = [read_fairseq_symbols(p) for p in dict_paths]
+        if any(sorted(x) != sorted(parsed[0]) for x in parsed):
+            raise FormatError(dict_paths[1], f"holds other units than {dict_paths[0].name}")
+        symbols = set(parsed[0])
+        vocab_size = vocab_size or max(symbols) + 1
+    rows: list[np.ndarray] = []
+    for line_no, texts in enumerate(zip(*lines, strict=True), 1):
+        channel_rows = [_parse_units(text, path, line_no, vocab_size) for text, path in zip(texts, data_paths, strict=True)]
+        if len({len(r) for r in channel_rows}) != 1:
+            raise FormatError(data_paths[1], f"conversation has {[len(r) for r in channel_rows]} frames per channel "
+                                             "(the channels must be frame-aligned)", line_no)
+        if symbols is not None:
+            missing = set(np.unique(np.concatenate(channel_rows)).tolist()) - symbols
+            if missing:
+                raise FormatError(data_paths[0], f"unit {min(missing)} is not in {dict_paths[0].name}", line_no)
+        rows.append(np.stack(channel_rows, axis=1).reshape(-1))
+    ids = _km_ids(len(rows), data_paths[0], None, ids_path, None)
+    if vocab_size is None:
+        vocab_size = _infer_vocab_size(rows, data_paths[0], "pass vocab_size or put dict.unitA.txt beside the files")
+    meta = UnitMeta(_default_tokenizer(tokenizer), frame_rate, vocab_size, deduplicated=False,
+                    channels=tuple(channels))
+    return [UnitSequence(i, r) for i, r in zip(ids, rows, strict=True)], meta
+
+
+def write_dgslm_units(data: UnitDataset, prefix: str | Path, *, ids_path: str | Path | None = None) -> Path:
+    """Write a dataset with channels as dGSLM's ``<prefix>.unit<channel>`` files and ``dict.unit<channel>.txt``
+    beside them (every unit 0..vocab_size-1 with its frame count over all channels, most frequent first, ties by
+    unit: fairseq's finalize order; the same dict for each channel, as dGSLM's). Returns the first channel file."""
+    channels = data.meta.channels
+    if channels is None:
+        raise InvalidUnitsError(f"{data.path}: dgslm files hold two-channel conversations; this dataset has one stream")
+    data_paths, dict_paths = _dgslm_paths(prefix, channels)
+    counts = np.zeros(data.meta.vocab_size, dtype=np.int64)
+    with ExitStack() as stack:
+        files = [stack.enter_context(atomic_open(p)) for p in data_paths]
+        ids_file = stack.enter_context(atomic_open(ids_path)) if ids_path is not None else None
+        for seq in data:
+            frames = seq.units.reshape(-1, len(channels))
+            for c, f in enumerate(files):
+                f.write(_units_text(frames[:, c]) + "\n")
+            if ids_file is not None:
+                ids_file.write(seq.id + "\n")
+            counts += np.bincount(seq.units, minlength=len(counts))
+        order = sorted(range(len(counts)), key=lambda u: (-counts[u], u))
+        for p in dict_paths:
+            stack.enter_context(atomic_open(p)).writelines(f"{u} {counts[u]}\n" for u in order)
+    return data_paths[0]
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # Registry and top-level helpers
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -429,6 +533,7 @@ class AnchorFormat:
     description: str
     read: Callable[..., tuple[list[UnitSequence], UnitMeta]]
     write: Callable[..., Path]
+    channels: bool = False     # the format holds conversations with channels (`read_units(multichannel=True)`)
 
 
 REGISTRY: Registry[AnchorFormat] = Registry("unit file format")
@@ -438,6 +543,8 @@ for _fmt in (
         AnchorFormat("gslm", "GSLM quantize output, 'name|u u u' lines", read_gslm_units, write_gslm_units),
         AnchorFormat("slamkit", "slamkit features.jsonl (units, duration, file_name)", read_slamkit_features,
                      write_slamkit_features),
+        AnchorFormat("dgslm", "dGSLM two-channel <prefix>.unitA / .unitB (+ dict.unitA.txt / dict.unitB.txt)",
+                     read_dgslm_units, write_dgslm_units, channels=True),
 ):
     REGISTRY.register(_fmt.name, _fmt)
 
@@ -455,5 +562,9 @@ def import_units(src: str | Path, dst: str | Path, fmt: str, *, encoding: str = 
 
 def export_units(src_dir: str | Path, dst: str | Path, fmt: str, **kw: Any) -> Path:
     """Write the unit dataset at `src_dir` as an anchor file `dst` in format `fmt` (writer options in `kw`)."""
-    writer = get_format(fmt).write
-    return writer(read_units(src_dir), dst, **kw)
+    anchor = get_format(fmt)
+    data = read_units(src_dir, multichannel=anchor.channels)
+    if anchor.channels and data.meta.channels is None:
+        raise InvalidUnitsError(f"{src_dir}: format {fmt!r} holds conversations with channels; this dataset has one "
+                                "stream")
+    return anchor.write(data, dst, **kw)

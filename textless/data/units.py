@@ -30,6 +30,14 @@ Reading (`read_units`):
   access that needs an id (`ds[i]`, iteration, `ds.ids`, `ds.get`), so a training loader that only uses
   `units_array` / `durations_array` / `index` never reads it.
 
+Channels (version 2). A dataset whose meta.json has ``"channels": ["A", "B"]`` holds conversations with one unit
+stream per channel (dGSLM's two speakers), frame-aligned at `frame_rate`, never deduplicated: a jsonl record's
+``"units"`` is a list of C equal-length lists; in binary, units.bin holds each conversation frame-major (frame 0 of
+every channel, then frame 1, ...), so units.bin reshapes to ``[num_frames, C]`` and the index counts units (C per
+frame). `read_units` refuses such a dataset (a single-stream consumer would read interleaved units);
+`textless.dialogue.data.read_dialogues` opens it. Datasets without channels are still written as version 1, byte for
+byte as before, so older readers read them.
+
 Writing (`write_units`, `UnitWriter`) goes through `atomic_directory`: readers see the old dataset or the complete new
 one, never a partial one; a killed writer leaves at most a hidden `.tmp-*` sibling.
 """
@@ -57,7 +65,7 @@ from textless.errors import FormatError, TextlessError
 from textless.utils.atomic import atomic_directory
 from textless.utils.versioned import artifact
 
-UNITS = artifact("textless.units", 1, "a textless unit dataset")
+UNITS = artifact("textless.units", 2, "a textless unit dataset")
 ENCODINGS = ("jsonl", "binary")
 
 META_FILE = "meta.json"
@@ -198,6 +206,13 @@ def _meta_problem(meta: UnitMeta) -> str | None:
         return "'bpe' datasets hold tokens over deduplicated units: 'deduplicated' must be true"
     if not isinstance(meta.extra, dict):
         return f"'extra' must be a dict, got {type(meta.extra).__name__}"
+    if meta.channels is not None:
+        names = meta.channels
+        if (not isinstance(names, list | tuple) or len(names) < 2 or len(set(names)) != len(names)
+                or not all(isinstance(n, str) and n and not any(c in n for c in "\n\r\t") for n in names)):
+            return f"'channels' must be at least two distinct non-empty names, got {names!r}"
+        if meta.deduplicated or meta.bpe:
+            return "a dataset with channels holds frame-aligned units: 'deduplicated' and 'bpe' must be false"
     for key in ("tokenizer", "extra"):
         try:
             json.dumps(getattr(meta, key))
@@ -211,7 +226,8 @@ class UnitMeta:
     """What a unit dataset is: which tokenizer made it, at what frame rate (Hz), with how many units.
 
     `tokenizer` is a free-form identity dict with at least {"name": str} (may hold encoder, layer, k, hash...);
-    `extra` is free-form user metadata; `bpe`: the units are BPE tokens (see the module docstring). Counts
+    `extra` is free-form user metadata; `bpe`: the units are BPE tokens (see the module docstring); `channels`: the
+    names of the frame-aligned streams of a multi-channel dataset (None: one stream). Counts
     (num_utterances, num_units, num_frames) are computed by the writer.
     """
 
@@ -221,6 +237,11 @@ class UnitMeta:
     deduplicated: bool
     extra: dict[str, Any] = field(default_factory=dict)
     bpe: bool = False
+    channels: tuple[str, ...] | None = None
+
+    @property
+    def num_channels(self) -> int:
+        return 1 if self.channels is None else len(self.channels)
 
     @property
     def identity(self) -> UnitIdentity:
@@ -248,13 +269,21 @@ class UnitMeta:
             raise ValueError(problem)
         self.frame_rate = float(self.frame_rate)
         self.vocab_size = int(self.vocab_size)
+        if self.channels is not None:
+            self.channels = tuple(self.channels)
+
+    def header(self) -> dict[str, Any]:
+        """The format header: version 2 only for datasets with channels (others stay readable by older textless)."""
+        return {**UNITS.header(), "version": 1} if self.channels is None else UNITS.header()
 
     def to_json(self) -> dict[str, Any]:
-        data = {**UNITS.header(), "tokenizer": self.tokenizer,
+        data = {**self.header(), "tokenizer": self.tokenizer,
                 "frame_rate": self.frame_rate, "vocab_size": self.vocab_size, "deduplicated": self.deduplicated,
                 "extra": self.extra}
         if self.bpe:  # written only when true: version-1 files without it read as before
             data["bpe"] = True
+        if self.channels is not None:
+            data["channels"] = list(self.channels)
         return data
 
     @classmethod
@@ -266,7 +295,8 @@ class UnitMeta:
                 raise FormatError(path, f"missing key '{key}'")
         try:
             return cls(tokenizer=data["tokenizer"], frame_rate=data["frame_rate"], vocab_size=data["vocab_size"],
-                       deduplicated=data["deduplicated"], extra=data.get("extra", {}), bpe=data.get("bpe", False))
+                       deduplicated=data["deduplicated"], extra=data.get("extra", {}), bpe=data.get("bpe", False),
+                       channels=data.get("channels"))
         except ValueError as e:
             raise FormatError(path, str(e)) from None
 
@@ -451,7 +481,7 @@ class UnitDataset(Sequence[UnitSequence]):
             if self.durations_array is not None:
                 frames += int(np.asarray(self.durations_array[lo:hi]).sum(dtype=np.int64))
         if self.durations_array is None:
-            frames = self.num_units
+            frames = self.num_units // self.meta.num_channels
         if frames != self.num_frames:
             raise FormatError(self.path / META_FILE, f"'num_frames' is {self.num_frames} but the data holds "
                                                      f"{frames} frames")
@@ -552,9 +582,10 @@ def resolve_units_path(spec: str | Path) -> Path:
     return Path(spec)
 
 
-def read_units(path: str | Path) -> UnitDataset:
+def read_units(path: str | Path, *, multichannel: bool = False) -> UnitDataset:
     """Open a unit dataset directory (either encoding, detected from meta.json), or ``bundled:<split>``; see the
-    module docstring."""
+    module docstring. A dataset with channels is refused unless `multichannel` (its items are frame-major
+    interleaved; `textless.dialogue.data.read_dialogues` gives them as ``[C, T]``)."""
     path = resolve_units_path(path)
     if not path.exists():
         raise FormatError(path, "no such unit dataset directory")
@@ -565,6 +596,9 @@ def read_units(path: str | Path) -> UnitDataset:
         raise FormatError(path, "not a textless unit dataset (no meta.json)")
     info = _read_json_object(meta_path)
     meta = UnitMeta.from_json(info, meta_path)
+    if meta.channels is not None and not multichannel:
+        raise FormatError(path, f"a {meta.num_channels}-channel unit dataset (channels {', '.join(meta.channels)}): "
+                                "open it with textless.dialogue.data.read_dialogues, not as one stream of units")
     encoding = info.get("encoding")
     if encoding is None:
         raise FormatError(meta_path, "missing key 'encoding'")
@@ -590,6 +624,19 @@ def _parse_int_list(value: Any, key: str) -> np.ndarray | str:
     return arr
 
 
+def _parse_channels(value: Any, num_channels: int) -> np.ndarray | str:
+    """A jsonl record's C equal-length channel lists -> frame-major interleaved units `[T * C]`, or a problem."""
+    if not isinstance(value, list) or len(value) != num_channels:
+        return f"'units' must be a list of {num_channels} channel lists"
+    rows = [_parse_int_list(row, "units") for row in value]
+    for row in rows:
+        if isinstance(row, str):
+            return row
+    if len({len(row) for row in rows}) != 1:
+        return f"the channels have different lengths {[len(row) for row in rows]} (they must be frame-aligned)"
+    return np.stack(rows, axis=1).reshape(-1)
+
+
 def _parse_jsonl_line(text: str, meta: UnitMeta) -> tuple[str, np.ndarray, np.ndarray | None] | str:
     """One units.jsonl line -> (id, units, durations) or a problem string (the caller adds file and line)."""
     if not text.strip():
@@ -609,7 +656,8 @@ def _parse_jsonl_line(text: str, meta: UnitMeta) -> tuple[str, np.ndarray, np.nd
     utt_id = record["id"]
     if not isinstance(utt_id, str):
         return f"'id' must be a string, got {type(utt_id).__name__}"
-    units = _parse_int_list(record["units"], "units")
+    units = (_parse_int_list(record["units"], "units") if meta.channels is None
+             else _parse_channels(record["units"], len(meta.channels)))
     durations = _parse_int_list(record["durations"], "durations") if "durations" in record else None
     for parsed in (units, durations):
         if isinstance(parsed, str):
@@ -649,7 +697,7 @@ def _open_jsonl(path: Path, meta: UnitMeta, info: dict[str, Any]) -> UnitDataset
     meta_path = path / META_FILE
     _check_count(info, "num_utterances", len(ids), meta_path, JSONL_FILE)
     _check_count(info, "num_units", len(units_array), meta_path, JSONL_FILE)
-    frames = int(durations_array.sum()) if durations_array is not None else len(units_array)
+    frames = int(durations_array.sum()) if durations_array is not None else len(units_array) // meta.num_channels
     _check_count(info, "num_frames", frames, meta_path, JSONL_FILE)
     return UnitDataset(path, meta, info, "jsonl", units_array, durations_array, index, ids)
 
@@ -707,6 +755,15 @@ def _open_binary(path: Path, meta: UnitMeta, info: dict[str, Any]) -> UnitDatase
     if meta.deduplicated:
         durations_dtype = _binary_dtype(info, "durations_dtype", meta_path)
         durations_array = _map_array(path / DURATIONS_FILE, durations_dtype, num_units)
+    elif meta.channels is not None:
+        steps = np.diff(index)
+        if np.any(steps % meta.num_channels):
+            j = int(np.flatnonzero(steps % meta.num_channels)[0])
+            raise FormatError(path / INDEX_FILE, f"conversation {j} holds {int(steps[j])} units, not a multiple of "
+                                                 f"the {meta.num_channels} channels")
+        if info["num_frames"] * meta.num_channels != num_units:
+            raise FormatError(meta_path, f"'num_frames' is {info['num_frames']} but {num_units} units in "
+                                         f"{meta.num_channels} channels make {num_units // meta.num_channels}")
     elif info["num_frames"] != num_units:
         raise FormatError(meta_path, f"'num_frames' is {info['num_frames']} but a dataset that is not deduplicated "
                                      f"has one frame per unit ({num_units})")
@@ -730,9 +787,11 @@ class _JsonlSink:
     def __init__(self, directory: Path, meta: UnitMeta):
         # closed by finish() / close(), which UnitWriter always calls
         self._file = open(directory / JSONL_FILE, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+        self._channels = meta.num_channels
 
     def add(self, seq: UnitSequence) -> None:
-        record: dict[str, Any] = {"id": seq.id, "units": seq.units.tolist()}
+        units = seq.units if self._channels == 1 else seq.units.reshape(-1, self._channels).T
+        record: dict[str, Any] = {"id": seq.id, "units": units.tolist()}
         if seq.durations is not None:
             record["durations"] = seq.durations.tolist()
         self._file.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
@@ -862,10 +921,14 @@ class UnitWriter:
             raise InvalidUnitsError(f"utterance {seq.id!r}: {problem}")
         if seq.id in self._ids:
             raise InvalidUnitsError(f"duplicate utterance id {seq.id!r}")
+        channels = self.meta.num_channels
+        if seq.num_units % channels:
+            raise InvalidUnitsError(f"conversation {seq.id!r}: {seq.num_units} interleaved units are not a multiple "
+                                    f"of the {channels} channels")
         self._sink.add(seq)
         self._ids.add(seq.id)
         self.num_units += seq.num_units
-        self.num_frames += seq.num_frames
+        self.num_frames += seq.num_frames // channels
 
     def extend(self, sequences: Iterable[UnitSequence]) -> None:
         for seq in sequences:
@@ -875,12 +938,14 @@ class UnitWriter:
         assert self._tmp is not None
         encoding_info = self._sink.finish()
         meta = self.meta
-        info = {**UNITS.header(), "encoding": self.encoding,
+        info = {**meta.header(), "encoding": self.encoding,
                 "tokenizer": meta.tokenizer, "frame_rate": meta.frame_rate, "vocab_size": meta.vocab_size,
                 "deduplicated": meta.deduplicated, "num_utterances": self.num_utterances,
                 "num_units": self.num_units, "num_frames": self.num_frames, **encoding_info, "extra": meta.extra}
         if meta.bpe:
             info["bpe"] = True
+        if meta.channels is not None:
+            info["channels"] = list(meta.channels)
         with open(self._tmp / META_FILE, "w", encoding="utf-8") as f:
             json.dump(info, f, indent=2, ensure_ascii=False)
             f.write("\n")
@@ -907,5 +972,5 @@ def write_units(path: str | Path, sequences: Iterable[UnitSequence], meta: UnitM
 
 def convert_encoding(src: str | Path, dst: str | Path, encoding: str, overwrite: bool = False) -> Path:
     """Re-encode the dataset at `src` as `encoding` ("jsonl" or "binary") at `dst`; meta and data are unchanged."""
-    dataset = read_units(src)
+    dataset = read_units(src, multichannel=True)
     return write_units(dst, dataset, dataset.meta, encoding=encoding, overwrite=overwrite)
