@@ -9,21 +9,32 @@ differences (``restart=true`` discards the partial run: every rank drops its own
 Files that cannot be read or encoded are listed in ``...failures.jsonl`` and skipped; the rest completes.
 When every shard is complete, the rank that finishes last (guarded by a lock file) merges the journals into the final
 unit dataset with one atomic directory rename, so ``<output>`` is either absent or complete, and removes ``.parts``.
+
+``dialogues=true``: `dataset` is a dialogue manifest or a directory of stereo files (`textless.dialogue.ingest`:
+stereo files, pairs of mono files, mono + RTTM) and the output is a two-channel unit dataset
+(`textless.dialogue.data`): each channel tokenized on its own, frame-level k-means units (not deduplicated, no BPE,
+as dGSLM), the channels' speakers recorded. Same sharding, journals, resume and failure report.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from textless.data import load_dataset, resolve_shard
 from textless.data.batching import Failure, iter_audio_batches
+from textless.data.identity import UnitIdentity
 from textless.data.units import UnitSequence, UnitWriter
+from textless.dialogue.data import Dialogue, dialogue_meta, write_dialogues
+from textless.dialogue.ingest import load_dialogue_audio, read_dialogue_manifest
 from textless.errors import ConfigError, TextlessError
 from textless.tokenizers.bundle import SpeechTokenizer, Units
 from textless.tokenizers.encoders.base import dtype_name, effective_dtype
@@ -51,6 +62,7 @@ class TokenizeConfig:
     restart: bool = False           # discard a partial run (<output>.parts) instead of resuming it
     overwrite: bool = False
     progress: bool = True
+    dialogues: bool = False         # dataset is a dialogue manifest / directory of stereo files: two-channel units
 
 
 @dataclass
@@ -76,6 +88,8 @@ def tokenize_dataset(cfg: TokenizeConfig) -> TokenizeResult:
     rank, world = resolve_shard(cfg.rank, cfg.world_size)
     tokenizer = SpeechTokenizer.from_pretrained(cfg.tokenizer, device=cfg.device, force_dtype=cfg.force_dtype,
                                                 **({"dtype": cfg.dtype} if cfg.dtype else {}))
+    if cfg.dialogues:
+        return _tokenize_dialogues(cfg, tokenizer, rank, world, output)
     dataset = load_dataset(cfg.dataset)
     manifest = dataset.shard(rank, world)
     parts = parts_dir(output)
@@ -138,3 +152,75 @@ def _merge_if_complete(parts: Path, world: int, output: Path, tokenizer: SpeechT
     shutil.rmtree(parts, ignore_errors=True)
     logger.info(f"wrote {output}: {len(records)} utterances, {len(failures)} failed")
     return output
+
+
+# ------------------------------------------------------------------------------------------------------ dialogues
+def frame_identity(tokenizer: SpeechTokenizer) -> UnitIdentity:
+    """The identity of a tokenizer's frame-level k-means units (no dedup, no BPE): what dialogue datasets hold."""
+    identity = {k: v for k, v in tokenizer.identity().items() if k != "bpe_vocab_size"}
+    identity["name"] = identity["name"].split("-bpe")[0]
+    identity["deduplicate"] = False
+    return UnitIdentity(tokenizer=identity, vocab_size=tokenizer.num_units, frame_rate=tokenizer.frame_rate,
+                        deduplicated=False, bpe=False)
+
+
+def _tokenize_dialogues(cfg: TokenizeConfig, tokenizer: SpeechTokenizer, rank: int, world: int,
+                        output: Path) -> TokenizeResult:
+    sources = read_dialogue_manifest(cfg.dataset)
+    shard = sources[rank::world]
+    parts = parts_dir(output)
+    dtype = effective_dtype(tokenizer.device, getattr(tokenizer.encoder, "dtype", None), cfg.force_dtype)
+    listing = "\n".join(json.dumps(s.describe(), sort_keys=True) for s in sources)
+    started_with = {"tokenizer": frame_identity(tokenizer).describe(), "dialogues": str(Path(cfg.dataset).resolve()),
+                    "conversations": hashlib.blake2b(listing.encode(), digest_size=6).hexdigest(),
+                    "world_size": world, "dtype": dtype_name(dtype), "chunk_seconds": cfg.chunk_seconds,
+                    "max_seconds": cfg.max_seconds}
+    resume_or_record(parts, started_with, what=f"the partial tokenization in {parts}", restart=cfg.restart,
+                     how_to_restart="or pass restart=true to discard it and start over")
+    journal = ShardJournal(parts, rank, world)
+    if cfg.restart:
+        journal.discard()
+    finished = {r["id"] for r in journal.finished()}
+    failed = {r["id"] for r in journal.failures()} - finished
+    skip = finished if cfg.retry_failed else finished | failed
+    todo = [s for s in shard if s.id not in skip]
+    if finished or failed:
+        logger.info(f"rank {rank}: resuming: {len(finished)} of {len(shard)} conversations already done, "
+                    f"{len(failed)} failed earlier")
+    bar = tqdm(total=len(todo), desc=f"tokenize dialogues rank {rank}/{world}", unit="conversation",
+               disable=not cfg.progress)
+    for source in todo:
+        try:
+            audio, speakers = load_dialogue_audio(source, tokenizer.sample_rate, cfg.max_seconds)
+            for channel in audio:
+                problem = tokenizer.encoder.length_problem(len(channel))
+                if problem:
+                    raise TextlessError(f"{source.paths[0]}: cannot be tokenized: {problem}")
+            labels = tokenizer.frame_labels_batch([torch.from_numpy(np.ascontiguousarray(c)) for c in audio],
+                                                  cfg.chunk_seconds)
+        except TextlessError as err:
+            failure = {"id": source.id, "path": str(source.paths[0]), "error": str(err)}
+            journal.add_failures([failure])
+            logger.info(f"failed {source.id}: {err}")
+        else:
+            journal.add([{"id": source.id, "units": [lab.astype(np.int64).tolist() for lab in labels],
+                          "speakers": speakers, "source": source.describe()}])
+        bar.update(1)
+    bar.close()
+    run = run_digest(started_with)
+    journal.mark_done(run)
+    done_here = len(journal.finished())
+    journals = journals_to_merge(parts, world, run, output)
+    if journals is None:
+        return TokenizeResult(output=None, done=done_here, failures=journal.failures())
+    records = sorted((r for j in journals for r in j.finished()), key=lambda r: r["id"])
+    done = {r["id"] for r in records}
+    failures = [f for j in journals for f in j.failures() if f["id"] not in done]
+    meta = dialogue_meta(frame_identity(tokenizer), extra={
+        "source": str(cfg.dataset), "failures": failures, "world_size": world,
+        "sources": {r["id"]: r["source"] for r in records}})
+    write_dialogues(output, (Dialogue(r["id"], np.asarray(r["units"]), tuple(r["speakers"])) for r in records),
+                    meta, encoding=cfg.encoding, overwrite=cfg.overwrite)
+    shutil.rmtree(parts, ignore_errors=True)
+    logger.info(f"wrote {output}: {len(records)} conversations, {len(failures)} failed")
+    return TokenizeResult(output=output, done=done_here, failures=failures)
