@@ -237,7 +237,9 @@ COMMANDS: dict[str, Command] = {
         description="Run a tokenizer bundle over a dataset (directory, manifest or bundled:<split>) and write a "
                     "unit dataset. Ranks come from torchrun/SLURM (or rank=/world_size=); a re-run resumes where "
                     "it stopped; unreadable files are reported and skipped. Example: textless tokenize "
-                    "tokenizer=tok/ dataset=bundled:train output=units/train",
+                    "tokenizer=tok/ dataset=bundled:train output=units/train. dialogues=true: dataset is a "
+                    "dialogue manifest (stereo files, pairs of mono files, mono + RTTM) or a directory of stereo "
+                    "files, and the output a two-channel unit dataset of frame-level units.",
         add_arguments=_add_config_arguments,
         run=configured("tokenize", "textless.jobs.tokenize:TokenizeConfig",
                        "textless.jobs.tokenize:tokenize_dataset")),
@@ -330,6 +332,29 @@ COMMANDS: dict[str, Command] = {
         add_arguments=_add_config_arguments,
         run=configured("eval-tokenizer", "textless.eval.tokenizer_metrics:EvalTokenizerConfig",
                        "textless.eval.tokenizer_metrics:run_eval_tokenizer")),
+    "dialogue-stats": Command(
+        help="dGSLM turn-taking statistics of conversations (IPU, pause, gap, overlap), against a reference",
+        description="Per conversation and pooled: IPUs (speech bounded by >= 200 ms silence), pauses, gaps and "
+                    "overlaps as events and seconds per minute with mean / median durations, from timelines "
+                    "(a directory or a dialogue builder's manifest.jsonl), an RTTM file, a two-channel unit dataset "
+                    "(silence_units=) or stereo audio (VAD per channel, vad=); with reference= the dGSLM table "
+                    "(differences, Wasserstein and Jensen-Shannon distances of the durations). Writes stats.json, "
+                    "timelines.png and durations.png. Example: textless dialogue-stats input=calls.rttm "
+                    "duration=30 output=outputs/dialogue_stats",
+        add_arguments=_add_config_arguments,
+        run=configured("dialogue-stats", "textless.jobs.dialogue_stats:DialogueStatsConfig",
+                       "textless.jobs.dialogue_stats:run_dialogue_stats")),
+    "eval-duplex": Command(
+        help="interaction metrics of a full-duplex model: LSLM, barge-in, false alarms, Full-Duplex-Bench",
+        description="From each session's model output audio (VAD gives its stop times) and the user's timeline: "
+                    "LSLM precision / recall / F1 of stopping when interrupted, barge-in success and latency, false "
+                    "alarms, first-response latency, Full-Duplex-Bench v1 TOR / latency (word timestamps, "
+                    "asr=faster-whisper) and backchannel TOR / frequency / JSD; what cannot be computed is "
+                    "listed as skipped. Writes report.json. Example: textless eval-duplex "
+                    "sessions=outputs/dialogues output=outputs/eval_duplex",
+        add_arguments=_add_config_arguments,
+        run=configured("eval-duplex", "textless.jobs.eval_duplex:EvalDuplexConfig",
+                       "textless.jobs.eval_duplex:run_eval_duplex")),
     "build-benchmark": Command(
         help="build sWUGGY/sBLIMP-style sets with local TTS voices (ZeroSpeech 2021 layout)",
         description="Word / non-word pairs (CMUdict words; non-words by same-class phone substitutions with attested "
@@ -342,6 +367,18 @@ COMMANDS: dict[str, Command] = {
         add_arguments=_add_config_arguments,
         run=configured("build-benchmark", "textless.eval.builder.job:BuildBenchmarkConfig",
                        "textless.eval.builder.job:build_benchmark")),
+    "build-dialogues": Command(
+        help="build synthetic two-party conversations with exact timelines (turns, overlaps, backchannels, interruptions)",
+        description="Two local TTS voices per conversation read sentences (WordNet examples, the bundled corpus or a "
+                    "text file) on a seeded schedule of turns, pauses, gaps, overlaps, backchannels and (ignored) "
+                    "interruptions with human-like timing (textless.dialogue.builder.TimingConfig), optionally with "
+                    "noise per channel; writes <output>/stereo, mono, timelines (segments = true speech extents), "
+                    "rttm, manifest.jsonl and summary.json (real-time factor). Deterministic for a seed however it "
+                    "is sharded (rank=, world_size=, num_workers=); a re-run skips complete conversations. Example: "
+                    "textless build-dialogues output=outputs/dialogues num_conversations=100 seconds=120",
+        add_arguments=_add_config_arguments,
+        run=configured("build-dialogues", "textless.jobs.build_dialogues:BuildDialoguesConfig",
+                       "textless.jobs.build_dialogues:build_dialogues")),
     "eval-resynth": Command(
         help="resynthesis quality: WER/CER of originals vs resyntheses, and their levels (silence kept silent?)",
         description="Resynthesize a dataset with transcripts (the starter pipeline, --pipeline-style pipeline=, or "

@@ -27,14 +27,18 @@ Duplex S2S (seed 003, section 5.2):
 
 Full-Duplex-Bench v1 (from the model output's ASR words with timestamps): turn-over rate (`turn_over`: 0 iff the
 output has no words, or spans < 1 s with <= 3 words) and the smooth turn-taking / interruption latency
-(`response_latency`: first output word start minus the user turn's or the interruption's end, negative -> 0). Its
-backchannel frequency and timing-histogram distance are not here yet.
+(`response_latency`: first output word start minus the user turn's or the interruption's end, negative -> 0); its
+backchannel task (`backchannel_metrics`: turn-over rate, backchannel frequency and the Jensen-Shannon distance of
+their timing histogram, from the output's VAD segments).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial.distance import jensenshannon
 
 LSLM_MU = 0.5                  # seconds: LSLM's detection interval mu; a hit stops within [0, 2 mu]
 BARGE_IN_SUCCESS = 1.5         # seconds: duplex S2S success threshold
@@ -127,3 +131,118 @@ def response_latency(words: Sequence[Word], reference_end: float) -> float | Non
     if not words:
         return None
     return max(0.0, min(start for start, _, _ in words) - reference_end)
+
+
+# Full-Duplex-Bench v1 backchannel task: v1_v1.5/evaluation/eval_backchannel.py (DanielLin94144/Full-Duplex-Bench
+# @ d7336bd), from the output's VAD segments (Silero in their code) and its ASR words
+BC_MAX_SEGMENT = 3.0           # seconds: a longer VAD segment is the model speaking formally (`time_threshold`, l.14)
+BC_SHORT = 1.0                 # seconds: a backchannel segment is shorter than this ...
+BC_MAX_WORDS = 2               # ... with at most this many words (l.101-103)
+BC_TURN_WORDS = 3              # more words than this in a segment: it took the turn (l.98)
+BC_WINDOW = 0.2                # seconds: histogram bin (`window_size`, l.12)
+BC_EPSILON = 1e-10             # added to every bin before normalising (`epsilon`, l.13)
+
+
+def words_in_segment(words: Sequence[Word], start: float, end: float) -> list[str]:
+    """The words of the (start, end) seconds VAD segment, by their rule (l.85-91): inside it, or straddling its end
+    (a word starting exactly at `end` included), or straddling its start."""
+    return [w for ws, we, w in words
+            if (ws >= start and we <= end) or (ws <= end and we > end) or (ws <= start and we > start)]
+
+
+def backchannel_segment_turn_over(duration: float, n_words: int) -> int:
+    """1 when a VAD segment of `duration` seconds with `n_words` words takes the turn, 0 for a backchannel:
+    longer than 3 s, more than 3 words, 1 s or longer, or 3 words -> 1; shorter than 1 s with <= 2 words -> 0
+    (l.59-61 and 96-107)."""
+    if duration > BC_MAX_SEGMENT or n_words > BC_TURN_WORDS:
+        return 1
+    return 0 if duration < BC_SHORT and n_words <= BC_MAX_WORDS else 1
+
+
+def backchannel_turn_over(segments: Sequence[Interval], words: Sequence[Word],
+                          last_segment_wins: bool = False) -> int:
+    """Backchannel-task turn-over of one sample from its VAD `segments` (seconds) and ASR `words`.
+
+    By the definition (the model takes the turn instead of backchanneling): 1 iff any segment takes the turn
+    (`backchannel_segment_turn_over`), 0 without segments. ``last_segment_wins=True`` reproduces their loop
+    (l.52-107): segments in time order, stop at the first one longer than 3 s (TOR 1), otherwise each segment
+    OVERWRITES the TOR, so the last one decides (a turn followed by a short "mm-hmm" scores 0).
+    """
+    tor = 0
+    for start, end in sorted(segments):
+        value = backchannel_segment_turn_over(end - start, len(words_in_segment(words, start, end)))
+        if last_segment_wins:
+            tor = value
+            if end - start > BC_MAX_SEGMENT:
+                break
+        else:
+            tor = max(tor, value)
+    return tor
+
+
+def backchannel_segments(segments: Sequence[Interval]) -> list[Interval]:
+    """The segments their code counts as backchannels (`backchannel_prediction`, l.109): those of at most 3 s, in
+    time order, up to the first longer one (the loop breaks there, so later short segments are not counted)."""
+    out = []
+    for start, end in sorted(segments):
+        if end - start > BC_MAX_SEGMENT:
+            break
+        out.append((start, end))
+    return out
+
+
+def backchannel_frequency(segments: Sequence[Interval], audio_seconds: float) -> float:
+    """Backchannels per second of output audio: ``len(backchannel_segments) / audio_seconds`` (l.114-115, audio
+    seconds = the output file's samples / rate)."""
+    if audio_seconds <= 0:
+        raise ValueError(f"audio_seconds must be > 0, got {audio_seconds}")
+    return len(backchannel_segments(segments)) / audio_seconds
+
+
+def backchannel_histogram(segments: Sequence[Interval], audio_seconds: float) -> np.ndarray:
+    """Their timing histogram (l.120-134): ``int(audio_seconds / 0.2) + 1`` bins of 200 ms over the output; each
+    backchannel adds 1 to every bin from ``int(start / 0.2)`` to ``int(end / 0.2)`` INCLUSIVE (float division as
+    theirs: 0.6 / 0.2 -> bin 2); then 1e-10 is added to every bin and the bins are divided by their sum."""
+    hist = np.zeros(int(audio_seconds / BC_WINDOW) + 1)
+    for start, end in backchannel_segments(segments):
+        hist[int(start / BC_WINDOW): int(end / BC_WINDOW) + 1] += 1
+    hist = hist + BC_EPSILON
+    return hist / hist.sum()
+
+
+def backchannel_jsd(segments: Sequence[Interval], audio_seconds: float, reference: Sequence[float]) -> float:
+    """Jensen-Shannon DISTANCE between the output's backchannel timing histogram (`backchannel_histogram`) and the
+    sample's reference distribution (their ``icc_gt_distribution.json[sample id]``), as l.117-153: 1.0 when the
+    output has no backchannel; else the reference resampled to the histogram's length by linear interpolation on
+    ``linspace(0, 1, n)`` grids (`np.interp`, equal to their ``interp1d(kind="linear")`` on these in-range points),
+    not renormalised, and ``scipy.spatial.distance.jensenshannon(hist, reference)`` with its default base (natural
+    log: at most sqrt(ln 2) = 0.833; scipy normalises both to sum 1). The 1.0 of an empty output is above that
+    maximum - their convention, kept."""
+    if not backchannel_segments(segments):
+        return 1.0
+    hist = backchannel_histogram(segments, audio_seconds)
+    ref = np.asarray(reference, dtype=float)
+    if ref.ndim != 1 or not len(ref):
+        raise ValueError("the reference distribution must be a non-empty list of numbers")
+    resized = np.interp(np.linspace(0, 1, len(hist)), np.linspace(0, 1, len(ref)), ref)
+    return float(jensenshannon(hist, resized))
+
+
+@dataclass
+class BackchannelMetrics:
+    tor: int | None            # None without words
+    frequency: float           # backchannels per second of output audio
+    jsd: float | None          # None without a reference distribution
+    backchannels: list[Interval]
+
+
+def backchannel_metrics(segments: Sequence[Interval], audio_seconds: float, words: Sequence[Word] | None = None,
+                        reference: Sequence[float] | None = None, last_segment_wins: bool = False
+                        ) -> BackchannelMetrics:
+    """Full-Duplex-Bench v1's backchannel metrics of one output (VAD `segments` in seconds over `audio_seconds` of
+    audio): TOR (needs `words`), frequency, and JSD (needs the sample's `reference` distribution)."""
+    return BackchannelMetrics(
+        None if words is None else backchannel_turn_over(segments, words, last_segment_wins),
+        backchannel_frequency(segments, audio_seconds),
+        None if reference is None else backchannel_jsd(segments, audio_seconds, reference),
+        backchannel_segments(segments))

@@ -130,6 +130,18 @@ class FasterWhisperASR:
             texts.append(" ".join(s.text.strip() for s in segments).strip())
         return texts
 
+    def transcribe_words(self, wavs: Sequence[np.ndarray]) -> list[list[tuple[float, float, str]]]:
+        """Mono float waveforms at 16 kHz -> the (start s, end s, word) of each recognised word, in time order
+        (faster-whisper's ``word_timestamps=True``: cross-attention alignment; words stripped of spaces)."""
+        out = []
+        for wav in wavs:
+            segments, _ = self.model.transcribe(np.asarray(wav, np.float32), language="en", task="transcribe",
+                                                beam_size=1, temperature=0.0, condition_on_previous_text=False,
+                                                vad_filter=False, word_timestamps=True)
+            out.append([(float(w.start), float(w.end), w.word.strip()) for s in segments for w in (s.words or [])
+                        if w.word.strip()])
+        return out
+
 
 @register_asr("faster-whisper")
 def _faster_whisper(spec: str, device: str = "cpu", batch_size: int = 1, **kw) -> FasterWhisperASR:
@@ -211,6 +223,16 @@ def _load_auto(**kw):
         logger.info(f"ASR {asr.selection}")
         return asr
     raise TextlessError("ASR 'auto': no engine is available: " + "; ".join(f"{s}: {why}" for s, why in skipped))
+
+
+def transcribe_words(asr, wavs: Sequence[np.ndarray]) -> list[list[tuple[float, float, str]]]:
+    """Word timestamps (start s, end s, word) per waveform from an engine that gives them (``faster-whisper``); a
+    `TextlessError` naming the engine for one that transcribes text only."""
+    method = getattr(asr, "transcribe_words", None)
+    if method is None:
+        raise TextlessError(f"ASR '{getattr(asr, 'name', type(asr).__name__)}' gives no word timestamps (text only); "
+                            f"use asr=faster-whisper (pip install 'textless[asr]')")
+    return method(wavs)
 
 
 def load_asr(spec: str = "offline:whisper-base", **kw):
