@@ -4,8 +4,9 @@ Architecture (fairseq ``fairseq/models/speech_dlm/``; ../shared/docs/dialogue-an
 Two channels of frame-level units (one per speaker) go through ONE stack of pre-LN transformer layers (the same
 weights for both channels: "Siamese towers"); one embedding table, scaled by sqrt(d), plus fairseq's sinusoidal
 positions. The first ``layers - cross_layers`` layers are plain causal decoder layers; the last ``cross_layers`` add a
-cross-channel attention between self-attention and the FFN: its query is this channel's post-self-attention state, its
-keys / values the OTHER channel's post-self-attention states of the same layer, under the same causal mask (so frame t
+cross-channel attention between self-attention and the FFN: its query is this channel's post-self-attention state
+(layer-normed, pre-LN style), its keys / values the OTHER channel's post-self-attention states of the same layer as
+they are, not normed (fairseq's CrossChannelTransformerDecoderLayer), under the same causal mask (so frame t
 of one channel sees frames 0..t of the other, its own current step included). A final LayerNorm, then per channel the
 next-unit logits (the output projection tied to the embedding) and the duration regression (``Linear(d, 1)``).
 
@@ -210,7 +211,8 @@ class DecoderLayer(nn.Module):
         if self.cross_channel_attn is not None:
             cross = self.cross_channel_attn
             x = self.cross_channel_attn_layer_norm(h).reshape(b * c, t, d)
-            k, v = cross.split(cross.k_proj(x)), cross.split(cross.v_proj(x))
+            raw = h.reshape(b * c, t, d)  # fairseq: keys / values are the other channel's states BEFORE the norm
+            k, v = cross.split(cross.k_proj(raw)), cross.split(cross.v_proj(raw))
             if cache is not None:
                 k, v = cache.extend("cross", k, v)
             x = cross.attend(cross.split(cross.q_proj(x)), _other_channel(k, b, c), _other_channel(v, b, c), mask_bc)
