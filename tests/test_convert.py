@@ -307,9 +307,9 @@ def test_malformed_slamkit(tmp_path, line, reason):
 
 
 def test_registry_and_unknown_format(tmp_path):
-    assert set(REGISTRY) == {"fairseq_km", "gslm", "slamkit"}
+    assert set(REGISTRY) == {"fairseq_km", "gslm", "slamkit", "dgslm"}
     assert all(fmt.name == name and callable(fmt.read) and callable(fmt.write) for name, fmt in REGISTRY.items())
-    with pytest.raises(ConfigError, match="unknown unit file format 'kaldi' \\(known: fairseq_km, gslm, slamkit\\)"):
+    with pytest.raises(ConfigError, match="unknown unit file format 'kaldi' \\(known: fairseq_km, gslm, slamkit, dgslm\\)"):
         import_units(tmp_path / "x", tmp_path / "y", "kaldi")
     with pytest.raises(ConfigError, match="unknown unit file format"):
         export_units(tmp_path / "x", tmp_path / "y", "kaldi")
