@@ -91,3 +91,12 @@ def test_not_a_checkpoint(tmp_path):
         load_dialogue_lm(tmp_path / "x.pt", dict_dir=DATA)
     with pytest.raises(FormatError, match="neither a textless dGSLM directory nor a fairseq checkpoint"):
         load_dialogue_lm(tmp_path / "nothing")
+
+
+def test_the_imported_model_generates_with_duration_counters():
+    from textless.dialogue.dgslm import DialogueSamplingConfig, generate_dialogue
+
+    model = load_dialogue_lm(DATA / "checkpoint_cfg.pt")
+    prompt = np.array([[3, 3, 7, 7], [1, 1, 1, 2]])
+    out = generate_dialogue(model, [prompt], sampling=DialogueSamplingConfig(max_frames=12, seed=0))[0]
+    assert out.shape == (2, 16) and (out[:, :4] == prompt).all() and 0 <= out.min() and out.max() < 20

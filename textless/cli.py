@@ -251,6 +251,18 @@ COMMANDS: dict[str, Command] = {
                     "Recipes: --config gslm | twist | lm_tiny.",
         add_arguments=_add_config_arguments,
         run=configured("train", "textless.lm.train:TrainConfig", "textless.lm.train:train_command")),
+    "train-dialogue": Command(
+        help="train a dGSLM (two-channel dialogue unit LM) on two-channel unit datasets; resumes automatically",
+        description="Train fairseq's SpeechDLM (dGSLM) objective: windows of context frames cut from two-channel "
+                    "conversations, edge-unit NLL + delayed run-duration L1 (weights 1 / 1), inverse_sqrt or "
+                    "cosine schedule, grad accumulation, bf16 on GPU, validation (edge NLL / accuracy, duration L1 "
+                    "/ accuracy), TensorBoard, atomic checkpoints with exact resume; DDP/FSDP under torchrun; "
+                    "writes output_dir/final (a DGSLM directory). init: a preset (speech_dlm, speech_dlm_big, cpu, "
+                    "tiny) or a saved DGSLM. Recipes: --config train-dialogue (default, fairseq's) | "
+                    "train-dialogue-cpu.",
+        add_arguments=_add_config_arguments,
+        run=configured("train-dialogue", "textless.dialogue.dgslm.train:DialogueTrainConfig",
+                       "textless.dialogue.dgslm.train:train_dialogue_command")),
     "train-vocoder": Command(
         help="train a unit HiFi-GAN vocoder on a unit dataset and its audio; resumes automatically",
         description="Train a unit HiFi-GAN (fairseq CodeHiFiGAN; speechbrain MPD + MSD discriminators): random "
@@ -269,6 +281,17 @@ COMMANDS: dict[str, Command] = {
                     "prompts=bundled:valid tokenizer=tok/",
         add_arguments=_add_config_arguments,
         run=configured("generate", "textless.jobs.generate:GenerateConfig", "textless.jobs.generate:generate")),
+    "generate-dialogue": Command(
+        help="continue two-channel conversations with a dGSLM (duration counters, teacher forcing, stereo audio)",
+        description="Keep the first prompt_seconds of each conversation of a two-channel unit dataset, sample "
+                    "max_frames more frames of both channels with fairseq's per-channel duration counters (or "
+                    "teacher_force=A|B: feed one channel its recorded frames, generate the other), write the "
+                    "generations as a two-channel unit dataset (resumable); vocoder= adds a stereo wav each "
+                    "(channel 0 = A), reference= the turn-taking statistics against a reference dataset. Example: "
+                    "textless generate-dialogue model=outputs/dgslm prompts=units/fisher_test vocoder=voc/",
+        add_arguments=_add_config_arguments,
+        run=configured("generate-dialogue", "textless.jobs.generate_dialogue:GenerateDialogueConfig",
+                       "textless.jobs.generate_dialogue:generate_dialogues")),
     "preference-pairs": Command(
         help="Align-SLM preference pairs: sample, voice, transcribe and judge continuations; best vs worst",
         description="Sample num_samples continuations of each prompt (first prompt_seconds; temperature 0.8, top-k "
