@@ -1,7 +1,7 @@
 """The dGSLM experiment at small scale: turn-taking of (a) the corpus, (b) dGSLM, (c) dGSLM without cross-channel
 attention, (d) a single-channel unit LM of the mixed audio.
 
-    python -m experiments.dgslm.run                 # ~1 h on 2 CPU cores; every stage resumes where it stopped
+    python -m experiments.dgslm.run                 # ~1 h on 2 idle CPU cores; every stage resumes where it stopped
 
 Data: `textless build-dialogues` (flite voices, WordNet sentences, the builder's default timing), ``--conversations``
 conversations of ``--seconds`` s, the last ``--valid`` held out; the starter tokenizer (offline Whisper-base layer 4,
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conversations", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=90.0)
     parser.add_argument("--valid", type=int, default=4)
-    parser.add_argument("--train-steps", type=int, default=800)
+    parser.add_argument("--train-steps", type=int, default=400)
     parser.add_argument("--prompt-seconds", type=float, default=10.0)
     parser.add_argument("--continue-seconds", type=float, default=20.0)
     parser.add_argument("--samples", type=int, default=3)
