@@ -418,5 +418,11 @@ def test_two_processes_match_one_with_twice_the_batch(setup, tmp_path, strategy,
     for key in ("loss", "rewards/margins", "rewards/accuracies"):
         np.testing.assert_allclose(ranks[0]["history"][key], single.history[key], rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(ranks[0]["valid"][key], single.valid_history[key], rtol=1e-4, atol=1e-6)
+    # Weights: the two runs sum the same gradients in another order (float32 rounding, ~1e-7 relative). Adam divides
+    # each gradient by its running RMS, so for an element whose gradient is near zero that rounding can move the
+    # normalised update by a fair part of one step, whose size is at most lr. Allow 5 % of one step (measured on 2
+    # CPUs: 1.6 % at worst); a real bug (a rank's pairs missing, a wrong average) moves weights by whole steps.
     a, b = final_weights(out / "final"), final_weights(single.final_model)
-    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert a.keys() == b.keys()
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst <= 0.05 * cfg.lr, f"final weights differ by up to {worst:.3g} (> 5 % of lr {cfg.lr})"

@@ -263,6 +263,23 @@ COMMANDS: dict[str, Command] = {
         add_arguments=_add_config_arguments,
         run=configured("train-dialogue", "textless.dialogue.dgslm.train:DialogueTrainConfig",
                        "textless.dialogue.dgslm.train:train_dialogue_command")),
+    "train-duplex": Command(
+        help="train a full-duplex unit LM (native stream fusion or time multiplexing) on two-channel unit datasets; "
+             "resumes automatically",
+        description="Train a DuplexLM on windows of context frames cut from two-channel conversations, each "
+                    "speaker in turn as the model's voice: format=native (listen + speak streams fused per frame; "
+                    "layout listen_speak | content_lead | content_follow | content_dual, FLM-Audio's monologue "
+                    "stream of deduplicated units) or format=tdm (listen / speak chunks in one sequence, "
+                    "controlled=true for [speak] / [listen] switches). Weighted next-token CE (per-stream weights, "
+                    "delays), cosine or inverse_sqrt schedule, grad accumulation, bf16 on GPU, validation (NLL and "
+                    "accuracy per speak stream, frame_nll in nats per speak frame for both formats), TensorBoard, "
+                    "atomic checkpoints with exact resume; DDP/FSDP under torchrun; writes output_dir/final (a "
+                    "DuplexLM directory). init: scratch (backbone preset tiny | small | 350m), a text LM "
+                    "(offline:smollm2-135m, HF dir, .gguf; TWIST-style) or a saved DuplexLM. Recipes: --config "
+                    "train-duplex (default, from SmolLM2-135M) | train-duplex-cpu.",
+        add_arguments=_add_config_arguments,
+        run=configured("train-duplex", "textless.dialogue.duplex.train:DuplexTrainConfig",
+                       "textless.dialogue.duplex.train:train_duplex_command")),
     "train-vocoder": Command(
         help="train a unit HiFi-GAN vocoder on a unit dataset and its audio; resumes automatically",
         description="Train a unit HiFi-GAN (fairseq CodeHiFiGAN; speechbrain MPD + MSD discriminators): random "
@@ -292,6 +309,21 @@ COMMANDS: dict[str, Command] = {
         add_arguments=_add_config_arguments,
         run=configured("generate-dialogue", "textless.jobs.generate_dialogue:GenerateDialogueConfig",
                        "textless.jobs.generate_dialogue:generate_dialogues")),
+    "duplex": Command(
+        help="full-duplex sessions: feed recordings frame by frame to a duplex LM, write stereo (user, model) files",
+        description="Each user recording (a mono file, or channel=0|1 of a stereo one; a directory, a manifest, "
+                    "bundled:<split> or a dialogue builder directory with timelines) is fed frame by frame through "
+                    "the streaming tokenizer (tokenizer=, default the starter), the duplex LM's generator "
+                    "(temperature, top_k, top_p, seed) and the streaming vocoder (vocoder=, default the starter). "
+                    "Writes per input a stereo float WAV at the vocoder's rate (channel 0 = the input exactly, "
+                    "channel 1 = the model as heard live, delayed by the stated latency = tokenizer + model delay + "
+                    "vocoder; compensate_latency=true aligns it with the user's frames), a timeline of both "
+                    "speakers and a session JSON (latency, units, first-response latency, false alarms, barge-in, "
+                    "LSLM when the input has a timeline); summary.json pools them. Bad inputs are reported and "
+                    "skipped; a re-run skips the sessions done. Example: textless duplex model=outputs/duplex/final "
+                    "input=recording.wav output=outputs/duplex_sessions",
+        add_arguments=_add_config_arguments,
+        run=configured("duplex", "textless.jobs.duplex:DuplexSessionConfig", "textless.jobs.duplex:run_duplex")),
     "preference-pairs": Command(
         help="Align-SLM preference pairs: sample, voice, transcribe and judge continuations; best vs worst",
         description="Sample num_samples continuations of each prompt (first prompt_seconds; temperature 0.8, top-k "

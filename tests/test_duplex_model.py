@@ -1,0 +1,434 @@
+"""DuplexLM: native / TDM forward, streaming == teacher-forced forward (staggered, reset, paused, bounded cache),
+separate stream tables, text-LM init, persistence; the generators (delays, TDM grammar, seeds)."""
+
+import json
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from textless.dialogue.duplex import DuplexConfig, DuplexGenerator, DuplexLM, DuplexSampling, TDMGenerator
+from textless.dialogue.duplex.model import RingKVCache, backbone_config
+from textless.dialogue.streams import ZERO, TDMFormat, content_layout
+from textless.errors import ConfigError, FormatError
+from textless.streaming import StreamingError
+
+K = 10
+BACKBONE = backbone_config("tiny", hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                           num_key_value_heads=2)
+LAYOUT = content_layout(K, 0, 12, "lead", speak_delay=2)   # listen (d 0), content (d 0, wait), speak (d 2)
+FIXED = TDMFormat(K, chunk_frames=3)
+CONTROLLED = TDMFormat(K, chunk_frames=3, controlled=True, silence_unit=0)
+
+
+def _native(context=64, seed=0, attn="sdpa"):
+    torch.manual_seed(seed)
+    config = DuplexConfig(layout=LAYOUT, backbone=BACKBONE, context=context, tokenizer={"name": "tok"},
+                          frame_rate=50.0)
+    return DuplexLM.from_scratch(config, attn_implementation=attn).eval()
+
+
+def _tdm(fmt=FIXED, context=64, seed=0):
+    torch.manual_seed(seed)
+    return DuplexLM.from_scratch(DuplexConfig(format="tdm", tdm=fmt, backbone=BACKBONE, context=context)).eval()
+
+
+def _frames(model, t, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randint(0, v, (t,), generator=g) for v in model.vocab_sizes.tolist()])  # [N, T]
+
+
+def _sequence(model, t, seed):
+    return torch.randint(0, model.tdm.vocab_size, (t,), generator=torch.Generator().manual_seed(seed))  # [T]
+
+
+# ------------------------------------------------------------------------------------------------ forward
+def test_native_forward_shapes_and_zero_tokens():
+    model = _native()
+    x = torch.stack([_frames(model, 7, s) for s in range(2)])
+    out = model(x)
+    assert list(out) == ["content", "speak"]
+    assert out["content"].shape == (2, 7, 14) and out["speak"].shape == (2, 7, 11)
+    x[:, 1] = ZERO  # an absent stream contributes exactly nothing
+    ref = model.embeddings["listen"](x[:, 0]) + model.embeddings["speak"](x[:, 2])
+    assert torch.equal(model.embed(x), ref)
+    with pytest.raises(ValueError, match="stream 'speak' got token 11"):
+        model(torch.stack([x[0, 0], x[0, 0], torch.full((7,), 11)])[None])
+    with pytest.raises(ValueError, match="3 streams"):
+        model(x[:, :2])
+
+
+def test_tdm_forward_shapes():
+    model = _tdm()
+    out = model(torch.stack([_sequence(model, 9, s) for s in range(2)]))
+    assert list(out) == ["tdm"] and out["tdm"].shape == (2, 9, FIXED.vocab_size)
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="needs `layout`"):
+        DuplexConfig(backbone=BACKBONE)
+    with pytest.raises(ConfigError, match="needs `tdm`"):
+        DuplexConfig(format="tdm", layout=LAYOUT.to_dict(), backbone=BACKBONE)
+    with pytest.raises(ConfigError, match="context"):
+        DuplexConfig(layout=LAYOUT, backbone=BACKBONE, context=0)
+    with pytest.raises(ConfigError, match="unknown DuplexConfig keys: extra"):
+        DuplexConfig.from_dict({"extra": 1})
+    opt = {"model_type": "opt", "hidden_size": 32, "ffn_dim": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+           "word_embed_proj_dim": 32, "vocab_size": 1}
+    with pytest.raises(ConfigError, match="rotary"):
+        DuplexLM(DuplexConfig(layout=LAYOUT, backbone=opt))
+
+
+# ------------------------------------------------------------------------------------------------ streaming
+def _run_schedule(model, schedule, batch, step):
+    """schedule[t][b]: ("feed" | "pause" | "reset", input) per step. Checks each output against `model` over the
+    item's current life (+ the input); returns the number of checked outputs."""
+    lives = [[] for _ in range(batch)]
+    checked = 0
+    with model.streaming(batch):
+        for events in schedule:
+            resets = torch.tensor([e[0] == "reset" for e in events])
+            if resets.any():
+                model.reset_streaming(resets)
+                for b in resets.nonzero()[:, 0].tolist():
+                    lives[b] = []
+            model.set_exec_mask(torch.tensor([e[0] != "pause" for e in events]))
+            out = step(torch.stack([e[1] for e in events]))
+            for b, (kind, item) in enumerate(events):
+                seq = torch.cat([*lives[b], item], dim=-1)
+                ref = model(seq[None])
+                width = item.shape[-1]
+                for name, logits in (out.items() if isinstance(out, dict) else [("tdm", out)]):
+                    got = logits[b] if logits.dim() == 3 else logits[b][None]
+                    torch.testing.assert_close(got, ref[name][0, -width:], atol=2e-5, rtol=1e-4)
+                checked += 1
+                if kind != "pause":
+                    lives[b].append(item)
+    return checked
+
+
+def _native_schedule(model, steps=14):
+    """Item 0 runs with a pause at steps 5-6; item 1 starts late (paused at 0-3); item 2 is reset at step 6."""
+    schedule = []
+    for t in range(steps):
+        frame = [_frames(model, 1, 100 * t + b) for b in range(3)]
+        kinds = ["pause" if t in (5, 6) else "feed", "pause" if t < 4 else "feed", "reset" if t == 6 else "feed"]
+        schedule.append(list(zip(kinds, frame, strict=True)))
+    return schedule
+
+
+def test_native_step_equals_the_teacher_forced_forward():
+    model = _native()
+    assert _run_schedule(model, _native_schedule(model), 3, lambda x: model.step(x[..., 0])) == 42
+
+
+def test_bounded_cache_equals_a_sliding_window_forward():
+    model = _native(context=4)
+    assert model._init_streaming_state(1).ring == 4
+    assert _run_schedule(model, _native_schedule(model, steps=16), 3, lambda x: model.step(x[..., 0])) == 48
+    # the window is real: longer than context, the forward is not the full-attention one
+    x = _frames(model, 12, 7)[None]
+    full = _native(context=64)(x)["speak"]
+    windowed = model(x)["speak"]
+    assert torch.allclose(windowed[:, :4], full[:, :4], atol=1e-6)
+    assert not torch.allclose(windowed[:, 4:], full[:, 4:], atol=1e-3)
+
+
+def test_streaming_costs_the_steps_held_not_the_ring(monkeypatch):
+    """Early in a session a step attends to (and the cache allocates) the steps so far, not the ring's capacity; the
+    ring fills up to its size, then wraps at that size; resets of every stream and snapshots take the prefix along."""
+    attended = []
+    update = RingKVCache.update
+
+    def spy(self, keys, values, layer_idx, *args, **kwargs):
+        out = update(self, keys, values, layer_idx, *args, **kwargs)
+        if layer_idx == 0:
+            attended.append(out[0].shape[2])
+        return out
+
+    monkeypatch.setattr(RingKVCache, "update", spy)
+    model = _native(context=16)
+    frames = [_frames(model, 1, t)[:, 0].expand(2, -1) for t in range(24)]
+    with model.streaming(2):
+        state = model._streaming_state
+        assert state.ring == 16 and state.cache.capacity == 0
+        for t in range(5):
+            model.step(frames[t])
+            assert attended[-1] == t + 1 and state.cache.capacity < 2 * (t + 1)
+        model.set_exec_mask(torch.tensor([True, False]))
+        model.reset_streaming(torch.tensor([False, True]))  # one stream starts again: the prefix stays
+        model.step(frames[5])
+        assert attended[-1] == 6
+        snap = model.get_streaming_state()
+        model.set_exec_mask(torch.tensor([True, True]))
+        for t in range(6, 24):
+            model.step(frames[t])
+        assert attended[6:] == list(range(7, 17)) + [16] * 8
+        assert all(k.shape[2] == 16 for k in state.cache.keys + state.cache.values)  # the bound: the ring
+        model.set_streaming_state(snap)
+        model.step(frames[6])
+        assert attended[-1] == 7 and model._streaming_state.cache.capacity < 16
+        model.reset_streaming()
+        model.step(frames[0])
+        assert attended[-1] == 1
+    tdm = _tdm(context=16)
+    attended.clear()
+    with tdm.streaming(1):
+        assert tdm._streaming_state.ring == 16 + tdm.max_step - 1
+        for width in (3, 8, 14):  # 8 and 14 > max_step 6: run in pieces
+            tdm.step_chunk(_sequence(tdm, width, width)[None])
+    assert attended == [3, 9, 11, 17, 21, 21]  # 3, 6 + 2, 6 + 6 + 2 tokens; the ring: 21 slots
+
+
+def test_forward_window_is_a_sliding_window_mask():
+    model = _native(context=3, attn="eager")
+    x = _frames(model, 9, 3)[None]
+    i = torch.arange(9)
+    seen = (i[:, None] - i[None, :] >= 0) & (i[:, None] - i[None, :] < 3)
+    mask = torch.zeros(9, 9).masked_fill(~seen, float("-inf"))[None, None]
+    hidden = model.backbone(inputs_embeds=model.embed(x), attention_mask=mask, use_cache=False).last_hidden_state
+    torch.testing.assert_close(model(x)["speak"], model.heads["speak"](hidden))
+
+
+@pytest.mark.parametrize("fmt", [FIXED, CONTROLLED])
+def test_tdm_chunk_step_equals_the_teacher_forced_forward(fmt):
+    model = _tdm(fmt, context=5)
+    assert model.max_step == fmt.chunk_frames + 3
+    schedule = []
+    for t, width in enumerate([1, 6, 3, 1, 8, 2, 14, 1]):  # 8 and 14 > max_step: run in pieces
+        chunks = [_sequence(model, width, 10 * t + b) for b in range(3)]
+        kinds = ["pause" if t == 3 else "feed", "pause" if t < 2 else "feed", "reset" if t == 4 else "feed"]
+        schedule.append(list(zip(kinds, chunks, strict=True)))
+    assert _run_schedule(model, schedule, 3, model.step_chunk) == 24
+
+
+def test_streaming_misuse():
+    native, tdm = _native(), _tdm()
+    with pytest.raises(StreamingError, match="needs streaming"):
+        native.step(torch.zeros(1, 3, dtype=torch.long))
+    with native.streaming(1), pytest.raises(StreamingError, match="step_chunk steps a TDM"):
+        native.step_chunk(torch.zeros(1, 2, dtype=torch.long))
+    with tdm.streaming(1), pytest.raises(StreamingError, match="TDM model steps by step_chunk"):
+        tdm.step(torch.zeros(1, 3, dtype=torch.long))
+
+
+# ------------------------------------------------------------------------------------------------ stream tables
+def test_listen_and_speak_tables_are_separate():
+    model = _native()
+    x = torch.stack([_frames(model, 6, s) for s in range(2)])
+    y = x.clone()
+    y[:, 0] = (y[:, 0] + 1) % K  # other listen tokens
+    diff = model.embed(y) - model.embed(x)
+    torch.testing.assert_close(diff, model.embeddings["listen"](y[:, 0]) - model.embeddings["listen"](x[:, 0]))
+    pointers = {t.weight.data_ptr() for t in model.embeddings.values()}
+    assert len(pointers) == 3
+
+    # gradients: the listen table only gets rows of listen tokens, the speak tables none of them
+    x = torch.zeros(1, 3, 6, dtype=torch.long)
+    x[0, 0] = torch.tensor([1, 2, 3, 1, 2, 3])
+    x[0, 1] = torch.tensor([5, 6, 5, 6, 5, ZERO])
+    x[0, 2] = torch.tensor([7, 8, 7, 8, 7, 8])
+    model.zero_grad()
+    out = model(x)
+    (out["content"].logsumexp(-1).sum() + out["speak"].logsumexp(-1).sum()).backward()
+    rows = {name: set(t.weight.grad.abs().sum(1).nonzero()[:, 0].tolist()) for name, t in model.embeddings.items()}
+    assert rows == {"listen": {1, 2, 3}, "content": {5, 6}, "speak": {7, 8}}
+
+
+# ------------------------------------------------------------------------------------------------ init, persistence
+@pytest.fixture(scope="module")
+def text_lm_dir(tmp_path_factory):
+    torch.manual_seed(3)
+    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         tie_word_embeddings=False)
+    path = tmp_path_factory.mktemp("text_lm")
+    LlamaForCausalLM(config).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["native", "tdm"])
+def test_text_lm_init_keeps_every_transformer_weight(text_lm_dir, kind):
+    text = LlamaForCausalLM.from_pretrained(text_lm_dir).state_dict()
+    model = DuplexLM.from_text_lm(text_lm_dir, **({"layout": LAYOUT} if kind == "native" else {"tdm": CONTROLLED}),
+                                  context=16)
+    backbone = model.backbone.state_dict()
+    kept = {k.removeprefix("model."): v for k, v in text.items() if k not in ("model.embed_tokens.weight",
+                                                                              "lm_head.weight")}
+    assert set(backbone) == set(kept) and len(kept) == 2 * 9 + 1
+    assert all(torch.equal(backbone[k], v) for k, v in kept.items())
+    assert model.config.backbone["vocab_size"] == 1 and model.config.backbone["hidden_size"] == 32
+    assert set(model.embeddings) == ({"listen", "content", "speak"} if kind == "native" else {"tdm"})
+    x = torch.stack([_frames(model, 5, 0)]) if kind == "native" else _sequence(model, 5, 0)[None]
+    assert all(torch.isfinite(v).all() for v in model(x).values())
+
+
+@pytest.mark.parametrize("kind", ["native", "tdm"])
+def test_save_and_load_round_trip(tmp_path, kind):
+    model = _native(context=7) if kind == "native" else _tdm(CONTROLLED, context=7)
+    path = model.save_pretrained(tmp_path / "duplex")
+    meta = json.loads((path / "config.json").read_text())
+    assert meta["format"] == "textless.duplex_lm" and meta["version"] == 1
+    loaded = DuplexLM.from_pretrained(path)
+    assert loaded.config == model.config and not loaded.training
+    state = loaded.state_dict()
+    assert set(state) == set(model.state_dict())
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    x = _frames(model, 9, 1)[None] if kind == "native" else _sequence(model, 9, 1)[None]
+    for name, logits in model(x).items():
+        assert torch.equal(loaded(x)[name], logits)
+    with pytest.raises(Exception, match="exists"):
+        model.save_pretrained(path)
+    model.save_pretrained(path, overwrite=True)
+    (path / "config.json").write_text(json.dumps({"format": "textless.unit_lm", "version": 1}))
+    with pytest.raises(FormatError, match="not a textless duplex LM"):
+        DuplexLM.from_pretrained(path)
+
+
+def test_units_identity():
+    model = _native()
+    assert model.units.vocab_size == K and model.units.frame_rate == 50.0 and model.units.deduplicated is False
+
+
+# ------------------------------------------------------------------------------------------------ generators
+def _record(monkeypatch, model, method):
+    """Record (input, exec mask) of every call of model.<method>."""
+    calls = []
+    original = getattr(model, method)
+
+    def wrapped(x):
+        calls.append((x.clone(), model._streaming_state.exec_mask.clone()))
+        return original(x)
+
+    monkeypatch.setattr(model, method, wrapped)
+    return calls
+
+
+def test_native_generator_delays_and_shapes(monkeypatch):
+    model = _native()
+    gen = DuplexGenerator(model, DuplexSampling(temperature=1.0, streams={"content": {"top_k": 3}}, seed=5))
+    fed = _record(monkeypatch, model, "step")
+    steps, delay = 12, LAYOUT.max_delay
+    user = torch.randint(0, K, (2, 1, steps), generator=torch.Generator().manual_seed(0))
+    outputs = []
+    with gen.streaming(2):
+        for t in range(steps):
+            out = gen.step(user[:, :, t])
+            if t < delay:
+                assert out is None
+            else:
+                assert out.shape == (2, 2) and out.dtype == torch.long
+                outputs.append(out)
+    speak = torch.stack(outputs, dim=2)                                         # [B, 2, steps - D]
+    assert (speak[:, 0] != LAYOUT["content"].pad).all() and (speak[:, 1] != LAYOUT["speak"].pad).all()
+    assert (speak[:, 0, 0] == LAYOUT["content"].filler_id).all()               # nothing predicts frame 0
+    known = steps - delay
+    tokens = torch.cat([user[:, :, :known], speak], dim=1)                     # undelayed [B, N, known]
+    frames = torch.stack([x for x, _ in fed], dim=2)                           # fed delayed frames [B, N, steps]
+    assert torch.equal(frames[:, :, :known], LAYOUT.delay(tokens)[:, :, :known])
+
+
+def test_native_generator_staggered_items():
+    model = _native()
+    gen = DuplexGenerator(model)
+    with gen.streaming(2):
+        gen.set_exec_mask(torch.tensor([True, False]))
+        assert gen.step(torch.zeros(2, 1, dtype=torch.long)) is None
+        assert gen.step(torch.zeros(2, 1, dtype=torch.long)) is None
+        out = gen.step(torch.zeros(2, 1, dtype=torch.long))
+        assert (out[0] >= 0).all() and (out[1] == -1).all()  # item 1 is paused
+        gen.set_exec_mask(torch.tensor([True, True]))
+        gen.reset_streaming(torch.tensor([True, False]))
+        assert gen.step(torch.zeros(2, 1, dtype=torch.long)) is None  # both in their first max_delay steps
+    with pytest.raises(ConfigError, match="not speak streams"):
+        DuplexGenerator(model, DuplexSampling(streams={"listen": {"temperature": 0.5}}))
+
+
+def _generate(gen, user):
+    steps = user.shape[-1]
+    out = []
+    with gen.streaming(user.shape[0]):
+        for t in range(steps):
+            y = gen.step(user[:, :, t])
+            out.append(torch.full((user.shape[0], 2), -1) if y is None else y)
+    return torch.stack(out, dim=2)
+
+
+def test_native_generator_is_seeded_and_batch_independent():
+    model = _native()
+    user = torch.randint(0, K, (2, 1, 10), generator=torch.Generator().manual_seed(1))
+    a = _generate(DuplexGenerator(model, DuplexSampling(seed=3)), user)
+    b = _generate(DuplexGenerator(model, DuplexSampling(seed=3)), user)
+    c = _generate(DuplexGenerator(model, DuplexSampling(seed=4)), user)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    alone = _generate(DuplexGenerator(model, DuplexSampling(seed=3)), user[:1])
+    assert torch.equal(alone[0], a[0])
+    greedy = _generate(DuplexGenerator(model, DuplexSampling(temperature=0, seed=None)), user)
+    assert torch.equal(greedy, _generate(DuplexGenerator(model, DuplexSampling(temperature=0, seed=9)), user))
+
+
+def test_native_generator_snapshot_replays():
+    model = _native()
+    gen = DuplexGenerator(model, DuplexSampling(seed=0))
+    user = torch.randint(0, K, (2, 1, 8), generator=torch.Generator().manual_seed(2))
+    with gen.streaming(2):
+        for t in range(4):
+            gen.step(user[:, :, t])
+        snap = gen.get_streaming_state()
+        first = [gen.step(user[:, :, t]) for t in range(4, 8)]
+        gen.set_streaming_state(snap)
+        again = [gen.step(user[:, :, t]) for t in range(4, 8)]
+    assert all(torch.equal(x, y) for x, y in zip(first, again, strict=True))
+
+
+@pytest.mark.parametrize("fmt", [FIXED, CONTROLLED])
+def test_tdm_generator_follows_the_grammar(monkeypatch, fmt):
+    model = _tdm(fmt)
+    gen = TDMGenerator(model, DuplexSampling(seed=1))
+    fed = _record(monkeypatch, model, "step_chunk")
+    user = torch.randint(0, K, (2, 8), generator=torch.Generator().manual_seed(0))
+    chunks = [(0, 3), (3, 6), (6, 8)]  # the last one short
+    outputs = []
+    with gen.streaming(2):
+        for start, stop in chunks:
+            out = gen.step(user[:, start:stop])
+            assert out.shape == (2, stop - start) and ((out >= 0) & (out < K)).all()
+            outputs.append(out)
+        pending = list(gen._streaming_state.pending)
+    speak = torch.cat(outputs, dim=1)
+    for b in range(2):
+        tokens = [int(t) for x, run in fed if run[b] for t in x[b]] + [pending[b]]
+        listen, decoded = fmt.decode(tokens)
+        assert listen.tolist() == user[b].tolist() and decoded.tolist() == speak[b].tolist()
+
+
+def test_tdm_generator_pauses_resets_and_seeds():
+    model = _tdm(CONTROLLED)
+    user = torch.randint(0, K, (2, 9), generator=torch.Generator().manual_seed(4))
+
+    def run(seed, batch=2, pause=False):
+        gen = TDMGenerator(model, DuplexSampling(seed=seed))
+        outs = []
+        with gen.streaming(batch):
+            for c in range(3):
+                if pause:
+                    gen.set_exec_mask(torch.tensor([True, c != 1]))
+                outs.append(gen.step(user[:batch, 3 * c:3 * c + 3]))
+        return torch.cat(outs, dim=1)
+
+    a, b, c = run(2), run(2), run(3)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(run(2, batch=1)[0], a[0])
+    paused = run(2, pause=True)
+    assert (paused[1, 3:6] == -1).all() and torch.equal(paused[0], a[0])
+    gen = TDMGenerator(model)
+    with gen.streaming(1):
+        gen.step(user[:1, :2])  # a short last chunk
+        with pytest.raises(StreamingError, match="short last chunk"):
+            gen.step(user[:1, :3])
+        gen.reset_streaming()
+        assert gen.step(user[:1, :3]).shape == (1, 3)
+    with pytest.raises(ConfigError, match="native"):
+        TDMGenerator(_native())
+    with pytest.raises(ConfigError, match="not speak streams"):
+        TDMGenerator(model, DuplexSampling(streams={"speak": {"top_k": 2}}))

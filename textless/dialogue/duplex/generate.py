@@ -1,0 +1,357 @@
+"""Streaming generation on a `DuplexLM`: Moshi's LMGen for the native format, a `TDMSwitch` loop for TDM.
+
+Native (`DuplexGenerator`)::
+
+    with gen.streaming(B):
+        out = gen.step(user_frame)     # int64 [B, n_listen] -> int64 [B, n_speak] or None
+
+Step t of a stream (counted from its start or last reset) writes user frame t at delayed position t + d_k of each
+listen stream, feeds the model delayed frame t (a stream's pad before its delay; a speak stream without delay
+starts with its filler, since nothing predicts frame 0), samples each speak stream's token at t + 1 (pad excluded:
+it is never a label; pad is forced while t + 1 < d_k) and returns the undelayed speak frame t - D (D =
+``layout.max_delay``; speak streams in layout order): the model's frame aligned with user frame t - D, once all its
+streams are known. So the first D steps return nothing: None when no stream has a frame, else rows of -1 for the
+streams still in their first D steps and for paused ones (`set_exec_mask`; paused streams keep their state).
+
+TDM (`TDMGenerator`)::
+
+    with gen.streaming(B):
+        units = gen.step(user_chunk)   # int64 [B, c] user units (c <= chunk_frames) -> int64 [B, c] speak units
+
+Per chunk the forced tokens (the last sampled token, or ``<bos>`` at the start; ``<listen>``, the user units, and
+``<speak>`` in the fixed format) are fed in one `DuplexLM.step_chunk`, then the model's tokens are sampled one at a
+time under ``TDMSwitch.allowed()`` (controlled: ``[speak]`` / ``[listen]`` first; ``[listen]`` chunks come back as
+``silence_unit``). Streams whose chunk is done are paused while the others sample. Only the last chunk of a stream
+may be shorter than ``chunk_frames`` (a later step is a `StreamingError` until it is reset). Paused streams return
+rows of -1.
+
+Sampling (`DuplexSampling`): temperature (0: greedy), top-k, top-p per speak stream (``streams`` overrides by name;
+the TDM stream is "tdm"; Moshi samples text at 0.7 / top-k 25 and audio at 0.8 / top-k 250). Stream b of a session
+draws from its own generator seeded ``seed + b``, once per sampled token while it runs, so its output does not
+depend on the other streams of the batch (up to float differences of batched matrix products).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from textless.dialogue.duplex.model import TDM_STREAM, DuplexLM
+from textless.dialogue.streams import TDMFormat, TDMSwitch
+from textless.errors import ConfigError
+from textless.lm.generation import filter_logits
+from textless.streaming import StreamingError, StreamingModule, StreamingState
+
+SAMPLING_KEYS = ("temperature", "top_k", "top_p")
+
+
+@dataclass
+class DuplexSampling:
+    """Sampling of every speak stream; `streams` overrides {stream name: {temperature / top_k / top_p}}."""
+
+    temperature: float = 1.0           # 0: greedy
+    top_k: int | None = None           # None: all tokens
+    top_p: float | None = None         # None: no nucleus
+    streams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seed: int | None = 0               # stream b of a session draws from a generator seeded seed + b (None: random)
+
+    def __post_init__(self) -> None:
+        for name, override in self.streams.items():
+            unknown = sorted(set(override) - set(SAMPLING_KEYS))
+            if unknown:
+                raise ConfigError(f"DuplexSampling.streams[{name!r}]: unknown keys {unknown} (known: {SAMPLING_KEYS})")
+        for name in (None, *self.streams):
+            temperature, top_k, top_p = self.for_stream(name)
+            where = "DuplexSampling" + ("" if name is None else f".streams[{name!r}]")
+            if not (math.isfinite(temperature) and temperature >= 0):
+                raise ConfigError(f"{where}: temperature must be >= 0 (0: greedy), got {temperature}")
+            if top_k is not None and top_k < 1:
+                raise ConfigError(f"{where}: top_k must be None or >= 1, got {top_k}")
+            if top_p is not None and not 0 < top_p <= 1:
+                raise ConfigError(f"{where}: top_p must be None or in (0, 1], got {top_p}")
+
+    def for_stream(self, name: str | None) -> tuple[float, int | None, float | None]:
+        """(temperature, top_k, top_p) of a speak stream."""
+        override = self.streams.get(name, {}) if name is not None else {}
+        return tuple(override.get(key, getattr(self, key)) for key in SAMPLING_KEYS)  # type: ignore[return-value]
+
+
+def sample(logits: torch.Tensor, allowed: torch.Tensor, settings: tuple[float, int | None, float | None],
+           generators: list[torch.Generator], rows: list[int]) -> torch.Tensor:
+    """Tokens int64 [B] from logits [B, V] restricted to `allowed` (bool [B, V] or [V]); only `rows` draw (one
+    sample each, from their own generator); the other rows hold the argmax."""
+    temperature, top_k, top_p = settings
+    scores = logits.float().masked_fill(~allowed, -math.inf)
+    tokens = scores.argmax(dim=-1)
+    if temperature == 0:
+        return tokens
+    probs = filter_logits(scores, temperature=temperature, top_k=top_k, top_p=top_p).softmax(dim=-1)
+    for b in rows:
+        tokens[b] = torch.multinomial(probs[b], 1, generator=generators[b])[0]
+    return tokens
+
+
+def _check_overrides(sampling: DuplexSampling, model: DuplexLM) -> None:
+    unknown = sorted(set(sampling.streams) - set(model.speak_names))
+    if unknown:
+        raise ConfigError(f"DuplexSampling.streams names {unknown}, not speak streams of the model "
+                          f"{list(model.speak_names)}")
+
+
+def _generators(batch_size: int, seed: int | None, device: torch.device) -> list[torch.Generator]:
+    base = seed if seed is not None else torch.Generator().seed() % 2**62
+    return [torch.Generator(device=device).manual_seed(base + b) for b in range(batch_size)]
+
+
+def _check_input(tokens: Any, batch_size: int, width: str, units: int, device: torch.device,
+                 what: str) -> torch.Tensor:
+    tokens = torch.as_tensor(tokens, device=device)
+    if tokens.dim() != 2 or tokens.shape[0] != batch_size or tokens.dtype.is_floating_point \
+            or tokens.dtype == torch.bool:
+        raise StreamingError(f"{what} takes integer units [{batch_size}, {width}], got {tokens.dtype} "
+                             f"{tuple(tokens.shape)}")
+    tokens = tokens.long()
+    if bool(((tokens < 0) | (tokens >= units)).any()):
+        raise StreamingError(f"{what}: user units must be in [0, {units})")
+    return tokens
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# native
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NativeGenState(StreamingState):
+    initial: torch.Tensor | None = None                  # int64 [N, W]: a fresh stream's token buffer
+    seed: int | None = None
+    offsets: torch.Tensor = field(init=False)            # int64 [B]: steps of each stream's current life
+    buffer: torch.Tensor = field(init=False)             # int64 [B, N, W]: delayed position p in column p % W
+    generators: list[torch.Generator] = field(init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        assert self.initial is not None
+        self.offsets = torch.zeros(self.batch_size, dtype=torch.long, device=self.device)
+        self.buffer = self.initial.expand(self.batch_size, -1, -1).clone()
+        self.generators = _generators(self.batch_size, self.seed, self.device)
+
+    def reset(self, mask: torch.Tensor) -> None:
+        super().reset(mask)
+        self.offsets = self.offsets.masked_fill(mask, 0)
+        self.buffer = torch.where(mask[:, None, None], self.initial, self.buffer)
+
+
+class DuplexGenerator(StreamingModule):
+    """Frame-by-frame generation on a native `DuplexLM` (see the module docstring). The model streams with it."""
+
+    def __init__(self, model: DuplexLM, sampling: DuplexSampling | None = None):
+        super().__init__()
+        if model.config.format != "native":
+            raise ConfigError("DuplexGenerator runs a native duplex LM; use TDMGenerator for a TDM one")
+        self.model = model
+        self.sampling = sampling or DuplexSampling()
+        _check_overrides(self.sampling, model)
+        layout = self.layout = model.layout
+        self.width = layout.max_delay + 2  # columns of the token buffer: enough for every delay
+        self.delays = torch.tensor([s.delay for s in layout.streams])
+        self.pads = torch.tensor([s.pad for s in layout.streams])
+
+    @property
+    def n_listen(self) -> int:
+        return len(self.layout.listen)
+
+    @property
+    def n_speak(self) -> int:
+        return len(self.layout.speak)
+
+    def _initial(self) -> torch.Tensor:
+        buffer = self.pads[:, None].repeat(1, self.width)
+        for k in self.layout.speak:
+            spec = self.layout.streams[k]
+            if spec.delay == 0:
+                buffer[k, 0] = spec.filler_id
+        return buffer.to(self.model.device)
+
+    def _init_streaming_state(self, batch_size: int) -> NativeGenState:
+        return NativeGenState(batch_size, self.model.device, initial=self._initial(), seed=self.sampling.seed)
+
+    @torch.no_grad()
+    def step(self, user_frame: torch.Tensor) -> torch.Tensor | None:
+        """user_frame int64 [B, n_listen] (units of the listen streams, layout order) -> speak frame int64
+        [B, n_speak] or None (module docstring)."""
+        state = self._require_streaming("DuplexGenerator.step")
+        assert isinstance(state, NativeGenState)
+        layout, device, width = self.layout, state.device, self.width
+        units = min((layout.streams[k].units for k in layout.listen), default=0)
+        user = _check_input(user_frame, state.batch_size, f"{self.n_listen} listen streams", units, device,
+                            "DuplexGenerator.step")
+        if user.shape[1] != self.n_listen:
+            raise StreamingError(f"DuplexGenerator.step: {user.shape[1]} user streams, the layout listens to "
+                                 f"{self.n_listen}")
+        delays, pads = self.delays.to(device), self.pads.to(device)
+        listen, speak = list(layout.listen), list(layout.speak)
+        offsets, run = state.offsets, state.exec_mask
+        _write(state.buffer, listen, offsets[:, None] + delays[listen], user, run, width)
+        column = (offsets % width)[:, None, None].expand(-1, len(layout), 1)
+        frame = state.buffer.gather(2, column)[..., 0]
+        frame = torch.where(offsets[:, None] < delays, pads, frame)
+        logits = self.model.step(frame)
+        rows = run.nonzero()[:, 0].tolist()
+        tokens = []
+        for k in speak:
+            spec = layout.streams[k]
+            allowed = torch.ones(spec.vocab_size, dtype=torch.bool, device=device)
+            allowed[spec.pad] = False
+            tokens.append(sample(logits[spec.name], allowed, self.sampling.for_stream(spec.name), state.generators,
+                                 rows))
+        sampled = torch.stack(tokens, dim=1)                                  # [B, n_speak] at position t + 1
+        sampled = torch.where(offsets[:, None] + 1 < delays[speak], pads[speak], sampled)
+        _write(state.buffer, speak, (offsets + 1)[:, None].expand(-1, len(speak)), sampled, run, width)
+        frame_index = offsets - layout.max_delay
+        column = (frame_index[:, None] + delays[speak]) % width
+        out = state.buffer[:, speak].gather(2, column[..., None])[..., 0]
+        ready = run & (frame_index >= 0)
+        state.offsets = offsets + run.long()
+        return torch.where(ready[:, None], out, -1) if bool(ready.any()) else None
+
+
+def _write(buffer: torch.Tensor, streams: list[int], positions: torch.Tensor, values: torch.Tensor,
+           run: torch.Tensor, width: int) -> None:
+    """buffer[b, streams[j], positions[b, j] % width] = values[b, j] where run[b] (in place)."""
+    rows = buffer[:, streams]
+    written = rows.scatter(2, (positions % width)[..., None], values[..., None])
+    buffer[:, streams] = torch.where(run[:, None, None], written, rows)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# time multiplexing
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TDMGenState(StreamingState):
+    fmt: TDMFormat | None = None
+    seed: int | None = None
+    switches: list[TDMSwitch] = field(init=False)        # the grammar state of each stream
+    pending: list[int | None] = field(init=False)        # its last sampled token, not fed yet
+    ended: list[bool] = field(init=False)                # a short (last) chunk was fed
+    generators: list[torch.Generator] = field(init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        assert self.fmt is not None
+        self.switches = [TDMSwitch(self.fmt) for _ in range(self.batch_size)]
+        self.pending = [None] * self.batch_size
+        self.ended = [False] * self.batch_size
+        self.generators = _generators(self.batch_size, self.seed, self.device)
+
+    def reset(self, mask: torch.Tensor) -> None:
+        super().reset(mask)
+        for b in mask.nonzero()[:, 0].tolist():
+            self.switches[b].reset()
+            self.pending[b] = None
+            self.ended[b] = False
+
+
+class TDMGenerator(StreamingModule):
+    """Chunk-by-chunk generation on a TDM `DuplexLM` (see the module docstring). The model streams with it."""
+
+    def __init__(self, model: DuplexLM, sampling: DuplexSampling | None = None):
+        super().__init__()
+        if model.config.format != "tdm":
+            raise ConfigError("TDMGenerator runs a TDM duplex LM; use DuplexGenerator for a native one")
+        self.model = model
+        self.sampling = sampling or DuplexSampling()
+        _check_overrides(self.sampling, model)
+        self.fmt = model.tdm
+
+    def _init_streaming_state(self, batch_size: int) -> TDMGenState:
+        return TDMGenState(batch_size, self.model.device, fmt=self.fmt, seed=self.sampling.seed)
+
+    @torch.no_grad()
+    def step(self, user_chunk: torch.Tensor) -> torch.Tensor:
+        """user_chunk int64 [B, c] user units (1 <= c <= chunk_frames) -> the speak units int64 [B, c] of that chunk
+        (-1 rows for paused streams)."""
+        state = self._require_streaming("TDMGenerator.step")
+        assert isinstance(state, TDMGenState)
+        fmt, device, batch = self.fmt, state.device, state.batch_size
+        user = _check_input(user_chunk, batch, f"1..{fmt.chunk_frames}", fmt.num_units, device, "TDMGenerator.step")
+        frames = user.shape[1]
+        if not 1 <= frames <= fmt.chunk_frames:
+            raise StreamingError(f"TDMGenerator.step: a chunk of {frames} frames; chunks hold 1 to "
+                                 f"{fmt.chunk_frames} frames")
+        run = state.exec_mask.clone()
+        rows = run.nonzero()[:, 0].tolist()
+        ended = [b for b in rows if state.ended[b]]
+        if ended:
+            raise StreamingError(f"TDMGenerator.step: stream {ended[0]} already had its short last chunk; reset it "
+                                 f"(reset_streaming) to start a new session")
+        for b in rows:
+            state.ended[b] = frames < fmt.chunk_frames
+        prefixes = {b: self._forced(state, b, user[b].tolist()) for b in rows}
+        lengths = {len(p) for p in prefixes.values()}
+        assert len(lengths) <= 1, f"TDM prefixes of different lengths {lengths}"
+        out = torch.full((batch, frames), -1, dtype=torch.long)
+        if not rows:
+            return out.to(device)
+        prefix = torch.full((batch, lengths.pop()), fmt.pad, dtype=torch.long)
+        for b, tokens in prefixes.items():
+            prefix[b] = torch.tensor(tokens)
+        logits = self.model.step_chunk(prefix.to(device))[:, -1]
+        settings = self.sampling.for_stream(TDM_STREAM)
+        count = dict.fromkeys(rows, 0)
+        try:
+            while rows:
+                allowed = torch.ones(batch, fmt.vocab_size, dtype=torch.bool)
+                for b in rows:
+                    allowed[b] = state.switches[b].allowed()
+                tokens = sample(logits, allowed.to(device), settings, state.generators, rows).tolist()
+                for b in rows:
+                    token = tokens[b]
+                    state.switches[b].advance(token)
+                    state.pending[b] = token
+                    if fmt.num_units <= token < 2 * fmt.num_units:
+                        out[b, count[b]] = token - fmt.num_units
+                        count[b] += 1
+                    elif token == fmt.token("[listen]"):
+                        out[b] = fmt.silence_unit
+                rows = [b for b in rows if _models_turn(state.switches[b])]
+                if rows:
+                    feed = torch.full((batch, 1), fmt.pad, dtype=torch.long)
+                    feed[rows, 0] = torch.tensor([state.pending[b] for b in rows])
+                    stepping = torch.zeros(batch, dtype=torch.bool)
+                    stepping[rows] = True
+                    self.model.set_exec_mask(stepping.to(device))
+                    logits = torch.where(stepping.to(device)[:, None],
+                                         self.model.step_chunk(feed.to(device))[:, -1], logits)
+                    for b in rows:
+                        state.pending[b] = None
+        finally:
+            self.model.set_exec_mask(run)
+        return out.to(device)
+
+    def _forced(self, state: TDMGenState, b: int, units: list[int]) -> list[int]:
+        """Stream b's tokens before the model's turn in this chunk (its switch advanced over them)."""
+        switch = state.switches[b]
+        tokens = [] if state.pending[b] is None else [state.pending[b]]
+        state.pending[b] = None
+        while not _models_turn(switch):
+            if switch.expect is not None:
+                token = switch.expect
+            elif units:
+                token = units.pop(0)
+            else:
+                switch.end_chunk()  # a short last chunk
+                continue
+            switch.advance(token)
+            tokens.append(token)
+        return tokens
+
+
+def _models_turn(switch: TDMSwitch) -> bool:
+    """The next token is the model's: a decision, or a speak unit."""
+    return switch.expect is None and switch.state in ("deciding", "speaking")
