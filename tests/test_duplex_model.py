@@ -432,3 +432,162 @@ def test_tdm_generator_pauses_resets_and_seeds():
         TDMGenerator(_native())
     with pytest.raises(ConfigError, match="not speak streams"):
         TDMGenerator(model, DuplexSampling(streams={"speak": {"top_k": 2}}))
+
+
+# ------------------------------------------------------------------------------------------------ depth decoder
+DEPTH = {"depth_layers": 2, "depth_dim": 16, "depth_heads": 2}
+CONTENT, SPEAK = LAYOUT.index("content"), LAYOUT.index("speak")  # the two speak streams, in layout order
+
+
+def _depth(context=64, seed=0):
+    torch.manual_seed(seed)
+    config = DuplexConfig(layout=LAYOUT, backbone=BACKBONE, context=context, tokenizer={"name": "tok"},
+                          frame_rate=50.0, **DEPTH)
+    return DuplexLM.from_scratch(config).eval()
+
+
+def test_depth_layers_zero_is_the_parallel_heads(tmp_path):
+    model = _native()
+    torch.manual_seed(0)
+    same = DuplexLM.from_scratch(DuplexConfig(layout=LAYOUT, backbone=BACKBONE, context=64, tokenizer={"name": "tok"},
+                                              frame_rate=50.0, depth_layers=0, depth_dim=8, depth_heads=2)).eval()
+    assert model.depth is None and same.depth is None and model.config.depth_layers == 0
+    assert model.state_dict().keys() == same.state_dict().keys()
+    assert all(torch.equal(v, same.state_dict()[k]) for k, v in model.state_dict().items())
+    x = torch.stack([_frames(model, 7, s) for s in range(2)])
+    assert all(torch.equal(v, same(x)[k]) for k, v in model(x).items())
+    # a config saved before the depth keys existed loads as parallel heads
+    path = model.save_pretrained(tmp_path / "old")
+    meta = json.loads((path / "config.json").read_text())
+    for key in ("depth_layers", "depth_dim", "depth_heads"):
+        del meta["config"][key]
+    (path / "config.json").write_text(json.dumps(meta))
+    old = DuplexLM.from_pretrained(path)
+    assert old.depth is None and all(torch.equal(v, old(x)[k]) for k, v in model(x).items())
+    with pytest.raises(ConfigError, match="parallel heads"):
+        model.depth_logits(torch.zeros(1, 32), torch.zeros(1, 0, dtype=torch.long))
+
+
+def test_depth_config_errors():
+    with pytest.raises(ConfigError, match="a 'tdm' model has one stream"):
+        DuplexConfig(format="tdm", tdm=FIXED, backbone=BACKBONE, depth_layers=1)
+    with pytest.raises(ConfigError, match="not a multiple of depth_heads"):
+        DuplexConfig(layout=LAYOUT, backbone=BACKBONE, depth_layers=1, depth_dim=10, depth_heads=4)
+    for bad in ({"depth_layers": -1}, {"depth_dim": 0}, {"depth_heads": True}):
+        with pytest.raises(ConfigError, match=f"{next(iter(bad))} must be an integer"):
+            DuplexConfig(layout=LAYOUT, backbone=BACKBONE, **bad)
+
+
+def test_depth_decoder_is_causal_inside_the_frame():
+    """Position t predicts frame t + 1: content (speak stream 0) reads no token of frame t + 1, speak (stream 1)
+    reads content's and not its own."""
+    model = _depth()
+    x = _frames(model, 8, 0)[None]
+    t = 4
+    base = model(x)
+    for stream, moves in ((CONTENT, {"speak"}), (SPEAK, set())):
+        y = x.clone()
+        y[0, stream, t + 1] = (y[0, stream, t + 1] + 1) % model.vocab_sizes[stream]
+        out = model(y)
+        for name in ("content", "speak"):
+            assert torch.equal(out[name][:, :t], base[name][:, :t])  # the past is the past
+            same = torch.allclose(out[name][:, t], base[name][:, t], atol=1e-6)
+            assert same == (name not in moves), (stream, name)
+    # the last position has no next frame: stream 0 exact, stream 1 read nothing (ZERO)
+    short = model(x[..., :t + 1])
+    torch.testing.assert_close(short["content"][:, t], base["content"][:, t])
+    hidden = model.backbone(inputs_embeds=model.embed(x[..., :t + 1]), use_cache=False).last_hidden_state
+    unconditioned = model.logits(hidden)
+    torch.testing.assert_close(short["speak"], torch.cat([base["speak"][:, :t], unconditioned["speak"][:, t:]], 1))
+    previous = torch.full((1, 1), ZERO)
+    torch.testing.assert_close(model.depth_logits(hidden[:, t], previous), short["speak"][:, t])
+
+
+def test_depth_step_with_the_data_tokens_equals_the_teacher_forced_forward():
+    model = _depth()
+    x = torch.stack([_frames(model, 9, s) for s in range(2)])  # [2, N, 9]
+    ref = model(x)
+    chosen = []
+
+    def teacher(name, logits):
+        """The data's tokens of the next frame (nothing after the last one)."""
+        t = len(chosen) // 2
+        chosen.append(name)
+        return x[:, LAYOUT.index(name), t + 1] if t + 1 < 9 else torch.full((2,), ZERO)
+
+    with model.streaming(2):
+        for t in range(9):
+            out = model.step(x[:, :, t], teacher)
+            assert chosen[-2:] == ["content", "speak"]
+            for name, logits in out.items():
+                torch.testing.assert_close(logits, ref[name][:, t], atol=2e-5, rtol=1e-4)
+
+    def nothing(name, logits):
+        return torch.full((3,), ZERO)
+
+    # staggered, paused and reset streams, with nothing read of the next frame (the forward's last position)
+    assert _run_schedule(model, _native_schedule(model), 3, lambda f: model.step(f[..., 0], nothing)) == 42
+    # without `choose`: the argmax
+    with model.streaming(2):
+        greedy = model.step(x[:, :, 0])
+    with model.streaming(2):
+        argmax = model.step(x[:, :, 0], lambda name, logits: logits.argmax(-1))
+    assert all(torch.equal(v, argmax[k]) for k, v in greedy.items())
+
+
+def test_depth_save_and_load_round_trip(tmp_path):
+    model = _depth(context=7)
+    path = model.save_pretrained(tmp_path / "depth")
+    assert json.loads((path / "config.json").read_text())["config"]["depth_layers"] == 2
+    loaded = DuplexLM.from_pretrained(path)
+    assert loaded.config == model.config and loaded.depth is not None
+    state = loaded.state_dict()
+    assert set(state) == set(model.state_dict()) and any(k.startswith("depth.layers.1.") for k in state)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    x = _frames(model, 9, 1)[None]
+    assert all(torch.equal(loaded(x)[name], logits) for name, logits in model(x).items())
+
+
+def test_depth_text_lm_init_keeps_the_transformer(text_lm_dir):
+    text = LlamaForCausalLM.from_pretrained(text_lm_dir).model.state_dict()
+    model = DuplexLM.from_text_lm(text_lm_dir, layout=LAYOUT, context=16, **DEPTH)
+    assert model.depth is not None and model.heads["speak"].in_features == 16
+    assert all(torch.equal(model.backbone.state_dict()[k], v) for k, v in text.items() if k != "embed_tokens.weight")
+
+
+def _depth_generate(model, user, seed, monkeypatch=None):
+    """(speak frames [B, 2, steps] (-1: none yet), frames fed [B, N, steps], previous tokens read per step)."""
+    fed, read = [], []
+    if monkeypatch is not None:
+        step, depth_logits = model.step, model.depth_logits
+        monkeypatch.setattr(model, "step", lambda frame, *a: fed.append(frame.clone()) or step(frame, *a))
+        monkeypatch.setattr(model, "depth_logits", lambda h, p: read.append(p.clone()) or depth_logits(h, p))
+    gen = DuplexGenerator(model, DuplexSampling(seed=seed))
+    out = []
+    with gen.streaming(user.shape[0]):
+        for t in range(user.shape[-1]):
+            y = gen.step(user[:, :, t])
+            out.append(torch.full((user.shape[0], 2), -1) if y is None else y)
+    return torch.stack(out, dim=2), fed, read
+
+
+def test_depth_generator_is_seeded_and_feeds_its_samples_back(monkeypatch):
+    model = _depth()
+    steps, delay = 10, LAYOUT.max_delay
+    user = torch.randint(0, K, (2, 1, steps), generator=torch.Generator().manual_seed(1))
+    a, _, _ = _depth_generate(model, user, 3)
+    b, _, _ = _depth_generate(model, user, 3)
+    c, _, _ = _depth_generate(model, user, 4)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(_depth_generate(model, user[:1], 3)[0][0], a[0])  # batch independent
+    got, fed, read = _depth_generate(model, user, 3, monkeypatch)
+    assert torch.equal(got, a)
+    frames = torch.stack(fed, dim=2)                                            # delayed frames fed [B, N, steps]
+    known = steps - delay
+    tokens = torch.cat([user[:, :, :known], a[..., delay:]], dim=1)             # undelayed [B, N, known]
+    assert torch.equal(frames[:, :, :known], LAYOUT.delay(tokens)[:, :, :known])
+    # per step, content's logits read nothing and speak's read the content token just drawn for the next frame,
+    # which the next step feeds (pads while the delay lasts)
+    assert [p.shape[1] for p in read] == [0, 1] * steps
+    for t in range(steps - 1):
+        assert torch.equal(read[2 * t + 1][:, 0], frames[:, CONTENT, t + 1])

@@ -45,6 +45,7 @@ SILENCE = [0]
 TOKENIZER = {"name": "toy-km"}
 IDENTITY = UnitIdentity(tokenizer=TOKENIZER, vocab_size=K, frame_rate=50.0, deduplicated=False, bpe=False)
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2}
+DEPTH = {"depth_layers": 1, "depth_dim": 32, "depth_heads": 2}
 
 
 def conversation(i: int, frames: int) -> Dialogue:
@@ -250,8 +251,8 @@ def test_padding_and_several_rows_keep_the_per_row_computation(data, tmp_path):
 
 
 @pytest.mark.parametrize("kw", [{}, {"layout": "content_dual"}, {"format": "tdm"},
-                                {"format": "tdm", "controlled": True}],
-                         ids=["native", "content_dual", "tdm", "tdm_controlled"])
+                                {"format": "tdm", "controlled": True}, {"layout": "content_lead", **DEPTH}],
+                         ids=["native", "content_dual", "tdm", "tdm_controlled", "depth_decoder"])
 def test_every_format_learns_the_turns(data, tmp_path, kw):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -451,3 +452,58 @@ def test_two_processes_match_one_with_two_micro_batches(data, tmp_path, strategy
         np.testing.assert_allclose(ranks[0]["valid"][key], single.valid_history[key], rtol=1e-4, atol=1e-6)
     a, b = weights(out / "final"), weights(single.final_model)
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# a depth decoder
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_a_depth_decoder_reads_the_whole_window_and_scores_all_but_its_last_position(data, tmp_path):
+    obj = built(config(data, tmp_path / "o", layout="content_lead", streams={"speak": {"delay": 1}}, **DEPTH))
+    model = obj.model
+    assert model.depth is not None and model.config.depth_layers == 1 and model.speak_names == ("content", "speak")
+    batch = next(obj.batches(0))
+    assert model_inputs(batch, model) is batch.tokens
+    with torch.no_grad():
+        logits = model(batch.tokens)
+    total = weight = 0.0
+    for name in model.speak_names:  # position t against labels t + 1; the last position (no next frame) unscored
+        k = model.layout.index(name)
+        y, w = batch.labels[:, k, 1:], batch.weights[:, k, 1:]
+        ce = torch.nn.functional.cross_entropy(logits[name][:, :-1].transpose(1, 2), y, ignore_index=IGNORE,
+                                               reduction="none")
+        total, weight = total + float((ce * w).sum()), weight + float(w.sum())
+    step = obj.loss("model", batch, {})
+    assert step.value.item() == pytest.approx(total / weight, rel=1e-5)
+    with pytest.raises(ValueError, match="reads the whole window"):
+        duplex_losses(model, model(model_inputs(batch)), batch)
+    # a parallel-heads model reads the window without its last position, as before
+    parallel = built(config(data, tmp_path / "p", layout="content_lead"))
+    assert parallel.model.depth is None and torch.equal(model_inputs(batch, parallel.model), batch.tokens[..., :-1])
+
+
+def test_a_saved_depth_decoder_is_kept(data, tmp_path):
+    first = train_duplex(config(data, tmp_path / "lead", layout="content_lead", max_steps=2, eval_every=2, **DEPTH))
+    saved = weights(first.final_model)
+    assert any(k.startswith("depth.") for k in saved)
+    obj = built(config(data, tmp_path / "o", init=str(first.final_model), model={}, layout="content_follow"))
+    assert obj.model.config.depth_layers == 1 and obj.model.config.depth_dim == 32
+    assert all(torch.equal(v, saved[k]) for k, v in obj.model.state_dict().items())
+    with pytest.raises(ConfigError, match="has its own depth decoder"):
+        built(config(data, tmp_path / "o", init=str(first.final_model), model={}, layout="content_follow",
+                     depth_layers=2, depth_dim=32, depth_heads=2))
+
+
+def test_depth_config_keys(data, tmp_path):
+    from textless.config import compose
+
+    cpu = compose(DuplexTrainConfig, "train-duplex", ["train_dataset=u", "layout=content_dual", "depth_layers=2"],
+                  "train-duplex-cpu")
+    assert (cpu.depth_layers, cpu.depth_dim, cpu.depth_heads) == (2, 64, 4)
+    assert compose(DuplexTrainConfig, "train-duplex", ["train_dataset=u"], "train-duplex-cpu").depth_layers == 0
+    for kw, match in [({"format": "tdm", "depth_layers": 1}, "a 'tdm' model has one stream"),
+                      ({"depth_layers": 1, "depth_dim": 30, "depth_heads": 4}, "not a multiple"),
+                      ({"depth_layers": -1}, "depth_layers must be")]:
+        with pytest.raises(ConfigError, match=match):
+            train_duplex(config(data, tmp_path / "e", **kw))

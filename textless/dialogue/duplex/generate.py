@@ -12,6 +12,9 @@ it is never a label; pad is forced while t + 1 < d_k) and returns the undelayed 
 ``layout.max_delay``; speak streams in layout order): the model's frame aligned with user frame t - D, once all its
 streams are known. So the first D steps return nothing: None when no stream has a frame, else rows of -1 for the
 streams still in their first D steps and for paused ones (`set_exec_mask`; paused streams keep their state).
+A model with parallel heads gives every speak stream's logits at once; with a depth decoder the streams are sampled
+one after the other (layout order) through `DuplexLM.step`'s ``choose``, each conditioned on the tokens just drawn
+(forced pads included) for the streams before it, as it was trained.
 
 TDM (`TDMGenerator`)::
 
@@ -199,17 +202,26 @@ class DuplexGenerator(StreamingModule):
         column = (offsets % width)[:, None, None].expand(-1, len(layout), 1)
         frame = state.buffer.gather(2, column)[..., 0]
         frame = torch.where(offsets[:, None] < delays, pads, frame)
-        logits = self.model.step(frame)
         rows = run.nonzero()[:, 0].tolist()
         tokens = []
-        for k in speak:
+
+        def draw(name: str, logits: torch.Tensor) -> torch.Tensor:
+            """Sample speak stream `name`'s token at position t + 1 (its pad while t + 1 < its delay)."""
+            k = layout.index(name)
             spec = layout.streams[k]
             allowed = torch.ones(spec.vocab_size, dtype=torch.bool, device=device)
             allowed[spec.pad] = False
-            tokens.append(sample(logits[spec.name], allowed, self.sampling.for_stream(spec.name), state.generators,
-                                 rows))
+            token = sample(logits, allowed, self.sampling.for_stream(name), state.generators, rows)
+            tokens.append(torch.where(offsets + 1 < delays[k], pads[k], token))
+            return tokens[-1]
+
+        if self.model.depth is None:  # parallel heads: every stream's logits at once
+            logits = self.model.step(frame)
+            for k in speak:
+                draw(layout.streams[k].name, logits[layout.streams[k].name])
+        else:                         # the depth decoder: stream by stream, each after the ones it reads
+            self.model.step(frame, draw)
         sampled = torch.stack(tokens, dim=1)                                  # [B, n_speak] at position t + 1
-        sampled = torch.where(offsets[:, None] + 1 < delays[speak], pads[speak], sampled)
         _write(state.buffer, speak, (offsets + 1)[:, None].expand(-1, len(speak)), sampled, run, width)
         frame_index = offsets - layout.max_delay
         column = (frame_index[:, None] + delays[speak]) % width

@@ -6,6 +6,16 @@ never touches a speak table; ZERO -> exactly 0) and each speak stream's own head
 
     forward(tokens int64 [B, N, T]) -> {speak stream name: logits [B, T, V_k]}
 
+Depth decoder (``config.depth_layers`` > 0; Moshi's depformer): instead of parallel heads, a small causal transformer
+(its own ``depth_dim`` / ``depth_heads``) runs per frame over the speak streams in layout order: for the frame that
+position t predicts, its input j is ``linear_j(h_t)`` plus the embedding (a depth table of stream j - 1) of speak
+stream j - 1's token at t + 1 (nothing for j = 0), and its output j feeds stream j's head. So stream j's logits
+depend on the tokens of streams < j of the predicted frame, never on the others'. `forward` teacher-forces them
+from ``tokens[:, speak, t + 1]``; the last position has no next frame and reads nothing there (as ZERO): its stream 0
+logits are exact, the later streams' are not conditioned on the frame and are not to be scored (train-duplex feeds
+the whole window and scores positions 0..T-2). Streaming, ``step(frame, choose)`` decodes stream by stream: each
+stream's logits go to ``choose`` (the sampler), whose tokens condition the next stream (`depth_logits`: one stream).
+
 tdm (time multiplexing; `TDMFormat`): one sequence, one table and one head over the TDM vocabulary::
 
     forward(tokens int64 [B, S]) -> {"tdm": logits [B, S, V]}
@@ -21,7 +31,8 @@ tokens), in `forward` (a sliding-window mask once T > context) and in streaming 
 
 Streaming (`textless.streaming`): ``with model.streaming(B): model.step(frame [B, N])`` (native) or
 ``model.step_chunk(tokens [B, L])`` (tdm) equals the teacher-forced `forward` (up to float rounding), per stream
-staggered, reset (`reset_streaming`) or paused (`set_exec_mask`: the outputs of these tokens, state kept). The KV
+staggered, reset (`reset_streaming`) or paused (`set_exec_mask`: the outputs of these tokens, state kept; with a
+depth decoder, given the same tokens of the predicted frame through ``choose``). The KV
 cache is a ring of ``ring = context + max_step - 1`` slots per stream (Moshi's RingKVCache; max_step: 1 native, the
 longest TDM prefix ``chunk_frames + 3``): the step at position p goes to slot p % ring, a paused stream's too (it
 only overwrites steps that no later step can see, and its slots are not marked as held). The ring costs what it
@@ -40,6 +51,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -68,6 +80,8 @@ FORMATS = ("native", "tdm")
 TDM_STREAM = "tdm"                       # the name of the TDM table / head / logits
 MASK_ATTENTION = ("sdpa", "eager")       # backends that take our 4-D window mask
 BACKBONE_PRESETS = ("tiny", "small", "350m")  # the rotary (Llama) presets of textless.lm.presets
+DEPTH_DIM = 256                          # default width / heads of a depth decoder (Moshi: 1024 / 16 on d 4096)
+DEPTH_HEADS = 4
 
 
 def backbone_config(preset: str = "small", **overrides: Any) -> dict[str, Any]:
@@ -98,7 +112,9 @@ def _backbone_dict(config: PretrainedConfig) -> dict[str, Any]:
 class DuplexConfig:
     """What a `DuplexLM` is. `layout` (a `StreamLayout` dict) for format "native", `tdm` (a `TDMFormat` dict) for
     "tdm"; `backbone`: an HF config dict (`backbone_config`); `context`: steps each step attends to (native
-    frames, tdm tokens; 3000 = 60 s at 50 Hz); `tokenizer` / `frame_rate` (Hz): the identity of its units."""
+    frames, tdm tokens; 3000 = 60 s at 50 Hz); `tokenizer` / `frame_rate` (Hz): the identity of its units;
+    `depth_layers` (native only): 0 = parallel heads, else the layers of a depth decoder of width `depth_dim` with
+    `depth_heads` attention heads (configs saved before these keys load as parallel heads)."""
 
     format: str = "native"
     layout: dict[str, Any] | None = None
@@ -107,6 +123,9 @@ class DuplexConfig:
     context: int = 3000
     tokenizer: dict[str, Any] | None = None
     frame_rate: float | None = None
+    depth_layers: int = 0
+    depth_dim: int = DEPTH_DIM
+    depth_heads: int = DEPTH_HEADS
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -129,6 +148,7 @@ class DuplexConfig:
             StreamLayout.from_dict(self.layout)
         else:
             TDMFormat.from_dict(self.tdm)
+        check_depth(self.depth_layers, self.depth_dim, self.depth_heads, self.format, "DuplexConfig")
 
     @property
     def stream_layout(self) -> StreamLayout:
@@ -159,6 +179,61 @@ class DuplexConfig:
         if unknown:
             raise ConfigError(f"unknown DuplexConfig keys: {', '.join(unknown)}")
         return cls(**data)
+
+
+def check_depth(layers: Any, dim: Any, heads: Any, format: str = "native", where: str = "DuplexConfig") -> None:
+    """`ConfigError` unless (depth_layers, depth_dim, depth_heads) describe parallel heads (layers 0) or a depth
+    decoder of a native model."""
+    for name, value, least in (("depth_layers", layers, 0), ("depth_dim", dim, 1), ("depth_heads", heads, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{where}: {name} must be an integer >= {least}, got {value!r}")
+    if dim % heads:
+        raise ConfigError(f"{where}: depth_dim {dim} is not a multiple of depth_heads {heads}")
+    if layers and format != "native":
+        raise ConfigError(f"{where}: a depth decoder predicts the speak streams of a native frame; a {format!r} model "
+                          f"has one stream (use depth_layers 0)")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the depth decoder
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class DepthDecoder(nn.Module):
+    """Moshi's depformer over the speak streams of one frame (module docstring): per speak stream an input projection
+    of the backbone state and a table of its tokens (the next stream's input; none for the last stream), and causal
+    pre-norm transformer layers shared by the streams. `vocabs`: {speak stream: vocabulary}, in layout order. Its
+    output heads are the model's `heads` (``depth_dim`` -> the stream's vocabulary)."""
+
+    def __init__(self, dim: int, vocabs: dict[str, int], layers: int, depth_dim: int, heads: int, **kw: Any):
+        super().__init__()
+        names = list(vocabs)
+        self.inputs = nn.ModuleDict({name: nn.Linear(dim, depth_dim, bias=False, **kw) for name in names})
+        self.embeddings = nn.ModuleDict({name: nn.Embedding(vocabs[name], depth_dim, **kw) for name in names[:-1]})
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(depth_dim, heads, 4 * depth_dim, dropout=0.0, activation="gelu",
+                                       batch_first=True, norm_first=True, **kw) for _ in range(layers))
+        self.norm = nn.LayerNorm(depth_dim, **kw)
+
+    def forward(self, hidden: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """hidden [..., D] (backbone states), previous int64 [..., j] (the tokens of the first j speak streams of the
+        predicted frame; ZERO: nothing) -> the states [..., j + 1, depth_dim] of the first j + 1 streams."""
+        names = list(self.inputs)
+        x = [self.inputs[names[0]](hidden)]
+        for i in range(previous.shape[-1]):
+            x.append(self.inputs[names[i + 1]](hidden) + _lookup(self.embeddings[names[i]], previous[..., i]))
+        x = torch.stack(x, dim=-2)
+        lead, (n, width) = x.shape[:-2], x.shape[-2:]
+        x = x.reshape(-1, n, width)
+        mask = nn.Transformer.generate_square_subsequent_mask(n, device=x.device, dtype=x.dtype)
+        for layer in self.layers:
+            x = layer(x, src_mask=mask, is_causal=True)
+        return self.norm(x).reshape(*lead, n, width)
+
+
+def _lookup(table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+    """table(ids), with ZERO -> exactly 0."""
+    return table(ids.clamp(min=0)) * (ids != ZERO)[..., None].to(table.weight.dtype)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -291,8 +366,15 @@ class DuplexLM(StreamingModule):
             self.max_step = self.tdm.chunk_frames + 3  # the longest TDM prefix: pending / <bos>, <listen>, units, tag
         kw = {"device": _device_of(backbone), "dtype": _dtype_of(backbone)}
         self.embeddings = nn.ModuleDict({name: nn.Embedding(v, dim, **kw) for name, v in vocabs.items()})
-        self.heads = nn.ModuleDict({name: nn.Linear(dim, vocabs[name], bias=False, **kw) for name in speak})
-        for module in (*self.embeddings.values(), *self.heads.values()):
+        self.depth: DepthDecoder | None = None
+        new = [*self.embeddings.values()]
+        if config.depth_layers:
+            self.depth = DepthDecoder(dim, {name: vocabs[name] for name in speak}, config.depth_layers,
+                                      config.depth_dim, config.depth_heads, **kw)
+            new += [*self.depth.inputs.values(), *self.depth.embeddings.values()]
+        head_dim = dim if self.depth is None else config.depth_dim
+        self.heads = nn.ModuleDict({name: nn.Linear(head_dim, vocabs[name], bias=False, **kw) for name in speak})
+        for module in (*new, *self.heads.values()):
             backbone._init_weights(module)
         self.register_buffer("vocab_sizes", torch.tensor(list(vocabs.values())), persistent=False)
 
@@ -306,14 +388,17 @@ class DuplexLM(StreamingModule):
     def from_text_lm(cls, source: str | Path | PreTrainedModel, *, layout: StreamLayout | None = None,
                      tdm: TDMFormat | None = None, context: int = 3000, tokenizer: dict | None = None,
                      frame_rate: float | None = None, gguf_file: str | None = None,
-                     torch_dtype: torch.dtype = torch.float32, attn_implementation: str | None = None) -> DuplexLM:
-        """TWIST-style: the text LM's transformer (every weight kept bit-identical), new stream tables and heads.
+                     torch_dtype: torch.dtype = torch.float32, attn_implementation: str | None = None,
+                     depth_layers: int = 0, depth_dim: int = DEPTH_DIM, depth_heads: int = DEPTH_HEADS) -> DuplexLM:
+        """TWIST-style: the text LM's transformer (every weight kept bit-identical), new stream tables and heads
+        (and a new depth decoder with `depth_layers` > 0).
 
         `source`: a loaded causal LM (its base model is taken over) or a source of `textless.lm.twist.load_text_lm`
         (a local HF directory, a ``.gguf`` file, ``offline:smollm2-135m``). Give `layout` (native) or `tdm`.
         """
         from textless.lm.twist import load_text_lm
 
+        check_depth(depth_layers, depth_dim, depth_heads, "native" if tdm is None else "tdm", "DuplexLM.from_text_lm")
         if isinstance(source, PreTrainedModel):
             text_lm = source
         else:
@@ -324,7 +409,8 @@ class DuplexLM(StreamingModule):
             raise TextlessError(f"{type(text_lm).__name__} is not a causal LM with a base model")
         config = DuplexConfig(format="native" if tdm is None else "tdm", layout=layout, tdm=tdm,
                               backbone=_backbone_dict(backbone.config), context=context, tokenizer=tokenizer,
-                              frame_rate=frame_rate)
+                              frame_rate=frame_rate, depth_layers=depth_layers, depth_dim=depth_dim,
+                              depth_heads=depth_heads)
         return cls(config, backbone, attn_implementation=attn_implementation)
 
     # ------------------------------------------------------------------------------------------------ persistence
@@ -390,7 +476,9 @@ class DuplexLM(StreamingModule):
         return sum(p.numel() for p in self.parameters())
 
     def extra_repr(self) -> str:
-        return f"format={self.config.format}, context={self.config.context}, streams={list(self.embeddings)}"
+        config = self.config
+        depth = f", depth decoder {config.depth_layers} x d{config.depth_dim}" if self.depth is not None else ""
+        return f"format={config.format}, context={config.context}, streams={list(self.embeddings)}{depth}"
 
     # ------------------------------------------------------------------------------------------------ forward
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -401,18 +489,41 @@ class DuplexLM(StreamingModule):
             tokens = tokens[:, None]
         x = None
         for k, table in enumerate(self.embeddings.values()):
-            ids = tokens[:, k]
-            e = table(ids.clamp(min=0)) * (ids != ZERO)[..., None].to(table.weight.dtype)
+            e = _lookup(table, tokens[:, k])
             x = e if x is None else x + e
         return x
 
-    def logits(self, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
-        """hidden [B, T, D] -> {speak stream: logits [B, T, V_k]}."""
-        return {name: head(hidden) for name, head in self.heads.items()}
+    def logits(self, hidden: torch.Tensor, next_tokens: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """hidden [B, T, D] -> {speak stream: logits [B, T, V_k]}. With a depth decoder, `next_tokens` int64
+        [B, n_speak, T]: the speak streams' tokens of the frame each position predicts (stream j's logits read those
+        of streams < j; ZERO or None: nothing)."""
+        if self.depth is None:
+            return {name: head(hidden) for name, head in self.heads.items()}
+        if next_tokens is None:
+            previous = torch.full((*hidden.shape[:2], len(self.heads) - 1), ZERO, device=hidden.device)
+        else:
+            previous = next_tokens[:, :-1].transpose(1, 2)                    # [B, T, n_speak - 1]
+        states = self.depth(hidden, previous)                                 # [B, T, n_speak, depth_dim]
+        return {name: head(states[..., j, :]) for j, (name, head) in enumerate(self.heads.items())}
+
+    def depth_logits(self, hidden: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """The depth decoder's logits of one speak stream: hidden [B, D] (a frame's backbone state), previous int64
+        [B, j] (the tokens of speak streams 0..j-1 of the predicted frame) -> float32 logits [B, V_j] of speak
+        stream j. (It recomputes the j + 1 positions: the decoder is a few layers over a few streams.)"""
+        if self.depth is None:
+            raise ConfigError("DuplexLM.depth_logits: this model predicts with parallel heads (depth_layers 0)")
+        previous = torch.as_tensor(previous, device=self.device).long()
+        if previous.dim() != 2 or previous.shape[0] != hidden.shape[0] or previous.shape[1] >= len(self.heads):
+            raise ValueError(f"DuplexLM.depth_logits: previous must be int64 [{hidden.shape[0]}, j < "
+                             f"{len(self.heads)}] tokens, got {tuple(previous.shape)}")
+        j = previous.shape[1]
+        states = self.depth(hidden, previous)                                 # [B, j + 1, depth_dim]
+        return self.heads[self.speak_names[j]](states[:, j]).float()
 
     def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """native tokens int64 [B, N, T] (delayed) / tdm int64 [B, S] -> {speak stream: logits [B, T, V_k]}; step t
-        predicts the stream's token at t + 1 and attends to the last ``context`` steps."""
+        predicts the stream's token at t + 1 and attends to the last ``context`` steps. A depth decoder reads the
+        speak tokens at t + 1 from `tokens` (nothing at the last step: module docstring)."""
         x = self.embed(tokens)
         b, t = x.shape[:2]
         positions = torch.arange(t, device=x.device).expand(b, t)
@@ -421,7 +532,11 @@ class DuplexLM(StreamingModule):
             self._check_mask_attention("a forward pass longer than context")
             mask = window_mask(positions[:1], positions[:1], self.config.context, x.dtype)
         out = self.backbone(inputs_embeds=x, position_ids=positions, attention_mask=mask, use_cache=False)
-        return self.logits(out.last_hidden_state)
+        if self.depth is None:
+            return self.logits(out.last_hidden_state)
+        speak = torch.as_tensor(tokens, device=self.device).long()[:, list(self.layout.speak)]  # checked by embed
+        next_tokens = torch.cat([speak[..., 1:], torch.full_like(speak[..., :1], ZERO)], dim=-1)
+        return self.logits(out.last_hidden_state, next_tokens)
 
     def _check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         tokens = torch.as_tensor(tokens, device=self.device)
@@ -458,9 +573,15 @@ class DuplexLM(StreamingModule):
                                     ring=self.config.context + self.max_step - 1)
 
     @torch.no_grad()
-    def step(self, frame: torch.Tensor) -> dict[str, torch.Tensor]:
+    def step(self, frame: torch.Tensor,
+             choose: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """native: one frame of every stream, int64 [B, N] (delayed coordinates) -> {speak stream: float32 logits
-        [B, V_k]} for the next frame. Paused streams get the logits of this frame and keep their state."""
+        [B, V_k]} for the next frame. Paused streams get the logits of this frame and keep their state.
+
+        With a depth decoder the speak streams are decoded one after the other (layout order): ``choose(name,
+        logits [B, V])`` gets each stream's logits and returns its tokens int64 [B] of the next frame (sampled, or
+        the data's to teacher-force), on which the later streams' logits are conditioned; without `choose`, the
+        argmax. Parallel heads do not call `choose`."""
         if self.config.format != "native":
             raise StreamingError("DuplexLM.step takes one frame of a native model; a TDM model steps by step_chunk")
         self._require_streaming("DuplexLM.step")
@@ -469,7 +590,17 @@ class DuplexLM(StreamingModule):
             raise StreamingError(f"DuplexLM.step takes one frame [batch, {len(self.embeddings)} streams], got "
                                  f"{tuple(frame.shape)}")
         hidden = self._advance(self.embed(frame[:, :, None]))
-        return {name: logits[:, -1].float() for name, logits in self.logits(hidden).items()}
+        if self.depth is None:
+            return {name: logits[:, -1].float() for name, logits in self.logits(hidden).items()}
+        hidden = hidden[:, -1]
+        previous = torch.empty(hidden.shape[0], 0, dtype=torch.long, device=self.device)
+        out = {}
+        for j, name in enumerate(self.speak_names):
+            out[name] = logits = self.depth_logits(hidden, previous)
+            tokens = logits.argmax(dim=-1) if choose is None else choose(name, logits)
+            if j + 1 < len(self.speak_names):
+                previous = torch.cat([previous, torch.as_tensor(tokens, device=self.device).long()[:, None]], dim=1)
+        return out
 
     @torch.no_grad()
     def step_chunk(self, tokens: torch.Tensor) -> torch.Tensor:

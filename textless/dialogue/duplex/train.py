@@ -37,7 +37,9 @@ listen streams, delay pads and padding carry no loss; filler labels carry ``fill
 the `TDMFormat.encode` labels / weights at s + 1 (speak units and switch tokens 1, listen units
 ``listen_loss_weight``, tags 0). A micro-batch's loss is ``sum(w * CE) / sum(w)`` over all its speak streams and
 positions (the weighted mean of the micro-batch, weight 1 per micro-batch): a step's loss is the mean over its
-micro-batches and ranks. Batches are right-padded (each stream's pad / ``<pad>``, weight 0).
+micro-batches and ranks. Batches are right-padded (each stream's pad / ``<pad>``, weight 0). A model with a depth
+decoder (``depth_layers`` > 0) reads the whole window, as position t is teacher-forced with the speak tokens at t + 1
+(`model_inputs`); its last position, which has no next frame, is not scored.
 
 Metrics (TensorBoard ``train/...``, ``valid/...``): loss; per speak stream ``<stream>_nll`` (nats per label,
 unweighted, every label that is not IGNORE) and ``<stream>_accuracy`` (argmax == label); ``frame_nll``: nats per
@@ -54,7 +56,9 @@ fields); a text LM (TWIST-style, `DuplexLM.from_text_lm`: ``offline:smollm2-135m
 a ``.gguf``: every transformer weight kept, new stream tables and heads); or a saved DuplexLM directory, continued
 with the format / layout this config describes (its tables and heads must have the same shapes). The units are the
 data's (tokenizer identity, vocabulary, frame rate); ``model_context`` is the model's attention window in steps
-(native frames, tdm tokens; null: the saved model's, else 3000).
+(native frames, tdm tokens; null: the saved model's, else 3000). ``depth_layers`` > 0 (native; new models: scratch or
+a text LM) predicts the speak streams through a depth decoder of ``depth_layers`` layers, width ``depth_dim`` and
+``depth_heads`` heads (Moshi's depformer, `DuplexLM`) instead of parallel heads; a saved DuplexLM keeps its own.
 
 Schedule: ``cosine`` (`textless.lm.train.lr_lambda`) or fairseq's ``inverse_sqrt`` (as train-dialogue); AdamW with
 weight decay on matrices only, gradient clipping. DDP and FSDP (FSDP2 on each decoder layer, then the root;
@@ -81,11 +85,14 @@ from textless.dialogue.dgslm.train import SCHEDULES, WindowStream, all_windows, 
 from textless.dialogue.duplex.model import (
     BACKBONE_PRESETS,
     CONFIG_FILE,
+    DEPTH_DIM,
+    DEPTH_HEADS,
     DUPLEX_ARTIFACT,
     TDM_STREAM,
     DuplexConfig,
     DuplexLM,
     backbone_config,
+    check_depth,
 )
 from textless.dialogue.streams import (
     IGNORE,
@@ -136,6 +143,9 @@ class DuplexTrainConfig(TrainingConfig):
     silence_unit: int | None = None        # filler / [listen] unit (null: the data's most frequent silence unit)
     min_silence: float = 0.2               # seconds: shorter pauses do not split an IPU (content layouts)
     model_context: int | None = None       # the model's attention window in steps (null: a saved model's, else 3000)
+    depth_layers: int = 0                  # native, new models: 0 = parallel heads, else a depth decoder's layers
+    depth_dim: int = DEPTH_DIM             # its width
+    depth_heads: int = DEPTH_HEADS         # its attention heads
     output_dir: str = "outputs/duplex"
     context: int = 500                     # frames per window (tdm: encoded into the window's token sequence)
     batch_size: int = 4                    # windows per rank per micro-batch
@@ -296,8 +306,11 @@ class Examples:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def model_inputs(batch: DuplexBatch) -> torch.Tensor:
-    """What the model reads: every position but the last (nothing follows it to be predicted)."""
+def model_inputs(batch: DuplexBatch, model: DuplexLM | None = None) -> torch.Tensor:
+    """What the model reads: every position but the last (nothing follows it to be predicted); the whole window for
+    a `model` with a depth decoder (position t reads the speak tokens at t + 1; `duplex_losses` drops the last)."""
+    if model is not None and model.depth is not None:
+        return batch.tokens
     return batch.tokens[..., :-1]
 
 
@@ -307,6 +320,11 @@ def duplex_losses(model: DuplexLM, logits: dict[str, torch.Tensor], batch: Duple
     module docstring). loss = ``sum(w * CE) / sum(w)``; sums: ``weighted`` (sum of w * CE), ``weight``, per speak
     stream ``<s>_nll`` / ``<s>_correct`` / ``<s>_labels``, and ``frame_nll`` / ``frames``."""
     labels, weights = batch.labels[..., 1:], batch.weights[..., 1:]
+    scored = labels.shape[-1]
+    if model.depth is not None and any(s.shape[1] != scored + 1 for s in logits.values()):
+        raise ValueError("a DuplexLM with a depth decoder reads the whole window (model_inputs(batch, model)): its "
+                         "position t is teacher-forced with the speak tokens at t + 1")
+    logits = {name: scores[:, :scored] for name, scores in logits.items()}  # a whole window's last position: unscored
     sums: dict[str, float] = {}
     weighted = None
     weight = weights.new_zeros(())
@@ -379,7 +397,7 @@ def _metric_sums(model: DuplexLM, examples: Examples, dataset: DialogueDataset,
         chunk = windows[starts[b]:starts[b] + batch_size] if b < len(starts) else windows[:1] or [(0, 0, 0, False)]
         batch = examples.batch(dataset, chunk, context).to(device)
         with autocast() if autocast is not None else contextlib.nullcontext():
-            logits = model(model_inputs(batch))
+            logits = model(model_inputs(batch, model))
         _, sums = duplex_losses(model, logits, batch)
         if b >= len(starts):
             continue
@@ -485,6 +503,7 @@ class DuplexObjective(Objective):
         check_attn_implementation(cfg.attn_implementation)
         if cfg.format not in FORMATS:
             raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
+        check_depth(cfg.depth_layers, cfg.depth_dim, cfg.depth_heads, cfg.format, "train-duplex")
         if cfg.format == "native":
             build_layout(cfg.layout, 2, 0, cfg.streams)  # names and overrides, before any data is read
         elif cfg.streams:
@@ -587,11 +606,15 @@ class DuplexObjective(Objective):
         return None, TDMFormat(k, cfg.chunk_frames, cfg.controlled, silence_unit, cfg.listen_loss_weight,
                                tuple(self.silence) if self.silence else None)
 
-    def _duplex_config(self, backbone: dict[str, Any], context: int) -> DuplexConfig:
+    def _depth(self) -> dict[str, int]:
+        cfg = self.config
+        return {"depth_layers": cfg.depth_layers, "depth_dim": cfg.depth_dim, "depth_heads": cfg.depth_heads}
+
+    def _duplex_config(self, backbone: dict[str, Any], context: int, depth: dict[str, int]) -> DuplexConfig:
         layout, tdm = self._formats()
         meta = self.train_data.meta
         return DuplexConfig(format=self.config.format, layout=layout, tdm=tdm, backbone=backbone, context=context,
-                            tokenizer=meta.tokenizer, frame_rate=meta.frame_rate)
+                            tokenizer=meta.tokenizer, frame_rate=meta.frame_rate, **depth)
 
     def _fresh_model(self) -> DuplexLM:
         cfg = self.config
@@ -602,20 +625,25 @@ class DuplexObjective(Objective):
                 backbone = backbone_config(cfg.backbone, **cfg.model)
             except (TypeError, ValueError) as e:
                 raise ConfigError(f"model overrides of backbone {cfg.backbone!r}: {e}") from None
-            return DuplexLM.from_scratch(self._duplex_config(backbone, context),
+            return DuplexLM.from_scratch(self._duplex_config(backbone, context, self._depth()),
                                          attn_implementation=cfg.attn_implementation)
         if is_duplex_dir(cfg.init):
             logger.info("init: the saved duplex LM %s", cfg.init)
             saved = DuplexLM.from_pretrained(cfg.init, attn_implementation=cfg.attn_implementation)
             saved.check_units(self.train_data.meta.identity, where=f"dialogue dataset '{cfg.train_dataset}'")
-            config = self._duplex_config(saved.config.backbone, cfg.model_context or saved.config.context)
+            saved_depth = {key: getattr(saved.config, key) for key in self._depth()}
+            if cfg.depth_layers and self._depth() != saved_depth:
+                raise ConfigError(f"init {cfg.init} has its own depth decoder ({saved_depth}); a saved DuplexLM keeps "
+                                  f"it (remove depth_layers / depth_dim / depth_heads)")
+            config = self._duplex_config(saved.config.backbone, cfg.model_context or saved.config.context,
+                                         saved_depth)
             return rebuilt(config, saved.state_dict(), cfg.attn_implementation)
         logger.info("init: TWIST-style from the text LM %s", cfg.init)
         layout, tdm = self._formats()
         meta = self.train_data.meta
         return DuplexLM.from_text_lm(cfg.init, layout=layout, tdm=tdm, context=context, tokenizer=meta.tokenizer,
                                      frame_rate=meta.frame_rate, gguf_file=cfg.gguf_file,
-                                     attn_implementation=cfg.attn_implementation)
+                                     attn_implementation=cfg.attn_implementation, **self._depth())
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"model": self.model}
@@ -636,6 +664,8 @@ class DuplexObjective(Objective):
         n_params = sum(p.numel() for p in self.model.parameters())
         if mc.format == "native":
             what = f"layout {cfg.layout}: streams {', '.join(self.model.layout.names)}"
+            if self.model.depth is not None:
+                what += f"; depth decoder of {mc.depth_layers} layers, d {mc.depth_dim}"
         else:
             tdm = self.model.tdm
             what = f"{'controlled' if tdm.controlled else 'fixed'} chunks of {tdm.chunk_frames} frames"
@@ -662,7 +692,7 @@ class DuplexObjective(Objective):
 
     def loss(self, phase: str, batch: DuplexBatch, scratch: dict[str, Any]) -> StepLoss:
         batch = batch.to(self.device)
-        logits = self.trained["model"](model_inputs(batch))
+        logits = self.trained["model"](model_inputs(batch, self.model))
         value, sums = duplex_losses(self.model, logits, batch)
         self._frames += int(batch.frames.sum())
         return StepLoss(value, metric_means(self.model, sums))
