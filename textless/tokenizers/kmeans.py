@@ -303,14 +303,14 @@ def _legacy_sklearn_modules() -> Iterator[None]:
 
 def _joblib_load_trusted(path: Path, trust_pickle: bool) -> Any:
     """``joblib.load(path)``, refused (`FormatError`) unless `trust_pickle` is True: the explicit opt-in."""
-    if trust_pickle is not True:
-        raise FormatError(path, "loading a pickle can run arbitrary code; pass trust_pickle=True only for a file you "
-                                "trust")
-    import joblib
+    if trust_pickle is True:  # the opt-in: nothing is unpickled on any other path
+        import joblib
 
-    with _legacy_sklearn_modules(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # InconsistentVersionWarning: expected for km.bin files from old sklearn
-        return joblib.load(path)
+        with _legacy_sklearn_modules(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # InconsistentVersionWarning: expected for km.bin files from old sklearn
+            return joblib.load(path)
+    raise FormatError(path, "loading a pickle can run arbitrary code; pass trust_pickle=True only for a file you "
+                            "trust")
 
 
 def load_sklearn_pickle(path: str | Path, *, trust_pickle: bool = False) -> Any:
