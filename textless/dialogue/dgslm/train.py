@@ -276,7 +276,30 @@ def _config_with(base: dict[str, Any], overrides: dict[str, Any]) -> DGSLMConfig
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class DialogueObjective(Objective):
+class WindowObjective(Objective):
+    """What the two-channel window trainers (train-dialogue, train-duplex) share: frames counted per step
+    (``self._frames``, added by ``loss``) for the throughput and ``frames_seen``, windows per step, and each rank's
+    share of the validation windows."""
+
+    def after_step(self, ctx: Context, step: int, total_weight: float) -> None:
+        self._step_frames, self._frames = self._frames * ctx.world, 0
+        self.frames_seen += self._step_frames
+        self.windows_seen += self.windows_per_step
+
+    def throughput(self, seconds: float) -> tuple[str, float]:
+        return "frames/s", self._step_frames / max(seconds, 1e-9)
+
+    def rank_windows(self, ctx: Context) -> tuple[list, int]:
+        """(this rank's validation windows: every world-th, capped at eval_batches batches; the batch count every
+        rank must run: the busiest rank's under FSDP, else 0)."""
+        cfg = self.config
+        mine = self.valid_windows[ctx.rank::ctx.world]
+        if cfg.eval_batches is not None:
+            mine = mine[: cfg.eval_batches * cfg.batch_size]
+        return mine, ctx.max(math.ceil(len(mine) / cfg.batch_size)) if ctx.fsdp else 0
+
+
+class DialogueObjective(WindowObjective):
     """dGSLM's edge + duration loss on windows of two-channel conversations (see the module docstring)."""
 
     name = "train-dialogue"
@@ -410,14 +433,6 @@ class DialogueObjective(Objective):
         self._frames += data.frames
         return StepLoss(value, {"loss": float(value.detach()), **{k: metrics[k] for k in METRICS if k in metrics}})
 
-    def after_step(self, ctx: Context, step: int, total_weight: float) -> None:
-        self._step_frames, self._frames = self._frames * ctx.world, 0
-        self.frames_seen += self._step_frames
-        self.windows_seen += self.windows_per_step
-
-    def throughput(self, seconds: float) -> tuple[str, float]:
-        return "frames/s", self._step_frames / max(seconds, 1e-9)
-
     # -- validation ---------------------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, ctx: Context, writer) -> dict[str, float] | None:
@@ -426,11 +441,7 @@ class DialogueObjective(Objective):
         if self.valid_data is None:
             return None
         cfg = self.config
-        mine = self.valid_windows[ctx.rank::ctx.world]
-        if cfg.eval_batches is not None:
-            mine = mine[: cfg.eval_batches * cfg.batch_size]
-        batches = math.ceil(len(mine) / cfg.batch_size)
-        most = ctx.max(batches) if ctx.fsdp else 0
+        mine, most = self.rank_windows(ctx)
         self.model.eval()
         sums = _metric_sums(self.model, self.model, self.valid_data, mine, self.context, cfg.batch_size, ctx.device,
                             ctx.autocast, pad_to=most)
@@ -481,6 +492,6 @@ def train_dialogue_command(cfg: DialogueTrainConfig) -> TrainResult:
     return result
 
 
-__all__ = ["DialogueBatch", "DialogueObjective", "DialogueTrainConfig", "WindowStream", "all_windows",
-           "evaluate_dialogue_lm", "inverse_sqrt", "make_batch", "train_dialogue", "train_dialogue_command",
-           "window_starts"]
+__all__ = ["DialogueBatch", "DialogueObjective", "DialogueTrainConfig", "WindowObjective", "WindowStream",
+           "all_windows", "evaluate_dialogue_lm", "inverse_sqrt", "make_batch", "train_dialogue",
+           "train_dialogue_command", "window_starts"]

@@ -70,7 +70,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -81,7 +80,14 @@ import torch
 import torch.nn.functional as F
 
 from textless.dialogue.data import DialogueDataset, read_dialogues
-from textless.dialogue.dgslm.train import SCHEDULES, WindowStream, all_windows, conversation_frames, inverse_sqrt
+from textless.dialogue.dgslm.train import (
+    SCHEDULES,
+    WindowObjective,
+    WindowStream,
+    all_windows,
+    conversation_frames,
+    inverse_sqrt,
+)
 from textless.dialogue.duplex.model import (
     BACKBONE_PRESETS,
     CONFIG_FILE,
@@ -108,7 +114,7 @@ from textless.lm.train import lr_lambda, param_groups
 from textless.training.checkpoint import MODEL_DIR
 from textless.training.config import TrainingConfig
 from textless.training.engine import TrainHooks, TrainResult, end_process_group, train_objective
-from textless.training.objective import Context, Objective, OptimizerSpec, StepLoss
+from textless.training.objective import Context, OptimizerSpec, StepLoss
 from textless.utils import runs
 
 logger = logging.getLogger(__name__)
@@ -475,7 +481,7 @@ def most_frequent(dataset: DialogueDataset, candidates: Sequence[int]) -> int:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class DuplexObjective(Objective):
+class DuplexObjective(WindowObjective):
     """Weighted next-token CE of a DuplexLM on windows of two-channel conversations (see the module docstring)."""
 
     name = "train-duplex"
@@ -697,14 +703,6 @@ class DuplexObjective(Objective):
         self._frames += int(batch.frames.sum())
         return StepLoss(value, metric_means(self.model, sums))
 
-    def after_step(self, ctx: Context, step: int, total_weight: float) -> None:
-        self._step_frames, self._frames = self._frames * ctx.world, 0
-        self.frames_seen += self._step_frames
-        self.windows_seen += self.windows_per_step
-
-    def throughput(self, seconds: float) -> tuple[str, float]:
-        return "frames/s", self._step_frames / max(seconds, 1e-9)
-
     # -- validation ---------------------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, ctx: Context, writer) -> dict[str, float] | None:
@@ -713,11 +711,7 @@ class DuplexObjective(Objective):
         if self.valid_data is None:
             return None
         cfg = self.config
-        mine = self.valid_windows[ctx.rank::ctx.world]
-        if cfg.eval_batches is not None:
-            mine = mine[: cfg.eval_batches * cfg.batch_size]
-        batches = math.ceil(len(mine) / cfg.batch_size)
-        most = ctx.max(batches) if ctx.fsdp else 0
+        mine, most = self.rank_windows(ctx)
         self.model.eval()  # FSDP shards it in place: the same module
         values = _metric_sums(self.model, self.examples, self.valid_data, mine, cfg.context,
                               cfg.batch_size, ctx.device, ctx.autocast, pad_to=most)
