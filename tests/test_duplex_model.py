@@ -296,9 +296,9 @@ def _record(monkeypatch, model, method):
     calls = []
     original = getattr(model, method)
 
-    def wrapped(x):
+    def wrapped(x, *rest):
         calls.append((x.clone(), model._streaming_state.exec_mask.clone()))
-        return original(x)
+        return original(x, *rest)
 
     monkeypatch.setattr(model, method, wrapped)
     return calls
@@ -432,6 +432,83 @@ def test_tdm_generator_pauses_resets_and_seeds():
         TDMGenerator(_native())
     with pytest.raises(ConfigError, match="not speak streams"):
         TDMGenerator(model, DuplexSampling(streams={"speak": {"top_k": 2}}))
+
+
+def _recorded_speak(b, t, seed):
+    """Recorded frames of the model side [b, 2, t]: content tokens (no pad) and speak units."""
+    g = torch.Generator().manual_seed(seed)
+    content = torch.randint(0, LAYOUT["content"].pad, (b, t), generator=g)
+    return torch.stack([content, torch.randint(0, K, (b, t), generator=g)], dim=1)
+
+
+@pytest.mark.parametrize("make", [_native, lambda: _depth()], ids=["heads", "depth"])
+def test_native_generator_prompt_feeds_the_recording(monkeypatch, make):
+    model = make()
+    gen = DuplexGenerator(model, DuplexSampling(seed=0))
+    fed = _record(monkeypatch, model, "step")
+    steps, prompt, delay = 12, 6, LAYOUT.max_delay
+    user = torch.randint(0, K, (2, 1, steps), generator=torch.Generator().manual_seed(3))
+    recorded = _recorded_speak(2, steps, 4)
+    out = []
+    with gen.streaming(2):
+        for t in range(steps):
+            out.append(gen.step(user[:, :, t], recorded[:, :, t] if t < prompt else None))
+    frames = torch.stack([x for x, _ in fed], dim=2)                          # fed delayed frames [B, N, steps]
+    expected = LAYOUT.delay(torch.cat([user, recorded], dim=1))               # the recording, delayed
+    for k, spec in enumerate(LAYOUT.streams):
+        known = steps if spec.role == "listen" else prompt + spec.delay     # given positions, held past the prompt
+        assert torch.equal(frames[:, k, :known], expected[:, k, :known]), spec.name
+    assert frames[:, SPEAK, prompt + delay:].ne(expected[:, SPEAK, prompt + delay:steps]).any()  # then sampled
+    returned = torch.stack(out[delay:], dim=2)                                # frames 0 .. steps - D - 1
+    assert torch.equal(returned[:, :, :prompt], recorded[:, :, :prompt])
+
+
+def test_native_generator_forces_one_stream_and_checks_the_frame():
+    model = _native()
+    user = torch.randint(0, K, (2, 1, 10), generator=torch.Generator().manual_seed(5))
+    recorded = _recorded_speak(2, 10, 6)
+    forced = recorded.clone()
+    forced[:, 1] = -1                                                         # content given, speak sampled
+    gen = DuplexGenerator(model, DuplexSampling(seed=1))
+    with gen.streaming(2):
+        out = [gen.step(user[:, :, t], forced[:, :, t]) for t in range(10)]
+    returned = torch.stack(out[LAYOUT.max_delay:], dim=2)
+    assert torch.equal(returned[:, 0], recorded[:, 0, :8]) and not torch.equal(returned[:, 1], recorded[:, 1, :8])
+    with gen.streaming(2):
+        with pytest.raises(StreamingError, match=r"speak_frame takes integer tokens \[2, 2\]"):
+            gen.step(user[:, :, 0], recorded[:, :, :2])
+        pad = recorded[:, :, 0].clone()
+        pad[1, 1] = LAYOUT["speak"].pad
+        with pytest.raises(StreamingError, match=f"stream 'speak' holds {LAYOUT['speak'].pad}"):
+            gen.step(user[:, :, 0], pad)
+
+
+@pytest.mark.parametrize("fmt", [FIXED, CONTROLLED])
+def test_tdm_generator_prompt_is_the_encoded_recording(monkeypatch, fmt):
+    model = _tdm(fmt)
+    gen = TDMGenerator(model, DuplexSampling(seed=2))
+    fed = _record(monkeypatch, model, "step_chunk")
+    user = torch.randint(0, K, (2, 12), generator=torch.Generator().manual_seed(7))
+    recorded = torch.randint(1, K, (2, 12), generator=torch.Generator().manual_seed(8))
+    recorded[:, 3:6] = 0                                                      # a silent chunk: [listen] if controlled
+    given = recorded.clone()
+    given[1, 6:9] = -1                                                        # row 1 samples its third chunk
+    outputs = []
+    with gen.streaming(2):
+        for c in range(4):
+            chunk = slice(3 * c, 3 * c + 3)
+            outputs.append(gen.step(user[:, chunk], given[:, chunk] if c < 3 else None))
+        pending = list(gen._streaming_state.pending)
+    speak = torch.cat(outputs, dim=1)
+    assert torch.equal(speak[0, :9], recorded[0, :9]) and torch.equal(speak[1, :6], recorded[1, :6])
+    for b, prompt in ((0, 9), (1, 6)):
+        tokens = [int(t) for x, run in fed if run[b] for t in x[b]] + [pending[b]]
+        head = fmt.encode(user[b, :prompt].numpy(), recorded[b, :prompt].numpy())[0].tolist()
+        assert tokens[:len(head)] == head                                    # the prompt as TDMFormat encodes it
+        listen, decoded = fmt.decode(tokens)
+        assert listen.tolist() == user[b].tolist() and decoded.tolist() == speak[b].tolist()
+    with gen.streaming(2), pytest.raises(StreamingError, match="speak_chunk row 1"):
+        gen.step(user[:, :3], torch.tensor([[1, 2, 3], [1, -1, 3]]))
 
 
 # ------------------------------------------------------------------------------------------------ depth decoder

@@ -282,67 +282,42 @@ def heldout_nll(args, systems: dict, valid_path: Path) -> dict:
 @torch.no_grad()
 def generate_native(model, clips: np.ndarray, model_channel: np.ndarray, prompt: int, seed: int) -> np.ndarray:
     """clips int [B, 2, T]; the model speaks channel model_channel[b] from frame `prompt` on -> its units [B, T].
-    Step t reads frame t (listen = the user's recorded frame, speak = the prompt's or the sampled frame) and samples
-    speak frame t + 1 (pad excluded) - `DuplexGenerator`'s rule for a layout without delays, with a forced prompt."""
-    from textless.dialogue.duplex.generate import DuplexSampling, sample
+    `DuplexGenerator` hears the recorded user channel throughout and is given its own recorded frames before
+    `prompt` (its prompt), then samples."""
+    from textless.dialogue.duplex.generate import DuplexGenerator, DuplexSampling
 
-    layout = model.layout
-    if layout.max_delay or layout.names != ("listen", "speak"):
-        raise NotImplementedError("teacher forcing here handles the listen_speak layout without delays")
+    if model.layout.max_delay or model.layout.names != ("listen", "speak"):
+        raise NotImplementedError("this experiment runs the listen_speak layout without delays")
     b, _, t_total = clips.shape
     rows = np.arange(b)
-    listen = torch.from_numpy(clips[rows, 1 - model_channel].astype(np.int64))
-    speak = torch.from_numpy(clips[rows, model_channel].astype(np.int64))
-    settings = DuplexSampling(temperature=1.0).for_stream("speak")
-    generators = [torch.Generator(device=model.device).manual_seed(seed + i) for i in range(b)]  # as DuplexGenerator
-    spec = layout["speak"]
-    allowed = torch.ones(spec.vocab_size, dtype=torch.bool)
-    allowed[spec.pad] = False
-    everyone = list(range(b))
-    with model.streaming(b):
-        for t in range(t_total - 1):
-            logits = model.step(torch.stack([listen[:, t], speak[:, t]], dim=1))["speak"]
-            if t + 1 >= prompt:
-                speak[:, t + 1] = sample(logits, allowed, settings, generators, everyone)
-    return speak.numpy()
+    user = torch.from_numpy(clips[rows, 1 - model_channel].astype(np.int64))
+    out = clips[rows, model_channel].astype(np.int64)
+    gen = DuplexGenerator(model, DuplexSampling(temperature=1.0, seed=seed))
+    with gen.streaming(b):
+        for t in range(t_total):
+            given = torch.from_numpy(out[:, t:t + 1]) if t < prompt else None
+            out[:, t] = gen.step(user[:, t:t + 1], given)[:, 0].numpy()
+    return out
 
 
 @torch.no_grad()
 def generate_tdm(model, clips: np.ndarray, model_channel: np.ndarray, prompt: int, seed: int) -> np.ndarray:
-    """As `generate_native` for a TDM model, through `TDMGenerator`: the prompt (whole chunks) is fed as its TDM
-    encoding, the generator's grammar states are advanced over it, then `TDMGenerator.step` runs chunk by chunk on
-    the recorded user frames."""
+    """As `generate_native` for a TDM model, through `TDMGenerator` chunk by chunk (prompt and continuation in whole
+    chunks)."""
     from textless.dialogue.duplex.generate import DuplexSampling, TDMGenerator
 
-    fmt = model.tdm
-    chunk = fmt.chunk_frames
+    chunk = model.tdm.chunk_frames
     b, _, t_total = clips.shape
     if prompt % chunk or (t_total - prompt) % chunk:
         raise ValueError(f"prompt and continuation must be whole chunks of {chunk} frames")
     rows = np.arange(b)
-    user = clips[rows, 1 - model_channel].astype(np.int64)
-    own = clips[rows, model_channel].astype(np.int64)
-    encoded = [fmt.encode(user[i, :prompt], own[i, :prompt])[0] for i in range(b)]
-    lengths = np.array([len(e) for e in encoded])
-    tokens = np.full((b, lengths.max()), fmt.pad, np.int64)
-    for i, e in enumerate(encoded):
-        tokens[i, :len(e)] = e
+    user = torch.from_numpy(clips[rows, 1 - model_channel].astype(np.int64))
+    out = clips[rows, model_channel].astype(np.int64)
     gen = TDMGenerator(model, DuplexSampling(temperature=1.0, seed=seed))
-    out = own.copy()
     with gen.streaming(b):
-        common = int(lengths.min())
-        model.step_chunk(torch.from_numpy(tokens[:, :common]))
-        for i in range(common, int(lengths.max())):  # controlled TDM: prompts of different lengths
-            model.set_exec_mask(torch.from_numpy(lengths > i))
-            model.step_chunk(torch.from_numpy(tokens[:, i:i + 1]))
-        model.set_exec_mask(torch.ones(b, dtype=torch.bool))
-        snapshot = gen.get_streaming_state()
-        for i, e in enumerate(encoded):  # the generator's grammar state after the fed prompt (nothing pending)
-            for token in e.tolist():
-                snapshot[""].switches[i].advance(token)
-        gen.set_streaming_state(snapshot)
-        for start in range(prompt, t_total, chunk):
-            out[:, start:start + chunk] = gen.step(torch.from_numpy(user[:, start:start + chunk])).numpy()
+        for start in range(0, t_total, chunk):
+            given = torch.from_numpy(out[:, start:start + chunk]) if start < prompt else None
+            out[:, start:start + chunk] = gen.step(user[:, start:start + chunk], given).numpy()
     return out
 
 

@@ -4,6 +4,7 @@ Native (`DuplexGenerator`)::
 
     with gen.streaming(B):
         out = gen.step(user_frame)     # int64 [B, n_listen] -> int64 [B, n_speak] or None
+        out = gen.step(user_frame, speak_frame)   # the model's own frame t given (a prompt; -1: sample)
 
 Step t of a stream (counted from its start or last reset) writes user frame t at delayed position t + d_k of each
 listen stream, feeds the model delayed frame t (a stream's pad before its delay; a speak stream without delay
@@ -16,6 +17,13 @@ A model with parallel heads gives every speak stream's logits at once; with a de
 one after the other (layout order) through `DuplexLM.step`'s ``choose``, each conditioned on the tokens just drawn
 (forced pads included) for the streams before it, as it was trained.
 
+Prompting (Moshi's teacher forcing of its own channel): ``speak_frame`` int64 [B, n_speak] is the model side's
+recorded frame t of each speak stream (-1: not given). It is written at delayed position t + d_k before step t feeds
+anything: a stream without delay is fed it now in place of what step t - 1 sampled; a delayed stream's token is held
+and takes the place of the sample when that position comes (a depth decoder is conditioned on it). So a session
+that passes frames 0..P-1 of both sides and then only user frames continues a recorded conversation; streams of one
+layout may be given while others are sampled (e.g. a content stream teacher-forced).
+
 TDM (`TDMGenerator`)::
 
     with gen.streaming(B):
@@ -26,7 +34,9 @@ Per chunk the forced tokens (the last sampled token, or ``<bos>`` at the start; 
 time under ``TDMSwitch.allowed()`` (controlled: ``[speak]`` / ``[listen]`` first; ``[listen]`` chunks come back as
 ``silence_unit``). Streams whose chunk is done are paused while the others sample. Only the last chunk of a stream
 may be shorter than ``chunk_frames`` (a later step is a `StreamingError` until it is reset). Paused streams return
-rows of -1.
+rows of -1. ``gen.step(user_chunk, speak_chunk)`` gives the model side's own units of the chunk (a prompt; a row of
+-1 is sampled): its tokens are fed as `TDMFormat.encode` writes them, so chunks 0..P-1 given and then sampled
+continue a recorded conversation exactly as a model fed its encoding would.
 
 Sampling (`DuplexSampling`): temperature (0: greedy), top-k, top-p per speak stream (``streams`` overrides by name;
 the TDM stream is "tdm"; Moshi samples text at 0.7 / top-k 25 and audio at 0.8 / top-k 250). Stream b of a session
@@ -133,6 +143,7 @@ class NativeGenState(StreamingState):
     seed: int | None = None
     offsets: torch.Tensor = field(init=False)            # int64 [B]: steps of each stream's current life
     buffer: torch.Tensor = field(init=False)             # int64 [B, N, W]: delayed position p in column p % W
+    given: torch.Tensor = field(init=False)              # bool [B, N, W]: a prompt token not sampled over
     generators: list[torch.Generator] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -140,12 +151,14 @@ class NativeGenState(StreamingState):
         assert self.initial is not None
         self.offsets = torch.zeros(self.batch_size, dtype=torch.long, device=self.device)
         self.buffer = self.initial.expand(self.batch_size, -1, -1).clone()
+        self.given = torch.zeros_like(self.buffer, dtype=torch.bool)
         self.generators = _generators(self.batch_size, self.seed, self.device)
 
     def reset(self, mask: torch.Tensor) -> None:
         super().reset(mask)
         self.offsets = self.offsets.masked_fill(mask, 0)
         self.buffer = torch.where(mask[:, None, None], self.initial, self.buffer)
+        self.given = self.given & ~mask[:, None, None]
 
 
 class DuplexGenerator(StreamingModule):
@@ -183,9 +196,10 @@ class DuplexGenerator(StreamingModule):
         return NativeGenState(batch_size, self.model.device, initial=self._initial(), seed=self.sampling.seed)
 
     @torch.no_grad()
-    def step(self, user_frame: torch.Tensor) -> torch.Tensor | None:
-        """user_frame int64 [B, n_listen] (units of the listen streams, layout order) -> speak frame int64
-        [B, n_speak] or None (module docstring)."""
+    def step(self, user_frame: torch.Tensor, speak_frame: torch.Tensor | None = None) -> torch.Tensor | None:
+        """user_frame int64 [B, n_listen] (units of the listen streams, layout order); speak_frame: None, or int64
+        [B, n_speak] the model side's own frame t (-1: sample) -> speak frame int64 [B, n_speak] or None (module
+        docstring)."""
         state = self._require_streaming("DuplexGenerator.step")
         assert isinstance(state, NativeGenState)
         layout, device, width = self.layout, state.device, self.width
@@ -199,6 +213,8 @@ class DuplexGenerator(StreamingModule):
         listen, speak = list(layout.listen), list(layout.speak)
         offsets, run = state.offsets, state.exec_mask
         _write(state.buffer, listen, offsets[:, None] + delays[listen], user, run, width)
+        if speak_frame is not None:
+            self._give(state, self._check_speak(speak_frame, state.batch_size), run)
         column = (offsets % width)[:, None, None].expand(-1, len(layout), 1)
         frame = state.buffer.gather(2, column)[..., 0]
         frame = torch.where(offsets[:, None] < delays, pads, frame)
@@ -212,6 +228,9 @@ class DuplexGenerator(StreamingModule):
             allowed = torch.ones(spec.vocab_size, dtype=torch.bool, device=device)
             allowed[spec.pad] = False
             token = sample(logits, allowed, self.sampling.for_stream(name), state.generators, rows)
+            column = ((offsets + 1) % width)[:, None]
+            given = state.given[:, k].gather(1, column)[:, 0]
+            token = torch.where(given, state.buffer[:, k].gather(1, column)[:, 0], token)
             tokens.append(torch.where(offsets + 1 < delays[k], pads[k], token))
             return tokens[-1]
 
@@ -222,13 +241,40 @@ class DuplexGenerator(StreamingModule):
         else:                         # the depth decoder: stream by stream, each after the ones it reads
             self.model.step(frame, draw)
         sampled = torch.stack(tokens, dim=1)                                  # [B, n_speak] at position t + 1
-        _write(state.buffer, speak, (offsets + 1)[:, None].expand(-1, len(speak)), sampled, run, width)
+        next_positions = (offsets + 1)[:, None].expand(-1, len(speak))
+        _write(state.buffer, speak, next_positions, sampled, run, width)
+        _write(state.given, speak, next_positions, torch.zeros_like(sampled, dtype=torch.bool), run, width)
         frame_index = offsets - layout.max_delay
         column = (frame_index[:, None] + delays[speak]) % width
         out = state.buffer[:, speak].gather(2, column[..., None])[..., 0]
         ready = run & (frame_index >= 0)
         state.offsets = offsets + run.long()
         return torch.where(ready[:, None], out, -1) if bool(ready.any()) else None
+
+
+    def _check_speak(self, speak_frame: Any, batch_size: int) -> torch.Tensor:
+        """The given frame int64 [B, n_speak]: -1 or a token of the stream other than its pad."""
+        given = torch.as_tensor(speak_frame, device=self.model.device)
+        if given.shape != (batch_size, self.n_speak) or given.dtype.is_floating_point or given.dtype == torch.bool:
+            raise StreamingError(f"DuplexGenerator.step: speak_frame takes integer tokens [{batch_size}, "
+                                 f"{self.n_speak}] (-1: sample), got {given.dtype} {tuple(given.shape)}")
+        given = given.long()
+        for j, k in enumerate(self.layout.speak):
+            spec, column = self.layout.streams[k], given[:, j]
+            bad = (column < -1) | (column >= spec.vocab_size) | (column == spec.pad)
+            if bool(bad.any()):
+                raise StreamingError(f"DuplexGenerator.step: speak_frame of stream {spec.name!r} holds "
+                                     f"{int(column[bad][0])}; give a token in [0, {spec.vocab_size}) other than its "
+                                     f"pad {spec.pad}, or -1 to sample")
+        return given
+
+    def _give(self, state: NativeGenState, given: torch.Tensor, run: torch.Tensor) -> None:
+        """Write the given speak frame t at delayed positions t + d_k (held against the sampler when d_k > 0)."""
+        speak = list(self.layout.speak)
+        positions = state.offsets[:, None] + self.delays.to(state.device)[speak]
+        kept = state.buffer[:, speak].gather(2, (positions % self.width)[..., None])[..., 0]
+        _write(state.buffer, speak, positions, torch.where(given >= 0, given, kept), run, self.width)
+        _write(state.given, speak, positions, (given >= 0) & (positions > state.offsets[:, None]), run, self.width)
 
 
 def _write(buffer: torch.Tensor, streams: list[int], positions: torch.Tensor, values: torch.Tensor,
@@ -285,9 +331,10 @@ class TDMGenerator(StreamingModule):
         return TDMGenState(batch_size, self.model.device, fmt=self.fmt, seed=self.sampling.seed)
 
     @torch.no_grad()
-    def step(self, user_chunk: torch.Tensor) -> torch.Tensor:
-        """user_chunk int64 [B, c] user units (1 <= c <= chunk_frames) -> the speak units int64 [B, c] of that chunk
-        (-1 rows for paused streams)."""
+    def step(self, user_chunk: torch.Tensor, speak_chunk: torch.Tensor | None = None) -> torch.Tensor:
+        """user_chunk int64 [B, c] user units (1 <= c <= chunk_frames); speak_chunk: None, or int64 [B, c] the model
+        side's own units of the chunk (a row of -1: sample it) -> the speak units int64 [B, c] of that chunk (-1 rows
+        for paused streams)."""
         state = self._require_streaming("TDMGenerator.step")
         assert isinstance(state, TDMGenState)
         fmt, device, batch = self.fmt, state.device, state.batch_size
@@ -302,6 +349,7 @@ class TDMGenerator(StreamingModule):
         if ended:
             raise StreamingError(f"TDMGenerator.step: stream {ended[0]} already had its short last chunk; reset it "
                                  f"(reset_streaming) to start a new session")
+        given = self._check_speak(speak_chunk, batch, frames)
         for b in rows:
             state.ended[b] = frames < fmt.chunk_frames
         prefixes = {b: self._forced(state, b, user[b].tolist()) for b in rows}
@@ -315,8 +363,12 @@ class TDMGenerator(StreamingModule):
             prefix[b] = torch.tensor(tokens)
         logits = self.model.step_chunk(prefix.to(device))[:, -1]
         settings = self.sampling.for_stream(TDM_STREAM)
+        given_rows = [b for b in rows if given is not None and given[b, 0] >= 0]
+        rows = [b for b in rows if b not in given_rows]
         count = dict.fromkeys(rows, 0)
         try:
+            if given_rows:
+                self._feed_given(state, given_rows, given, out)
             while rows:
                 allowed = torch.ones(batch, fmt.vocab_size, dtype=torch.bool)
                 for b in rows:
@@ -345,6 +397,51 @@ class TDMGenerator(StreamingModule):
         finally:
             self.model.set_exec_mask(run)
         return out.to(device)
+
+    def _check_speak(self, speak_chunk: Any, batch_size: int, frames: int) -> torch.Tensor | None:
+        """The given chunk int64 [B, c] (on the CPU): each row all -1 or all units in [0, num_units)."""
+        if speak_chunk is None:
+            return None
+        given = torch.as_tensor(speak_chunk).cpu()
+        if given.shape != (batch_size, frames) or given.dtype.is_floating_point or given.dtype == torch.bool:
+            raise StreamingError(f"TDMGenerator.step: speak_chunk takes integer units [{batch_size}, {frames}] "
+                                 f"(a row of -1: sample), got {given.dtype} {tuple(given.shape)}")
+        given = given.long()
+        sampled = (given == -1).all(dim=1)
+        bad = ~sampled & ((given < 0) | (given >= self.fmt.num_units)).any(dim=1)
+        if bool(bad.any()):
+            b = int(bad.nonzero()[0, 0])
+            raise StreamingError(f"TDMGenerator.step: speak_chunk row {b} is {given[b].tolist()}; give units in "
+                                 f"[0, {self.fmt.num_units}) or a row of -1 to sample")
+        return given
+
+    def _feed_given(self, state: TDMGenState, rows: list[int], given: torch.Tensor, out: torch.Tensor) -> None:
+        """Advance `rows` over the model's turn of their given chunk: `[speak]` / `[listen]` (controlled; `[listen]`
+        when every unit is silence, as `TDMFormat.encode`) and the speak units, writing what the tokens decode to
+        into `out`. All but the last token are fed now; the last is pending, as a sampled one would be."""
+        fmt = self.fmt
+        silence = set(fmt.silence_units or [fmt.silence_unit]) if fmt.controlled else set()
+        feeds: dict[int, list[int]] = {}
+        for b in rows:
+            units = given[b].tolist()
+            if fmt.controlled and set(units) <= silence:
+                tokens = [fmt.token("[listen]")]
+                out[b] = fmt.silence_unit
+            else:
+                tokens = ([fmt.token("[speak]")] if fmt.controlled else []) + [u + fmt.num_units for u in units]
+                out[b] = given[b]
+            for token in tokens:
+                state.switches[b].advance(token)
+            state.pending[b] = tokens[-1]
+            feeds[b] = tokens[:-1]
+        for length in sorted({len(f) for f in feeds.values()} - {0}):
+            group = [b for b, f in feeds.items() if len(f) == length]
+            feed = torch.full((state.batch_size, length), fmt.pad, dtype=torch.long)
+            feed[group] = torch.tensor([feeds[b] for b in group])
+            stepping = torch.zeros(state.batch_size, dtype=torch.bool)
+            stepping[group] = True
+            self.model.set_exec_mask(stepping.to(state.device))
+            self.model.step_chunk(feed.to(state.device))
 
     def _forced(self, state: TDMGenState, b: int, units: list[int]) -> list[int]:
         """Stream b's tokens before the model's turn in this chunk (its switch advanced over them)."""
