@@ -112,12 +112,13 @@ class StreamingUnitLM(StreamingModule):
         return state
 
     @torch.no_grad()
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+    def step(self, tokens: torch.Tensor, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
         """Feed one token per stream: `tokens` int ``[B]`` -> next-token logits float32 ``[B, vocab.size]``.
 
         Running streams (exec mask True) advance by one position; paused ones get the logits this token would give
         them, and keep their state. Raises `StreamingError` when not streaming, for a token outside the vocabulary,
-        or when a running stream has used all ``max_positions``.
+        or when a running stream has used all ``max_positions``. `inputs_embeds` (``[B, embedding dim]``, optional)
+        is fed to the model in place of the tokens' embeddings (a model that adds something to them: LSLM fusion).
         """
         state = self._lm_state("UnitLM.step")
         tokens = torch.as_tensor(tokens, device=state.device)
@@ -131,8 +132,9 @@ class StreamingUnitLM(StreamingModule):
         seen = torch.cat([state.valid, torch.ones_like(run)[:, None]], dim=1)  # own stream + this token
         kwargs = {_cache_kwarg(type(self.model)): state.cache}
         try:
-            out = self.model(input_ids=tokens[:, None], attention_mask=seen.long(),
-                             position_ids=state.positions[:, None], use_cache=True, **kwargs)
+            inputs = {"input_ids": tokens[:, None]} if inputs_embeds is None else {"inputs_embeds": inputs_embeds[:, None]}
+            out = self.model(**inputs, attention_mask=seen.long(), position_ids=state.positions[:, None],
+                             use_cache=True, **kwargs)
         except BaseException:
             _select_slots(state.cache, torch.arange(slots, device=state.device))  # drop a half-written slot
             raise
