@@ -1,4 +1,5 @@
-"""`StreamingTokenizer`: a `SpeechTokenizer`'s frame labels from audio pushed piece by piece (a `StreamingModule`).
+"""Encoder frames of audio pushed piece by piece (`StreamingModule`s): `StreamingEncoder` gives a `SpeechEncoder`'s
+final FEATURES, `StreamingTokenizer` a `SpeechTokenizer`'s k-means LABELS of those features (the same windows).
 
 Frames. Frame i covers samples ``[i hop, i hop + span)`` as in offline encoding (`chunking.frame_geometry`: hop 160 /
 span 400 for MFCC, 320 / 400 for HuBERT, 320 / 320 for Whisper), so streaming label i is the label of offline frame i.
@@ -10,10 +11,12 @@ window depends on the audio only, never on how it was cut into pushes. Algorithm
 frame's label comes out ``(lookahead + block_frames - 1) hop + span`` samples after the frame's first sample, i.e.
 lookahead + one frame (+ the MFCC window's extra 15 ms) with the default one-frame blocks.
 
-API. ``push(samples)``: per stream a float waveform [T_b] at ``tokenizer.sample_rate`` (any T_b >= 0; a list of B
-arrays, or a tensor [B, T]) -> per stream the int64 k-means labels [n_b] of the frames that became final (frame-level
-units: no deduplication, no BPE). ``flush(mask)``: the remaining labels of the masked streams, which then start anew.
-Paused streams (`set_exec_mask`) ignore their input and return nothing; `frames_emitted` counts each stream's labels.
+API. ``push(samples)``: per stream a float waveform [T_b] at the encoder's ``sample_rate`` (any T_b >= 0; a list of
+B arrays, or a tensor [B, T]) -> per stream the frames that became final: `StreamingEncoder` float32 features
+[n_b, D], `StreamingTokenizer` int64 k-means labels [n_b] (frame-level units: no deduplication, no BPE).
+``flush(mask)``: the remaining frames of the masked streams, which then start anew. Paused streams (`set_exec_mask`)
+ignore their input and return nothing; `frames_emitted` counts each stream's frames. The encoder is referenced, not
+registered as a submodule: the streaming modules own no parameters (whoever owns the encoder moves it).
 
 Bounds, per encoder (tests/test_streaming_tokenizer.py):
 
@@ -54,7 +57,7 @@ from textless.tokenizers.encoders.chunking import frame_geometry, total_frame_co
 from textless.tokenizers.encoders.mfcc import MFCCEncoder
 from textless.tokenizers.encoders.whisper import WhisperFeatureEncoder, whisper_log_mel
 
-__all__ = ["StreamingTokenizer", "TokenizerStreamState", "exact_reach"]
+__all__ = ["EncoderStreamState", "StreamingEncoder", "StreamingTokenizer", "TokenizerStreamState", "exact_reach"]
 
 MFCC_DELTA_REACH = 4          # two compute_deltas passes of window 5: +-2 frames each
 ATTENTION_LEFT_CONTEXT = 2.0  # seconds (the offline long-form windows use 2 s of context too)
@@ -72,9 +75,9 @@ def exact_reach(encoder: SpeechEncoder) -> int | None:
 
 
 @dataclass
-class TokenizerStreamState(StreamingState):
+class EncoderStreamState(StreamingState):
     """Per stream (Python lists of B entries): ``audio`` float32 [n] = samples [start, received) kept for future
-    windows, ``start``, ``received`` (samples pushed) and ``emitted`` (frames labelled)."""
+    windows, ``start``, ``received`` (samples pushed) and ``emitted`` (frames returned)."""
 
     audio: list = field(init=False)
     start: list = field(init=False)
@@ -94,28 +97,33 @@ class TokenizerStreamState(StreamingState):
             self.audio[b], self.start[b], self.received[b], self.emitted[b] = torch.zeros(0), 0, 0, 0
 
 
-class StreamingTokenizer(StreamingModule):
-    """Audio pushed in pieces -> final frame labels (see the module docstring for windows, latency and bounds).
+@dataclass
+class TokenizerStreamState(EncoderStreamState):
+    """`EncoderStreamState` of a `StreamingTokenizer` (``emitted``: frames labelled)."""
+
+
+class StreamingEncoder(StreamingModule):
+    """Audio pushed in pieces -> final encoder features (see the module docstring for windows, latency and bounds).
 
     Args:
-        tokenizer: the `SpeechTokenizer` (its encoder and k-means; deduplication / BPE are not applied).
+        encoder: the `SpeechEncoder` (referenced, not registered as a submodule).
         left_context: seconds of past audio in each window (None: exact reach for MFCC, 2 s otherwise).
         lookahead: frames after the block in each window (None: exact reach for MFCC, 10 otherwise).
-        block_frames: frames labelled per window (1: lowest latency; more: fewer encoder calls).
+        block_frames: frames computed per window (1: lowest latency; more: fewer encoder calls).
         whisper_pad_frames: zero frames appended to each Whisper window (None: 50).
     """
 
-    def __init__(self, tokenizer: SpeechTokenizer, *, left_context: float | None = None, lookahead: int | None = None,
+    def __init__(self, encoder: SpeechEncoder, *, left_context: float | None = None, lookahead: int | None = None,
                  block_frames: int = 1, whisper_pad_frames: int | None = None):
         super().__init__()
-        self.tokenizer = tokenizer
-        encoder = tokenizer.encoder
+        self.__dict__["_encoder"] = encoder  # a plain reference: nn.Module would register it as a submodule
         self.geometry = frame_geometry(encoder)
         self.hop = self.geometry.hop
         self.span = max(self.geometry.hop, self.geometry.receptive)
         self.reach = exact_reach(encoder)
         if left_context is None:
-            self.context = self.reach if self.reach is not None else math.ceil(ATTENTION_LEFT_CONTEXT * self.frame_rate)
+            self.context = self.reach if self.reach is not None else \
+                math.ceil(ATTENTION_LEFT_CONTEXT * encoder.frame_rate)
         else:
             if not left_context >= 0:
                 raise ConfigError(f"left_context must be >= 0 seconds, got {left_context}")
@@ -138,15 +146,15 @@ class StreamingTokenizer(StreamingModule):
     # ------------------------------------------------------------------------------------------------ geometry
     @property
     def encoder(self) -> SpeechEncoder:
-        return self.tokenizer.encoder
+        return self._encoder
 
     @property
     def sample_rate(self) -> int:
-        return self.tokenizer.sample_rate
+        return self.encoder.sample_rate
 
     @property
     def frame_rate(self) -> float:
-        return self.tokenizer.frame_rate
+        return self.encoder.frame_rate
 
     @property
     def left_context(self) -> float:
@@ -155,7 +163,7 @@ class StreamingTokenizer(StreamingModule):
 
     @property
     def latency_samples(self) -> int:
-        """Samples from a frame's first sample to its label: ``(lookahead + block_frames - 1) hop + span``."""
+        """Samples from a frame's first sample to its output: ``(lookahead + block_frames - 1) hop + span``."""
         return (self.lookahead + self.block - 1) * self.hop + self.span
 
     @property
@@ -165,7 +173,7 @@ class StreamingTokenizer(StreamingModule):
 
     @property
     def exact(self) -> bool:
-        """Whether the labels equal offline labelling (finite receptive field covered by context and lookahead)."""
+        """Whether the frames equal offline encoding (finite receptive field covered by context and lookahead)."""
         return self.reach is not None and self.context >= self.reach and self.lookahead >= self.reach
 
     def _frames_ready(self, num_samples: int) -> int:
@@ -180,27 +188,29 @@ class StreamingTokenizer(StreamingModule):
             return 0
 
     # ------------------------------------------------------------------------------------------------ streaming
-    def _init_streaming_state(self, batch_size: int) -> TokenizerStreamState:
-        return TokenizerStreamState(batch_size, torch.device("cpu"))
+    def _init_streaming_state(self, batch_size: int) -> EncoderStreamState:
+        return EncoderStreamState(batch_size, torch.device("cpu"))
 
-    def _state(self, what: str) -> TokenizerStreamState:
+    def _state(self, what: str) -> EncoderStreamState:
         state = self._require_streaming(what)
-        assert isinstance(state, TokenizerStreamState)
+        assert isinstance(state, EncoderStreamState)
         return state
 
     @property
     def frames_emitted(self) -> list[int]:
-        """Labels returned so far per stream (the index of each stream's next frame)."""
+        """Frames returned so far per stream (the index of each stream's next frame)."""
         return list(self._state("frames_emitted").emitted)
 
     def push(self, samples: Sequence | torch.Tensor) -> list[np.ndarray]:
-        """Append audio: per stream float [T_b] (list of B, or a tensor [B, T]) -> per stream int64 labels [n_b] of
-        the frames that became final, in order (frame indices ``frames_emitted`` before the call onwards)."""
-        state = self._state("StreamingTokenizer.push")
+        """Append audio: per stream float [T_b] (list of B, or a tensor [B, T]) -> per stream the frames that became
+        final, in order (frame indices ``frames_emitted`` before the call onwards): `StreamingEncoder` float32
+        features [n_b, D], `StreamingTokenizer` int64 labels [n_b]."""
+        name = type(self).__name__
+        state = self._state(f"{name}.push")
         two_d = isinstance(samples, (torch.Tensor, np.ndarray)) and samples.ndim == 2
         pieces = list(samples) if two_d or isinstance(samples, (list, tuple)) else []
         if len(pieces) != state.batch_size:
-            raise StreamingError(f"StreamingTokenizer.push takes one waveform per stream ({state.batch_size}), got "
+            raise StreamingError(f"{name}.push takes one waveform per stream ({state.batch_size}), got "
                                  f"{type(samples).__name__} of {len(pieces)}")
         run = state.exec_mask.tolist()
         jobs = []
@@ -210,7 +220,7 @@ class StreamingTokenizer(StreamingModule):
             wav = torch.as_tensor(np.asarray(piece, dtype=np.float32) if not isinstance(piece, torch.Tensor)
                                   else piece).detach().to("cpu", torch.float32)
             if wav.dim() != 1:
-                raise StreamingError(f"StreamingTokenizer.push: stream {b} needs a mono waveform [T], got shape "
+                raise StreamingError(f"{name}.push: stream {b} needs a mono waveform [T], got shape "
                                      f"{tuple(wav.shape)}")
             state.audio[b] = torch.cat([state.audio[b], wav])
             state.received[b] += len(wav)
@@ -221,9 +231,9 @@ class StreamingTokenizer(StreamingModule):
         return self._run(state, jobs)
 
     def flush(self, mask: torch.Tensor | None = None) -> list[np.ndarray]:
-        """End the masked streams (all when None; exec mask ignored): their remaining labels (up to the offline frame
-        count of all their audio), [] for the others; the masked streams then start anew."""
-        state = self._state("StreamingTokenizer.flush")
+        """End the masked streams (all when None; exec mask ignored): their remaining frames (up to the offline frame
+        count of all their audio), none for the others; the masked streams then start anew."""
+        state = self._state(f"{type(self).__name__}.flush")
         mask = torch.ones(state.batch_size, dtype=torch.bool) if mask is None else self._item_mask(mask, "flush")
         mask = mask.cpu()
         jobs = [(b, self._total_frames(state.received[b]), state.received[b]) for b in mask.nonzero()[:, 0].tolist()]
@@ -232,9 +242,9 @@ class StreamingTokenizer(StreamingModule):
         return out
 
     # ------------------------------------------------------------------------------------------------ windows
-    def _run(self, state: TokenizerStreamState, jobs: list[tuple[int, int, int | None]]) -> list[np.ndarray]:
-        """Label frames [emitted[b], until) of each job (b, until, end: the stream's end sample at flush, else None)
-        block by block; returns the labels per stream and drops the audio no later window needs."""
+    def _run(self, state: EncoderStreamState, jobs: list[tuple[int, int, int | None]]) -> list[np.ndarray]:
+        """Frames [emitted[b], until) of each job (b, until, end: the stream's end sample at flush, else None) block
+        by block; returns the `_outputs` per stream and drops the audio no later window needs."""
         windows = []  # (stream, first frame of the window, first / end frame kept, waveform)
         for b, until, end in jobs:
             for first in range(state.emitted[b], until, self.block):
@@ -244,10 +254,10 @@ class StreamingTokenizer(StreamingModule):
                 stop = stop if end is None else min(stop, end)
                 lo, hi = begin * self.hop - state.start[b], stop - state.start[b]
                 windows.append((b, begin, first, last, state.audio[b][lo:hi]))
-        labels = self._label(windows)
-        out = [np.zeros(0, np.int64) for _ in range(state.batch_size)]
+        outputs = self._outputs(self._window_features(windows)) if windows else []
+        out = [self._no_output() for _ in range(state.batch_size)]
         for b, until, _ in jobs:
-            out[b] = np.concatenate([lab for (w, lab) in zip(windows, labels) if w[0] == b])
+            out[b] = np.concatenate([o for (w, o) in zip(windows, outputs) if w[0] == b])
             state.emitted[b] = until
             keep = max(0, until - self.context) * self.hop  # the next window starts here at the earliest
             if keep > state.start[b]:
@@ -255,8 +265,8 @@ class StreamingTokenizer(StreamingModule):
                 state.start[b] = keep
         return out
 
-    def _label(self, windows: list) -> list[np.ndarray]:
-        """Labels of each window's kept frames; windows of equal length are encoded together."""
+    def _window_features(self, windows: list) -> list[torch.Tensor]:
+        """Features [last - first, D] of each window's kept frames; windows of equal length are encoded together."""
         feats: list[torch.Tensor | None] = [None] * len(windows)
         groups: dict[int, list[int]] = {}
         for i, w in enumerate(windows):
@@ -272,11 +282,15 @@ class StreamingTokenizer(StreamingModule):
                         raise TextlessError(f"a window of {batch.shape[1]} samples gave {encoded.shape[1]} frames, "
                                             f"fewer than the {last - begin} planned")
                     feats[i] = encoded[row, first - begin: last - begin]
-        if not windows:
-            return []
-        labels = self.tokenizer._predict(torch.cat(feats))  # type: ignore[arg-type]
-        bounds = np.cumsum([0] + [len(f) for f in feats])  # type: ignore[arg-type]
-        return [labels[a:b] for a, b in pairwise(bounds)]
+        return feats  # type: ignore[return-value]
+
+    def _outputs(self, feats: list[torch.Tensor]) -> list[np.ndarray]:
+        """What is returned for each window's kept frames: here the features as float32 [n, D] on the CPU."""
+        return [f.detach().to("cpu", torch.float32).numpy() for f in feats]
+
+    def _no_output(self) -> np.ndarray:
+        """The output of a stream with no new frame: float32 [0, D]."""
+        return np.zeros((0, self.encoder.dim), np.float32)
 
     def _encode(self, wavs: torch.Tensor) -> torch.Tensor:
         """Features [N, F, D] of equal-length windows [N, T] (F = the encoder's frame count for T samples)."""
@@ -291,3 +305,34 @@ class StreamingTokenizer(StreamingModule):
             with autocast_context(enc.device, enc.dtype, enc.force_dtype):
                 hidden = enc._encode_mel(mel)
         return hidden[:, :frames].float()
+
+
+class StreamingTokenizer(StreamingEncoder):
+    """Audio pushed in pieces -> final frame labels: the k-means labels of `StreamingEncoder`'s features (see the
+    module docstring for windows, latency and bounds).
+
+    Args:
+        tokenizer: the `SpeechTokenizer` (its encoder and k-means; deduplication / BPE are not applied).
+        left_context: seconds of past audio in each window (None: exact reach for MFCC, 2 s otherwise).
+        lookahead: frames after the block in each window (None: exact reach for MFCC, 10 otherwise).
+        block_frames: frames labelled per window (1: lowest latency; more: fewer encoder calls).
+        whisper_pad_frames: zero frames appended to each Whisper window (None: 50).
+    """
+
+    def __init__(self, tokenizer: SpeechTokenizer, *, left_context: float | None = None, lookahead: int | None = None,
+                 block_frames: int = 1, whisper_pad_frames: int | None = None):
+        super().__init__(tokenizer.encoder, left_context=left_context, lookahead=lookahead, block_frames=block_frames,
+                         whisper_pad_frames=whisper_pad_frames)
+        self.tokenizer = tokenizer
+
+    def _init_streaming_state(self, batch_size: int) -> TokenizerStreamState:
+        return TokenizerStreamState(batch_size, torch.device("cpu"))
+
+    def _outputs(self, feats: list[torch.Tensor]) -> list[np.ndarray]:
+        """int64 labels [n] of each window's kept frames (all windows assigned at once)."""
+        labels = self.tokenizer._predict(torch.cat(feats))
+        bounds = np.cumsum([0] + [len(f) for f in feats])
+        return [labels[a:b] for a, b in pairwise(bounds)]
+
+    def _no_output(self) -> np.ndarray:
+        return np.zeros(0, np.int64)
