@@ -1,0 +1,82 @@
+"""LSLM training examples and batches: speaking units + listening features -> (inputs, labels, listening input).
+
+One item is an utterance of frame-level speaking units ``units`` int64 [T] (the LM's units, frame rate R Hz), the
+listening channel's features ``listen`` float32 [F, D] at the same rate (`textless.dialogue.listening`; F >= T
+frames cover the utterance) and the interruption onset (seconds from the utterance's start, or None). The target
+sequence is `textless.dialogue.interruptions.lslm_targets`: the units of frames [0, n) then IRQ when the onset + mu
+falls inside the utterance (n = `irq_cut`), else all units then EOS. As token ids::
+
+    tokens    = <bos> u_0 ... u_{n-1} <irq|eos>           (L + 1 tokens)
+    input_ids = tokens[:-1], labels = tokens[1:]          (L each)
+    listen[i] = listening frame i - 1 (zeros at i = 0)    (`listen_positions`: frame t is emitted having heard < t)
+
+Batches right-pad with ``pad`` (label -100, listening zeros). The loss is the NLL summed over labels (the engine's
+token-weighted mean).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from textless.dialogue.interaction import LSLM_MU
+from textless.dialogue.interruptions import lslm_targets
+from textless.dialogue.lslm.model import IRQ, listen_positions
+from textless.lm.vocab import UnitVocab
+
+IGNORE = -100
+
+
+@dataclass
+class LSLMItem:
+    """One utterance: speaking units int64 [T], listening features float32 [F, D] (F >= T), onset s or None."""
+
+    id: str
+    units: np.ndarray
+    listen: np.ndarray
+    onset: float | None
+
+
+@dataclass
+class LSLMBatch:
+    input_ids: torch.Tensor   # int64 [B, L]
+    labels: torch.Tensor      # int64 [B, L], IGNORE on padding
+    listen: torch.Tensor      # float32 [B, L, D]
+    interrupted: torch.Tensor  # bool [B]: the target ends with IRQ
+
+    def to(self, device: torch.device | str) -> LSLMBatch:
+        return LSLMBatch(self.input_ids.to(device), self.labels.to(device), self.listen.to(device),
+                         self.interrupted.to(device))
+
+    @property
+    def targets(self) -> int:
+        return int((self.labels != IGNORE).sum())
+
+
+def item_tokens(item: LSLMItem, vocab: UnitVocab, frame_rate: float, mu: float = LSLM_MU) -> np.ndarray:
+    """<bos> + the item's target tokens (module docstring), int64 [L + 1]."""
+    units = vocab.units_to_tokens(np.asarray(item.units, np.int64))
+    targets = lslm_targets(units, item.onset, frame_rate, vocab.specials[IRQ], vocab.eos_id, mu)
+    return np.concatenate([[vocab.bos_id], targets]).astype(np.int64)
+
+
+def collate(items: list[LSLMItem], vocab: UnitVocab, frame_rate: float, mu: float = LSLM_MU) -> LSLMBatch:
+    """Right-padded batch of `items` (module docstring)."""
+    tokens = [item_tokens(item, vocab, frame_rate, mu) for item in items]
+    length = max(len(t) for t in tokens) - 1
+    dim = items[0].listen.shape[1]
+    ids = torch.full((len(items), length), vocab.pad_id, dtype=torch.long)
+    labels = torch.full((len(items), length), IGNORE, dtype=torch.long)
+    listen = torch.zeros(len(items), length, dim)
+    for b, (item, t) in enumerate(zip(items, tokens, strict=True)):
+        n = len(t) - 1
+        if item.listen.shape[0] < n - 1:
+            raise ValueError(f"item {item.id}: {item.listen.shape[0]} listening frames for {len(item.units)} "
+                             f"speaking frames")
+        ids[b, :n] = torch.from_numpy(t[:-1])
+        labels[b, :n] = torch.from_numpy(t[1:])
+        listen[b, :n] = listen_positions(torch.from_numpy(np.asarray(item.listen, np.float32))[None], n)[0]
+    interrupted = torch.tensor([int(t[-1]) == vocab.specials[IRQ] for t in tokens])
+    return LSLMBatch(ids, labels, listen, interrupted)

@@ -1,0 +1,162 @@
+"""Speaking while listening with a `ListenSpeakLM`, and LSLM's interaction and speaking-cost scores.
+
+`listen_and_speak`: B streams in lock-step under the streaming protocol. Position 0 feeds ``<bos>`` (listening
+zeros), position i >= 1 the unit of frame i - 1 with listening frame i - 1; positions 1..P are the prompt's units (P
+frames, teacher-forced), after that each stream feeds what it sampled. The logits at position i choose the token of
+frame i among the units, ``eos`` and ``irq`` (temperature, top-k, top-p; LSLM samples with top-p 0.99 at temperature
+1); a stream stops at ``eos``, at ``irq`` (its stop frame is i: it spoke frames [0, i)) or after ``max_frames``
+frames, and is paused while the others go on. ``irq_prob`` [steps] is p(irq) at every position from P on (LSLM Fig. 4:
+`plot_irq`). Each stream draws from its own generator seeded ``seed + b``.
+
+Scores (`interaction_scores`): an item's stop time is its IRQ frame / R (None when it ended with eos or the frame
+budget), scored with `textless.dialogue.interaction.lslm_outcome` against its onset: TP / FN / FP / TN, precision,
+recall, F1. `speaking_nll`: nats per target token (units and the final eos / irq) of teacher-forced items, with their
+listening features or with zeros in their place (the plain LM's view: LSLM's "vanilla" comparison).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from textless.dialogue.interaction import LSLMScores, lslm_scores
+from textless.dialogue.lslm.data import IGNORE, LSLMItem, collate
+from textless.dialogue.lslm.model import IRQ, ListenSpeakLM
+from textless.lm.generation import filter_logits
+
+STOPS = ("irq", "eos", "length")
+
+
+@dataclass
+class ListenSpeakSampling:
+    temperature: float = 1.0       # 0: greedy
+    top_k: int | None = None
+    top_p: float | None = 0.99     # LSLM section 5.3
+    seed: int = 0                  # stream b draws from a generator seeded seed + b
+
+
+@dataclass
+class ListenSpeakResult:
+    units: np.ndarray              # int64 [n]: the frames it spoke (prompt included)
+    stop: str                      # "irq" | "eos" | "length"
+    stop_frame: int                # frames spoken when it stopped (= len(units))
+    irq_prob: np.ndarray           # float32 [steps]: p(irq) at positions P, P + 1, ...
+
+
+@torch.no_grad()
+def listen_and_speak(model: ListenSpeakLM, prompts: list[np.ndarray], listen: list[np.ndarray],
+                     max_frames: list[int], sampling: ListenSpeakSampling | None = None) -> list[ListenSpeakResult]:
+    """prompts: per stream the prompt's units [P_b]; listen: its listening features [F_b, D] (frames past F_b read
+    zeros); max_frames: frames it may speak in all -> one result per stream (module docstring)."""
+    sampling = sampling or ListenSpeakSampling()
+    vocab, device = model.vocab, model.device
+    b_size = len(prompts)
+    lo, hi = vocab.unit_range
+    allowed = torch.zeros(vocab.size, dtype=torch.bool, device=device)
+    allowed[lo:hi] = True
+    allowed[[vocab.eos_id, vocab.specials[IRQ]]] = True
+    generators = [torch.Generator(device=device).manual_seed(sampling.seed + b) for b in range(b_size)]
+    spoken = [vocab.units_to_tokens(np.asarray(p, np.int64)).tolist() for p in prompts]
+    plen = [len(p) for p in spoken]
+    irq_probs: list[list[float]] = [[] for _ in range(b_size)]
+    stops: list[str | None] = [None] * b_size
+    dim = model.config.listen_dim
+    frames = [torch.as_tensor(np.asarray(x, np.float32)) for x in listen]
+    horizon = max(max_frames) + 1
+    with model.streaming(b_size):
+        for i in range(horizon):
+            running = [b for b in range(b_size) if stops[b] is None]
+            if not running:
+                break
+            tokens = torch.full((b_size,), vocab.pad_id, dtype=torch.long)
+            feats = torch.zeros(b_size, dim)
+            for b in running:
+                tokens[b] = vocab.bos_id if i == 0 else spoken[b][i - 1]
+                if 1 <= i <= len(frames[b]):
+                    feats[b] = frames[b][i - 1]
+            mask = torch.zeros(b_size, dtype=torch.bool)
+            mask[running] = True
+            model.set_exec_mask(mask.to(device))
+            logits = model.step(tokens.to(device), feats.to(device)).float().masked_fill(~allowed, -math.inf)
+            probs = logits.softmax(dim=-1)
+            choice = filter_logits(logits, temperature=max(sampling.temperature, 1e-6), top_k=sampling.top_k,
+                                   top_p=sampling.top_p).softmax(dim=-1)
+            for b in running:
+                if i < plen[b]:
+                    continue  # the prompt's frame i is given
+                if len(spoken[b]) >= max_frames[b]:
+                    stops[b] = "length"
+                    continue
+                irq_probs[b].append(float(probs[b, vocab.specials[IRQ]]))
+                if sampling.temperature == 0:
+                    token = int(logits[b].argmax())
+                else:
+                    token = int(torch.multinomial(choice[b], 1, generator=generators[b])[0])
+                if token == vocab.eos_id:
+                    stops[b] = "eos"
+                elif token == vocab.specials[IRQ]:
+                    stops[b] = "irq"
+                else:
+                    spoken[b].append(token)
+    out = []
+    for b in range(b_size):
+        units = vocab.tokens_to_units(np.asarray(spoken[b], np.int64))
+        out.append(ListenSpeakResult(units, stops[b] or "length", len(units), np.asarray(irq_probs[b], np.float32)))
+    return out
+
+
+def stop_time(result: ListenSpeakResult, frame_rate: float) -> float | None:
+    """When the model stopped early (s): its IRQ frame / R; None when it ended with eos or the frame budget."""
+    return result.stop_frame / frame_rate if result.stop == "irq" else None
+
+
+def interaction_scores(results: list[ListenSpeakResult], onsets: list[float | None], frame_rate: float) -> LSLMScores:
+    """LSLM's TP / FN / FP / TN, precision, recall and F1 of generated items against their onsets."""
+    return lslm_scores([(onset, stop_time(r, frame_rate)) for r, onset in zip(results, onsets, strict=True)])
+
+
+@torch.no_grad()
+def speaking_nll(model: ListenSpeakLM, items: list[LSLMItem], frame_rate: float, *, listening: bool = True,
+                 batch_size: int = 8) -> float:
+    """Nats per target token of teacher-forced `items` (module docstring); ``listening=False``: zeros in place of
+    their features (the plain LM's view)."""
+    total, count = 0.0, 0
+    for start in range(0, len(items), batch_size):
+        batch = collate(items[start:start + batch_size], model.vocab, frame_rate).to(model.device)
+        logits = model(batch.input_ids, batch.listen if listening else torch.zeros_like(batch.listen))
+        total += float(F.cross_entropy(logits.float().flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE,
+                                       reduction="sum"))
+        count += int((batch.labels != IGNORE).sum())
+    return total / max(count, 1)
+
+
+def plot_irq(result: ListenSpeakResult, prompt_frames: int, frame_rate: float, onset: float | None,
+             path: str | Path, mu: float = 0.5) -> Path:
+    """LSLM Fig. 4: log10 p(irq) over time (s) from the prompt's end, the onset and onset + 2 mu marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = (prompt_frames + np.arange(len(result.irq_prob))) / frame_rate
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.semilogy(times, np.maximum(result.irq_prob, 1e-12), label="p(IRQ)")
+    if onset is not None:
+        ax.axvline(onset, color="tab:red", label="interruption onset")
+        ax.axvspan(onset, onset + 2 * mu, color="tab:red", alpha=0.1, label="[onset, onset + 2 mu]")
+    if result.stop == "irq":
+        ax.axvline(result.stop_frame / frame_rate, color="black", linestyle="--", label="IRQ sampled")
+    ax.set_xlabel("seconds from the utterance's start")
+    ax.set_ylabel("probability")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
