@@ -280,6 +280,19 @@ COMMANDS: dict[str, Command] = {
         add_arguments=_add_config_arguments,
         run=configured("train-duplex", "textless.dialogue.duplex.train:DuplexTrainConfig",
                        "textless.dialogue.duplex.train:train_duplex_command")),
+    "train-lslm": Command(
+        help="teach a speaking unit LM to listen while it speaks and stop with IRQ when interrupted (LSLM); "
+             "resumes automatically",
+        description="Train a ListenSpeakLM on a `textless build-lslm` set: the speaking audio's frame-level units "
+                    "(units_tokenizer) and the listening channel's continuous features (listening.encoder: mfcc, an "
+                    "HF encoder or offline:whisper-base, any layer; frozen) prepared once and cached; fusion=early | "
+                    "middle | late (LSLM) | sum (duplex S2S); IRQ mu seconds after an interruption's onset, then "
+                    "nothing; validation NLL and speak_nll; TensorBoard, atomic checkpoints with exact resume; writes "
+                    "output_dir/final. init: scratch:<preset>, a UnitLM directory (freeze_lm=true: the projection "
+                    "only) or a saved ListenSpeakLM. Recipe: --config train-lslm (default).",
+        add_arguments=_add_config_arguments,
+        run=configured("train-lslm", "textless.dialogue.lslm.train:LSLMTrainConfig",
+                       "textless.dialogue.lslm.train:train_lslm_command")),
     "train-vocoder": Command(
         help="train a unit HiFi-GAN vocoder on a unit dataset and its audio; resumes automatically",
         description="Train a unit HiFi-GAN (fairseq CodeHiFiGAN; speechbrain MPD + MSD discriminators): random "
@@ -434,6 +447,19 @@ COMMANDS: dict[str, Command] = {
         add_arguments=_add_config_arguments,
         run=configured("build-dialogues", "textless.jobs.build_dialogues:BuildDialoguesConfig",
                        "textless.jobs.build_dialogues:build_dialogues")),
+    "build-lslm": Command(
+        help="build LSLM listen-while-speaking data: TTS utterances with a noisy / interrupted listening channel",
+        description="Sentences read by local TTS voices (the speaking channel, trimmed to speech) and, as long, a "
+                    "listening channel with noise (p 0.5) and an interruption (p 0.5): one keyword ('honey') said "
+                    "by many voices (setting=command) or many words with held-out test speakers (setting=voice, "
+                    "held_out_voices=[...]), placed so that its speech starts at the recorded onset (Ma et al. "
+                    "2024). Writes <output>/speaking, listening (16 kHz wav), examples.jsonl (train / valid / test, "
+                    "onsets) and summary.json; nothing is tokenized. Deterministic for a seed however it is sharded; "
+                    "a re-run skips complete examples. Example: textless build-lslm output=outputs/lslm "
+                    "num_train=2000 num_test=1000",
+        add_arguments=_add_config_arguments,
+        run=configured("build-lslm", "textless.jobs.build_lslm:BuildLSLMConfig",
+                       "textless.jobs.build_lslm:build_lslm")),
     "eval-resynth": Command(
         help="resynthesis quality: WER/CER of originals vs resyntheses, and their levels (silence kept silent?)",
         description="Resynthesize a dataset with transcripts (the starter pipeline, --pipeline-style pipeline=, or "

@@ -1,0 +1,159 @@
+"""train-lslm: preparation (units + listening features, cached), IRQ targets in the trained batches, exact resume
+after SIGKILL, the saved model, config errors. Data: a hand-made build-lslm directory (bundled corpus speech; the
+listening channel silent or holding another utterance from a known onset), an MFCC tokenizer (100 Hz units)."""
+
+import json
+import signal
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from kill_fixtures import kill_after_checkpoint
+
+from textless.audio import load_audio
+from textless.data.corpus import load_bundled_corpus
+from textless.dialogue.listening import ListeningChannel, ListeningConfig
+from textless.dialogue.lslm import ListenSpeakLM
+from textless.dialogue.lslm.train import LSLMObjective, LSLMTrainConfig, prepare_split, train_lslm
+from textless.errors import ConfigError
+from textless.tokenizers.bundle import SpeechTokenizer
+from textless.tokenizers.encoders.mfcc import MFCCEncoder
+from textless.tokenizers.kmeans import KMeans
+from textless.training.checkpoint import list_checkpoints
+
+SR = 16000
+ONSET = 1.0
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """(build-lslm-like directory, MFCC tokenizer directory): 6 train / 2 valid examples, every second one
+    interrupted at 1.0 s by another utterance."""
+    root = tmp_path_factory.mktemp("lslm")
+    speech = [load_audio(item.path, SR)[0].numpy() for item in list(load_bundled_corpus("valid"))[:8]]
+    encoder = MFCCEncoder()
+    feats = torch.cat([encoder.encode(torch.from_numpy(w)) for w in speech]).numpy()
+    tokenizer = SpeechTokenizer(encoder, KMeans(k=16, backend="torch", max_iter=10, seed=0).fit(feats),
+                                deduplicate=False)
+    tokenizer.save_pretrained(root / "tok")
+    records = []
+    for i, wav in enumerate(speech):
+        listening = np.zeros_like(wav)
+        interrupted = i % 2 == 1
+        if interrupted:
+            other = speech[(i + 3) % len(speech)]
+            start = int(ONSET * SR)
+            piece = other[: len(wav) - start]
+            listening[start:start + len(piece)] = piece
+        (root / "audio").mkdir(exist_ok=True)
+        sf.write(root / "audio" / f"{i}.speaking.wav", wav, SR)
+        sf.write(root / "audio" / f"{i}.listening.wav", listening, SR)
+        records.append({"id": f"ex{i}", "split": "train" if i < 6 else "valid", "speaking": f"audio/{i}.speaking.wav",
+                        "listening": f"audio/{i}.listening.wav", "sample_rate": SR, "samples": len(wav),
+                        "seconds": len(wav) / SR, "text": "", "speaking_voice": "corpus",
+                        "onset": ONSET if interrupted else None,
+                        "interruption": {"word": "corpus", "voice": "corpus", "start": ONSET, "seconds": 1.0}
+                        if interrupted else None, "noise": None, "listening_gain": 1.0})
+    (root / "data").mkdir()
+    for r in records:
+        for key in ("speaking", "listening"):
+            r[key] = "../" + r[key]
+    (root / "data" / "examples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return root / "data", root / "tok"
+
+
+def config(data, out, **kw):
+    directory, tok = data
+    fields = {"train_data": str(directory), "units_tokenizer": str(tok), "init": "scratch:tiny",
+              "listening": {"encoder": "mfcc", "frame_rate": 100.0}, "output_dir": str(out), "max_steps": 4,
+              "batch_size": 2, "warmup_steps": 1, "eval_every": 2, "save_every": 2, "log_every": 1, "progress": False,
+              "tensorboard": False, "precision": "fp32", "lr": 1e-2, **kw}
+    return LSLMTrainConfig(**fields)
+
+
+def test_prepare_units_features_and_cache(data, tmp_path):
+    directory, tok = data
+    tokenizer = SpeechTokenizer.from_pretrained(tok)
+    channel = ListeningChannel(ListeningConfig(encoder="mfcc", frame_rate=100.0))
+    cache = tmp_path / "train.npz"
+    items = prepare_split(directory, "train", tokenizer, channel, cache)
+    assert [i.id for i in items] == [f"ex{i}" for i in range(6)] and [i.onset for i in items][:2] == [None, ONSET]
+    for item in items:
+        wav, _ = load_audio(directory / f"../audio/{item.id[2:]}.speaking.wav", SR)
+        assert np.array_equal(item.units, tokenizer.frame_labels_batch([wav])[0])
+        assert item.listen.shape == (len(item.units), channel.dim)
+    assert np.abs(items[0].listen).max() == np.abs(channel(torch.zeros(1, 16000))[0].numpy()).max()  # silence
+    again = prepare_split(directory, "train", tokenizer, channel, cache)
+    assert all(np.array_equal(a.listen, b.listen) and np.array_equal(a.units, b.units) for a, b in zip(items, again))
+    stamp = cache.stat().st_mtime_ns
+    prepare_split(directory, "train", tokenizer, channel, cache)
+    assert cache.stat().st_mtime_ns == stamp                       # the cache answered
+    other = ListeningChannel(ListeningConfig(encoder="mfcc", frame_rate=50.0))
+    assert prepare_split(directory, "train", tokenizer, other, cache)[0].listen.shape[0] == len(items[0].units)
+    assert cache.stat().st_mtime_ns != stamp                       # another listening channel: prepared again
+
+
+def test_batches_end_interrupted_utterances_with_irq(data, tmp_path):
+    objective = LSLMObjective(config(data, tmp_path / "o", batch_size=6))
+    from textless.training.objective import Context
+
+    class Acc:
+        device = torch.device("cpu")
+
+    objective.build(Context(Acc(), 0, 1, True, False, "no", tmp_path), None, None)
+    batch = next(objective.batches(0))
+    vocab = objective.model.vocab
+    irq, rate = objective.model.irq_id, objective.frame_rate
+    for row in range(6):
+        labels = batch.labels[row][batch.labels[row] != -100]
+        if batch.interrupted[row]:
+            assert labels[-1] == irq and len(labels) == round((ONSET + 0.5) * rate) + 1
+        else:
+            assert labels[-1] == vocab.eos_id
+    assert int(batch.interrupted.sum()) == 3
+
+
+def test_exact_resume_after_sigkill_and_the_saved_model(data, tmp_path):
+    N, k = 4, 2
+    reference = train_lslm(config(data, tmp_path / "ref", max_steps=N))
+    out = tmp_path / "killed"
+    cfg = config(data, out, max_steps=N)
+    entry = "textless.dialogue.lslm.train:train_lslm"
+    assert kill_after_checkpoint(cfg, k, entry, tmp_path / "killed.stderr") == -signal.SIGKILL
+    assert [p.name for p in list_checkpoints(out)] == [f"step-{k:07d}"]
+    resumed = train_lslm(cfg)
+    assert resumed.resumed_from == k and resumed.history == reference.history
+    assert resumed.valid_history == reference.valid_history
+    a = ListenSpeakLM.from_pretrained(reference.final_model).state_dict()
+    model = ListenSpeakLM.from_pretrained(out / "final")
+    b = model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+    assert model.config.fusion == "middle" and model.config.listening["encoder"] == "mfcc"
+    assert "irq" in model.vocab.specials
+    assert len(reference.valid_history["speak_nll"]) == 2 and resumed.extra["seen"] == N * 2
+
+
+def test_config_errors(data, tmp_path):
+    for kw, match in [({"train_data": ""}, "train_data is required"), ({"init": "nowhere"}, "init must be"),
+                      ({"fusion": "cross"}, "fusion must be one of"),
+                      ({"listening": {"encoder": "mfcc", "trainable": True}}, "not supported yet"),
+                      ({"max_steps": None}, "give max_steps")]:
+        with pytest.raises(ConfigError, match=match):
+            train_lslm(config(data, tmp_path / "x", **kw))
+
+
+def test_the_command_runs_the_recipe(data, tmp_path, capsys):
+    from textless.cli import main
+
+    directory, tok = data
+    out = tmp_path / "run"
+    argv = ["train-lslm", f"train_data={directory}", f"units_tokenizer={tok}", "+listening.frame_rate=100.0",
+            "fusion=late", f"output_dir={out}", "batch_size=2", "max_steps=2", "eval_every=2", "save_every=2",
+            "log_every=1", "progress=false", "tensorboard=false"]
+    assert main(argv) == 0
+    captured = capsys.readouterr().out
+    assert "step 2/2 loss" in captured and "speak_nll" in captured and "late fusion" in captured
+    assert ListenSpeakLM.from_pretrained(out / "final").config.fusion == "late"
+    assert main([*argv, "fusion=cross"]) == 2
+    assert "fusion must be one of" in capsys.readouterr().err
