@@ -157,3 +157,25 @@ def test_the_command_runs_the_recipe(data, tmp_path, capsys):
     assert ListenSpeakLM.from_pretrained(out / "final").config.fusion == "late"
     assert main([*argv, "fusion=cross"]) == 2
     assert "fusion must be one of" in capsys.readouterr().err
+
+
+def test_eval_duplex_runs_a_trained_model_on_a_split(data, tmp_path, capsys):
+    from textless.cli import main
+    from textless.dialogue.interaction import lslm_outcome
+
+    directory, tok = data
+    run = train_lslm(config(data, tmp_path / "run", max_steps=2))
+    out = tmp_path / "eval"
+    argv = ["eval-duplex", f"output={out}", f"lslm.model={run.final_model}", f"lslm.data={directory}",
+            "lslm.split=valid", f"lslm.units_tokenizer={tok}", "lslm.prompt_seconds=0.2"]
+    assert main(argv) == 0
+    assert "precision" in capsys.readouterr().out
+    report = json.loads((out / "lslm_report.json").read_text())
+    assert [p["id"] for p in report["per_item"]] == ["ex6", "ex7"] and report["prompt_frames"] == 20
+    outcomes = [lslm_outcome(p["onset"], p["stop_time"]) for p in report["per_item"]]
+    scores = report["interaction"]["all"]
+    assert [scores[k] for k in ("tp", "fn", "fp", "tn")] == [outcomes.count(k) for k in ("TP", "FN", "FP", "TN")]
+    assert report["interaction"]["noisy_listening"]["items"] == 0 and report["speaking_nll"]["items"] == 1
+    assert report["speaking_nll"]["with_listening"] > 0 and (out / "irq_ex7.png").is_file()
+    assert main(["eval-duplex", f"output={out}", f"lslm.model={run.final_model}"]) == 2
+    assert "lslm.data" in capsys.readouterr().err

@@ -25,6 +25,10 @@ relative to the JSONL's directory). The model's speech = VAD on its channel (`va
   ``{session id: [distribution]}`` such as their ``icc_gt_distribution.json``) - from the raw VAD segments.
 
 What cannot be computed is listed under ``skipped`` in ``<output>/report.json`` and printed.
+
+With ``lslm.model`` (a ListenSpeakLM directory) and ``lslm.data`` (a `textless build-lslm` set) the command runs the
+model instead of scoring recorded sessions: `textless.jobs.eval_lslm` (LSLM precision / recall / F1 on clean and noisy
+listening, the speaking NLL with and without the listening channel, p(IRQ) plots).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import numpy as np
 
 from textless.dialogue.vad import VADConfig
 from textless.errors import ConfigError, TextlessError
+from textless.jobs.eval_lslm import LSLMEvalConfig, run_eval_lslm
 
 SAMPLE_RATE = 16000
 
@@ -55,6 +60,7 @@ class EvalDuplexConfig:
     device: str = "cpu"
     backchannel_reference: str | None = None  # JSON {session id: [distribution]} for the backchannel JSD
     backchannel_last_segment_wins: bool = False  # backchannel TOR as their loop (see interaction.backchannel_turn_over)
+    lslm: LSLMEvalConfig = field(default_factory=LSLMEvalConfig)  # lslm.model set: run and score a ListenSpeakLM
 
 
 @dataclass
@@ -220,8 +226,10 @@ def run_eval_duplex(cfg: EvalDuplexConfig) -> dict:
     """Evaluate every session, write ``<output>/report.json`` and print the table; returns the report."""
     from textless.utils.atomic import atomic_write_text
 
+    if cfg.lslm.model:
+        return run_eval_lslm(cfg.lslm, cfg.output)
     if not cfg.sessions:
-        raise ConfigError("eval-duplex needs sessions=<builder dir | sessions.jsonl>")
+        raise ConfigError("eval-duplex needs sessions=<builder dir | sessions.jsonl> (or lslm.model= and lslm.data=)")
     if cfg.model_channel not in (0, 1):
         raise ConfigError(f"model_channel must be 0 or 1, got {cfg.model_channel}")
     vad = cfg.vad

@@ -37,6 +37,7 @@ class LSLMItem:
     units: np.ndarray
     listen: np.ndarray
     onset: float | None
+    noisy: bool = False       # noise in the listening channel (for clean / noisy scores)
 
 
 @dataclass

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from textless.dialogue.interaction import LSLMScores, lslm_scores
+from textless.dialogue.interaction import LSLM_MU, LSLMScores, lslm_scores
 from textless.dialogue.lslm.data import IGNORE, LSLMItem, collate
 from textless.dialogue.lslm.model import IRQ, ListenSpeakLM
 from textless.lm.generation import filter_logits
@@ -115,9 +115,10 @@ def stop_time(result: ListenSpeakResult, frame_rate: float) -> float | None:
     return result.stop_frame / frame_rate if result.stop == "irq" else None
 
 
-def interaction_scores(results: list[ListenSpeakResult], onsets: list[float | None], frame_rate: float) -> LSLMScores:
+def interaction_scores(results: list[ListenSpeakResult], onsets: list[float | None], frame_rate: float,
+                       mu: float = LSLM_MU) -> LSLMScores:
     """LSLM's TP / FN / FP / TN, precision, recall and F1 of generated items against their onsets."""
-    return lslm_scores([(onset, stop_time(r, frame_rate)) for r, onset in zip(results, onsets, strict=True)])
+    return lslm_scores([(onset, stop_time(r, frame_rate)) for r, onset in zip(results, onsets, strict=True)], mu)
 
 
 @torch.no_grad()

@@ -109,7 +109,8 @@ def prepare_split(directory: str | Path, split: str, tokenizer: SpeechTokenizer,
         feats = feats[0].numpy()
         if feats.shape[0] < len(units):  # one frame short at most (rounding at the end): repeat the last one
             feats = np.concatenate([feats, np.repeat(feats[-1:], len(units) - feats.shape[0], axis=0)])
-        items.append(LSLMItem(ex.id, units, feats[: len(units)].astype(np.float32), ex.onset))
+        items.append(LSLMItem(ex.id, units, feats[: len(units)].astype(np.float32), ex.onset,
+                              ex.noise_kind is not None))
     if cache is not None:
         buffer = io.BytesIO()
         lengths = np.array([len(i.units) for i in items], np.int64)
@@ -124,7 +125,7 @@ def prepare_split(directory: str | Path, split: str, tokenizer: SpeechTokenizer,
 def _unpack(data: Any, examples: list) -> list[LSLMItem]:
     bounds = np.concatenate([[0], np.cumsum(data["lengths"])])
     units, listen = data["units"], data["listen"]
-    return [LSLMItem(e.id, units[a:b], listen[a:b], e.onset)
+    return [LSLMItem(e.id, units[a:b], listen[a:b], e.onset, e.noise_kind is not None)
             for e, a, b in zip(examples, bounds[:-1], bounds[1:], strict=True)]
 
 
