@@ -179,3 +179,20 @@ def test_eval_duplex_runs_a_trained_model_on_a_split(data, tmp_path, capsys):
     assert report["speaking_nll"]["with_listening"] > 0 and (out / "irq_ex7.png").is_file()
     assert main(["eval-duplex", f"output={out}", f"lslm.model={run.final_model}"]) == 2
     assert "lslm.data" in capsys.readouterr().err
+
+
+def test_vanilla_is_the_plain_lm_trained_on_the_same_utterances(data, tmp_path):
+    from textless.training.objective import Context
+
+    class Acc:
+        device = torch.device("cpu")
+
+    objective = LSLMObjective(config(data, tmp_path / "o", batch_size=6, vanilla=True, cache_dir=str(tmp_path / "c")))
+    objective.build(Context(Acc(), 0, 1, True, False, "no", tmp_path), None, None)
+    batch = next(objective.batches(0))
+    ends = [labels[labels != -100][-1] for labels in batch.labels]
+    assert all(e == objective.model.vocab.eos_id for e in ends) and batch.listen.abs().sum() == 0
+    run = train_lslm(config(data, tmp_path / "vanilla", max_steps=2, vanilla=True, cache_dir=str(tmp_path / "c")))
+    model = ListenSpeakLM.from_pretrained(run.final_model)
+    assert all(torch.count_nonzero(p) == 0 for p in model.projection.parameters())  # it never heard anything
+    assert (tmp_path / "c" / "train.npz").is_file() and not (tmp_path / "vanilla" / "prepared").exists()

@@ -13,6 +13,8 @@ units: LSLM's "pre-trained" rows of table 4), ``scratch:<preset>`` (a `textless.
 ``units_tokenizer``), or a saved `ListenSpeakLM` directory (continued). `with_irq` adds the IRQ token; the fusion
 (``fusion`` early / middle / late / sum, ``projection``, ``adapter_dim``, ``user_weight``) starts as the plain LM
 (zero-initialised last projection layer). ``freeze_lm`` trains the projection only (table 4's fixed rows).
+``vanilla`` trains the baseline without a listening channel (zero features, so the projection stays zero and the model
+is the plain LM; every utterance ends with eos): its ``final/lm`` is a UnitLM that the LSLMs can start from.
 
 Loss: NLL summed over target tokens (units, eos / irq), token-weighted over the step. Validation: the same NLL on
 ``valid_split``, and ``speak_nll`` on its non-interrupted examples (the speaking channel's cost). AdamW (the paper:
@@ -26,7 +28,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,8 @@ class LSLMTrainConfig(TrainingConfig):
     adapter_dim: int = 256
     user_weight: float = 1.0
     freeze_lm: bool = False                # train the projection only
+    vanilla: bool = False                  # the plain speaking LM baseline: no listening, no IRQ (LSLM's "Vanilla")
+    cache_dir: str | None = None           # prepared splits (null: output_dir/prepared); runs may share one
     mu: float = LSLM_MU                    # s: IRQ target this long after the onset
     output_dir: str = "outputs/lslm"
     batch_size: int = 8                    # utterances per rank per micro-batch
@@ -181,13 +185,16 @@ class LSLMObjective(Objective):
         with torch.random.fork_rng(devices=[]):  # loading the tokenizer / encoder must not change the model's init
             tokenizer = SpeechTokenizer.from_pretrained(cfg.units_tokenizer)
             channel = ListeningChannel(ListeningConfig(**{"frame_rate": tokenizer.frame_rate, **cfg.listening}))
-            cache = Path(cfg.output_dir) / PREPARED
+            cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.output_dir) / PREPARED
             self.train_items = prepare_split(cfg.train_data, cfg.train_split, tokenizer, channel,
                                              cache / f"{cfg.train_split}.npz", cfg.progress and ctx.main)
             self.valid_items = prepare_split(cfg.train_data, cfg.valid_split, tokenizer, channel,
                                              cache / f"{cfg.valid_split}.npz") if cfg.valid_split else []
         if not self.train_items:
             raise ConfigError(f"{cfg.train_data}: split {cfg.train_split!r} holds no example")
+        if cfg.vanilla:  # zero features (the projection gets no gradient) and every utterance spoken to its end
+            self.train_items, self.valid_items = ([replace(i, listen=np.zeros_like(i.listen), onset=None) for i in items]
+                                                  for items in (self.train_items, self.valid_items))
         self.frame_rate = tokenizer.frame_rate
         fusion = FusionConfig(fusion=cfg.fusion, listen_dim=channel.dim, projection=cfg.projection,
                               adapter_dim=cfg.adapter_dim, user_weight=cfg.user_weight,
