@@ -175,8 +175,9 @@ def test_eval_duplex_runs_a_trained_model_on_a_split(data, tmp_path, capsys):
     outcomes = [lslm_outcome(p["onset"], p["stop_time"]) for p in report["per_item"]]
     scores = report["interaction"]["all"]
     assert [scores[k] for k in ("tp", "fn", "fp", "tn")] == [outcomes.count(k) for k in ("TP", "FN", "FP", "TN")]
-    assert report["interaction"]["noisy_listening"]["items"] == 0 and report["speaking_nll"]["items"] == 1
-    assert report["speaking_nll"]["with_listening"] > 0 and (out / "irq_ex7.png").is_file()
+    assert report["interaction"]["noisy_listening"]["items"] == 0 and report["speaking_nll"]["all"]["items"] == 1
+    assert report["speaking_nll"]["all"] == report["speaking_nll"]["clean_listening"]
+    assert report["speaking_nll"]["all"]["with_listening"] > 0 and (out / "irq_ex7.png").is_file()
     assert main(["eval-duplex", f"output={out}", f"lslm.model={run.final_model}"]) == 2
     assert "lslm.data" in capsys.readouterr().err
 

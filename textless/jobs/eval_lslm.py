@@ -7,9 +7,10 @@ units of ``units_tokenizer``, listening features of the model's own listening ch
 own while its listening channel plays (`listen_and_speak`; at most as many frames as the utterance, so speaking to the
 end means not stopping). Scores (`interaction_scores`): an IRQ at frame n is a stop at n / R s; a hit is a stop in
 [onset, onset + 2 mu]: TP / FN / FP / TN, precision, recall, F1 over all items, the clean ones and the noisy ones
-(noise in the listening channel). The cost to speaking (`speaking_nll`, nats per target token, non-interrupted
-items): with the listening features and with zeros in their place (the plain LM's view). Plots of p(IRQ) over time
-for the first ``plots`` interrupted items (LSLM Fig. 4). Writes ``<output>/lslm_report.json``.
+(noise in the listening channel). The cost to speaking (`speaking_nll`, nats per target token of the non-interrupted
+items, all / clean / noisy listening): with the listening features and with zeros in their place (the plain LM's
+view). Plots of p(IRQ) over time for the first ``plots`` interrupted items (LSLM Fig. 4). Writes
+``<output>/lslm_report.json``.
 """
 
 from __future__ import annotations
@@ -83,7 +84,11 @@ def run_eval_lslm(cfg: LSLMEvalConfig, output: str | Path) -> dict[str, Any]:
                                     [len(i.units) for i in chunk],
                                     ListenSpeakSampling(sampling.temperature, sampling.top_k, sampling.top_p,
                                                         sampling.seed + start))
-    clean = [i for i in items if i.onset is None]
+    def cost(kept: list) -> dict[str, Any]:
+        return {"items": len(kept), "with_listening": speaking_nll(model, kept, rate) if kept else None,
+                "without_listening": speaking_nll(model, kept, rate, listening=False) if kept else None}
+
+    spoken = [i for i in items if i.onset is None]
     report = {
         "model": str(cfg.model), "data": str(cfg.data), "split": cfg.split, "settings": asdict(cfg),
         "frame_rate": rate, "prompt_frames": prompt,
@@ -93,10 +98,8 @@ def run_eval_lslm(cfg: LSLMEvalConfig, output: str | Path) -> dict[str, Any]:
                                        [i for i in items if not i.noisy], rate, cfg.mu),
             "noisy_listening": _scores([r for r, i in zip(results, items) if i.noisy],
                                        [i for i in items if i.noisy], rate, cfg.mu)},
-        "speaking_nll": {
-            "items": len(clean),
-            "with_listening": speaking_nll(model, clean, rate) if clean else None,
-            "without_listening": speaking_nll(model, clean, rate, listening=False) if clean else None},
+        "speaking_nll": {"all": cost(spoken), "clean_listening": cost([i for i in spoken if not i.noisy]),
+                         "noisy_listening": cost([i for i in spoken if i.noisy])},
         "per_item": [{"id": i.id, "onset": i.onset, "noisy": i.noisy, "stop": r.stop, "stop_frame": r.stop_frame,
                       "stop_time": stop_time(r, rate)} for i, r in zip(items, results)],
     }
@@ -109,6 +112,6 @@ def run_eval_lslm(cfg: LSLMEvalConfig, output: str | Path) -> dict[str, Any]:
     a = report["interaction"]["all"]
     print(f"{cfg.model} on {cfg.data} ({cfg.split}, {len(items)} items): precision {a['precision']:.3f} recall "
           f"{a['recall']:.3f} F1 {a['f1']:.3f}; speaking NLL with / without listening "
-          f"{report['speaking_nll']['with_listening']} / {report['speaking_nll']['without_listening']}")
+          f"{report['speaking_nll']['all']['with_listening']} / {report['speaking_nll']['all']['without_listening']}")
     print(f"wrote {out / 'lslm_report.json'}")
     return report
