@@ -460,6 +460,20 @@ COMMANDS: dict[str, Command] = {
         add_arguments=_add_config_arguments,
         run=configured("build-lslm", "textless.jobs.build_lslm:BuildLSLMConfig",
                        "textless.jobs.build_lslm:build_lslm")),
+    "build-duplex-s2s": Command(
+        help="build duplex S2S data: user / agent streams of multi-turn QA with barge-ins (and an impatient test set)",
+        description="User questions and agent answers read by local TTS voices (held-out test users: "
+                    "held_out_voices=[...]; agent_voice= fixes the agent) on two streams, the agent answering 0.64 s "
+                    "after the user's turn, the user barging in with barge_in_prob (the agent keeps 0.64 s of "
+                    "speech), turns= pairs per conversation; the test split also gets an 'impatient' copy with the "
+                    "gaps before user turns halved (seed 003). source=dialogues dialogues=<dir> splits a "
+                    "build-dialogues set into user / agent instead. Writes <output>/<set>/stereo (16 kHz wav, channel "
+                    "0 user), timelines, manifest.jsonl (agent turns, barge-ins) and summary.json. Deterministic for a "
+                    "seed however it is sharded; a re-run skips complete conversations. Example: textless "
+                    "build-duplex-s2s output=outputs/duplex_s2s num_train=2000 num_test=200",
+        add_arguments=_add_config_arguments,
+        run=configured("build-duplex-s2s", "textless.jobs.build_duplex_s2s:BuildDuplexS2SConfig",
+                       "textless.jobs.build_duplex_s2s:build_duplex_s2s")),
     "eval-resynth": Command(
         help="resynthesis quality: WER/CER of originals vs resyntheses, and their levels (silence kept silent?)",
         description="Resynthesize a dataset with transcripts (the starter pipeline, --pipeline-style pipeline=, or "
