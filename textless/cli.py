@@ -293,6 +293,16 @@ COMMANDS: dict[str, Command] = {
         add_arguments=_add_config_arguments,
         run=configured("train-lslm", "textless.dialogue.lslm.train:LSLMTrainConfig",
                        "textless.dialogue.lslm.train:train_lslm_command")),
+    "train-duplex-s2s": Command(
+        help="train a duplex S2S model: a speaking unit LM summing the user's continuous features into every frame; "
+             "resumes automatically",
+        description="Train a ListenSpeakLM (fusion=sum: embed(agent unit) + user_weight * adapter(user features) per "
+                    "frame, the agent one frame behind the user) on the agent channels of a `textless "
+                    "build-duplex-s2s` set, in windows of context frames, with agent_bos / agent_eos at the agent's "
+                    "turn boundaries (turn_markers); the rest as train-lslm. Recipe: --config train-duplex-s2s.",
+        add_arguments=_add_config_arguments,
+        run=configured("train-duplex-s2s", "textless.dialogue.lslm.duplex_s2s:DuplexS2STrainConfig",
+                       "textless.dialogue.lslm.duplex_s2s:train_duplex_s2s_command")),
     "train-vocoder": Command(
         help="train a unit HiFi-GAN vocoder on a unit dataset and its audio; resumes automatically",
         description="Train a unit HiFi-GAN (fairseq CodeHiFiGAN; speechbrain MPD + MSD discriminators): random "

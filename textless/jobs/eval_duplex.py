@@ -28,7 +28,9 @@ What cannot be computed is listed under ``skipped`` in ``<output>/report.json`` 
 
 With ``lslm.model`` (a ListenSpeakLM directory) and ``lslm.data`` (a `textless build-lslm` set) the command runs the
 model instead of scoring recorded sessions: `textless.jobs.eval_lslm` (LSLM precision / recall / F1 on clean and noisy
-listening, the speaking NLL with and without the listening channel, p(IRQ) plots).
+listening, the speaking NLL with and without the listening channel, p(IRQ) plots); with ``s2s.model`` and ``s2s.data``
+(a `textless build-duplex-s2s` set) a duplex S2S model speaks the agent's channel of the test conversations, normal and
+impatient: `textless.jobs.eval_duplex_s2s` (barge-in success and latency, false alarms, first-response latency).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import numpy as np
 
 from textless.dialogue.vad import VADConfig
 from textless.errors import ConfigError, TextlessError
+from textless.jobs.eval_duplex_s2s import S2SEvalConfig, run_eval_duplex_s2s
 from textless.jobs.eval_lslm import LSLMEvalConfig, run_eval_lslm
 
 SAMPLE_RATE = 16000
@@ -61,6 +64,7 @@ class EvalDuplexConfig:
     backchannel_reference: str | None = None  # JSON {session id: [distribution]} for the backchannel JSD
     backchannel_last_segment_wins: bool = False  # backchannel TOR as their loop (see interaction.backchannel_turn_over)
     lslm: LSLMEvalConfig = field(default_factory=LSLMEvalConfig)  # lslm.model set: run and score a ListenSpeakLM
+    s2s: S2SEvalConfig = field(default_factory=S2SEvalConfig)     # s2s.model set: run and score a duplex S2S model
 
 
 @dataclass
@@ -228,6 +232,8 @@ def run_eval_duplex(cfg: EvalDuplexConfig) -> dict:
 
     if cfg.lslm.model:
         return run_eval_lslm(cfg.lslm, cfg.output)
+    if cfg.s2s.model:
+        return run_eval_duplex_s2s(cfg.s2s, cfg.output)
     if not cfg.sessions:
         raise ConfigError("eval-duplex needs sessions=<builder dir | sessions.jsonl> (or lslm.model= and lslm.data=)")
     if cfg.model_channel not in (0, 1):

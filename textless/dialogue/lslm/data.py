@@ -10,7 +10,8 @@ falls inside the utterance (n = `irq_cut`), else all units then EOS. As token id
     input_ids = tokens[:-1], labels = tokens[1:]          (L each)
     listen[i] = listening frame i - 1 (zeros at i = 0)    (`listen_positions`: frame t is emitted having heard < t)
 
-Batches right-pad with ``pad`` (label -100, listening zeros). The loss is the NLL summed over labels (the engine's
+A window of a longer stream (``end`` False: duplex S2S conversations) has no final marker; ``marks`` put special tokens
+in place of units at given frames (the duplex S2S agent's turn boundaries). Batches right-pad with ``pad`` (label -100, listening zeros). The loss is the NLL summed over labels (the engine's
 token-weighted mean).
 """
 
@@ -38,6 +39,8 @@ class LSLMItem:
     listen: np.ndarray
     onset: float | None
     noisy: bool = False       # noise in the listening channel (for clean / noisy scores)
+    end: bool = True          # the utterance ends here: its targets end with eos / irq (False: a window of a longer one)
+    marks: tuple[tuple[int, str], ...] = ()  # (frame, special token name): the token there instead of the unit
 
 
 @dataclass
@@ -59,7 +62,10 @@ class LSLMBatch:
 def item_tokens(item: LSLMItem, vocab: UnitVocab, frame_rate: float, mu: float = LSLM_MU) -> np.ndarray:
     """<bos> + the item's target tokens (module docstring), int64 [L + 1]."""
     units = vocab.units_to_tokens(np.asarray(item.units, np.int64))
-    targets = lslm_targets(units, item.onset, frame_rate, vocab.specials[IRQ], vocab.eos_id, mu)
+    for frame, name in item.marks:
+        units[frame] = vocab.specials[name]
+    targets = lslm_targets(units, item.onset, frame_rate, vocab.specials[IRQ], vocab.eos_id, mu) if item.end \
+        else units
     return np.concatenate([[vocab.bos_id], targets]).astype(np.int64)
 
 

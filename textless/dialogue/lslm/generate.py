@@ -42,35 +42,40 @@ class ListenSpeakSampling:
 
 @dataclass
 class ListenSpeakResult:
-    units: np.ndarray              # int64 [n]: the frames it spoke (prompt included)
+    units: np.ndarray              # int64 [n]: the units it spoke (prompt included; `keep` tokens left out)
     stop: str                      # "irq" | "eos" | "length"
-    stop_frame: int                # frames spoken when it stopped (= len(units))
+    stop_frame: int                # frames spoken when it stopped (= len(tokens))
     irq_prob: np.ndarray           # float32 [steps]: p(irq) at positions P, P + 1, ...
+    tokens: np.ndarray             # int64 [n]: its token per frame (units and `keep` specials)
 
 
 @torch.no_grad()
 def listen_and_speak(model: ListenSpeakLM, prompts: list[np.ndarray], listen: list[np.ndarray],
-                     max_frames: list[int], sampling: ListenSpeakSampling | None = None) -> list[ListenSpeakResult]:
+                     max_frames: list[int], sampling: ListenSpeakSampling | None = None, *,
+                     stops: tuple[str, ...] = ("eos", IRQ), keep: tuple[str, ...] = ()) -> list[ListenSpeakResult]:
     """prompts: per stream the prompt's units [P_b]; listen: its listening features [F_b, D] (frames past F_b read
-    zeros); max_frames: frames it may speak in all -> one result per stream (module docstring)."""
+    zeros); max_frames: frames it may speak in all -> one result per stream (module docstring). `stops`: the special
+    tokens that end a stream (default eos and irq; none: it speaks max_frames frames); `keep`: specials it may also
+    say as a frame's token and goes on (the duplex S2S turn markers)."""
     sampling = sampling or ListenSpeakSampling()
     vocab, device = model.vocab, model.device
     b_size = len(prompts)
     lo, hi = vocab.unit_range
     allowed = torch.zeros(vocab.size, dtype=torch.bool, device=device)
     allowed[lo:hi] = True
-    allowed[[vocab.eos_id, vocab.specials[IRQ]]] = True
+    stop_ids = {vocab.specials[name]: name for name in stops}
+    allowed[[*stop_ids, *(vocab.specials[name] for name in keep)]] = True
     generators = [torch.Generator(device=device).manual_seed(sampling.seed + b) for b in range(b_size)]
     spoken = [vocab.units_to_tokens(np.asarray(p, np.int64)).tolist() for p in prompts]
     plen = [len(p) for p in spoken]
     irq_probs: list[list[float]] = [[] for _ in range(b_size)]
-    stops: list[str | None] = [None] * b_size
+    ended: list[str | None] = [None] * b_size
     dim = model.config.listen_dim
     frames = [torch.as_tensor(np.asarray(x, np.float32)) for x in listen]
     horizon = max(max_frames) + 1
     with model.streaming(b_size):
         for i in range(horizon):
-            running = [b for b in range(b_size) if stops[b] is None]
+            running = [b for b in range(b_size) if ended[b] is None]
             if not running:
                 break
             tokens = torch.full((b_size,), vocab.pad_id, dtype=torch.long)
@@ -90,23 +95,23 @@ def listen_and_speak(model: ListenSpeakLM, prompts: list[np.ndarray], listen: li
                 if i < plen[b]:
                     continue  # the prompt's frame i is given
                 if len(spoken[b]) >= max_frames[b]:
-                    stops[b] = "length"
+                    ended[b] = "length"
                     continue
                 irq_probs[b].append(float(probs[b, vocab.specials[IRQ]]))
                 if sampling.temperature == 0:
                     token = int(logits[b].argmax())
                 else:
                     token = int(torch.multinomial(choice[b], 1, generator=generators[b])[0])
-                if token == vocab.eos_id:
-                    stops[b] = "eos"
-                elif token == vocab.specials[IRQ]:
-                    stops[b] = "irq"
+                if token in stop_ids:
+                    ended[b] = stop_ids[token]
                 else:
                     spoken[b].append(token)
     out = []
     for b in range(b_size):
-        units = vocab.tokens_to_units(np.asarray(spoken[b], np.int64))
-        out.append(ListenSpeakResult(units, stops[b] or "length", len(units), np.asarray(irq_probs[b], np.float32)))
+        tokens = np.asarray(spoken[b], np.int64)
+        units = vocab.tokens_to_units(tokens[(tokens >= lo) & (tokens < hi)])
+        out.append(ListenSpeakResult(units, ended[b] or "length", len(tokens), np.asarray(irq_probs[b], np.float32),
+                                     tokens))
     return out
 
 

@@ -20,7 +20,7 @@ features give exactly the plain LM (x + 0 == x in floating point), and a fresh m
 
 Vocabulary. The speaking LM needs an ``irq`` special token (LSLM's interruption token; ``eos`` stays): `with_irq`
 adds it to a `UnitLM` (the id after the units; the embedding table grows only when that id is past its size, keeping
-every existing row).
+every existing row; `with_specials` adds others, e.g. the duplex S2S agent's turn markers).
 
 Streaming: ``with model.streaming(B): model.step(tokens [B], listen [B, D]) -> logits [B, V]``, the wrapped
 `UnitLM`'s KV cache underneath (staggered, reset and paused streams as `textless.lm.streaming`); equal to `forward`.
@@ -106,19 +106,27 @@ class Projection(nn.Module):
         return self.net(x)
 
 
-def with_irq(lm: UnitLM) -> UnitLM:
-    """`lm` with an ``irq`` special (in place when it has one already): the id after the units and specials; the
-    embedding table and head grow only when that id is past the vocabulary's size (existing rows kept)."""
+def with_specials(lm: UnitLM, names: tuple[str, ...] | list[str]) -> UnitLM:
+    """`lm` with the special tokens `names` it lacks (in place), each the next id after the units and specials; the
+    embedding table and head grow only when an id is past the vocabulary's size (existing rows kept)."""
     vocab = lm.vocab
-    if IRQ in vocab.specials:
+    specials = dict(vocab.specials)
+    for name in names:
+        if name not in specials:
+            specials[name] = max(vocab.offset + vocab.num_units, *(i + 1 for i in specials.values()))
+    if specials == dict(vocab.specials):
         return lm
-    irq = max(vocab.offset + vocab.num_units, *(i + 1 for i in vocab.special_ids))
-    size = vocab.size if irq < vocab.size else None
-    new = UnitVocab(vocab.num_units, vocab.offset, {**vocab.specials, IRQ: irq}, size=size)
+    needed = max(specials.values()) + 1
+    new = UnitVocab(vocab.num_units, vocab.offset, specials, size=vocab.size if needed <= vocab.size else None)
     if new.size != vocab.size:
         lm.model.resize_token_embeddings(new.size, mean_resizing=False)
     lm.vocab = new
     return lm
+
+
+def with_irq(lm: UnitLM) -> UnitLM:
+    """`lm` with an ``irq`` special (`with_specials`)."""
+    return with_specials(lm, [IRQ])
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

@@ -43,7 +43,7 @@ from textless.dialogue.interaction import LSLM_MU
 from textless.dialogue.listening import ListeningChannel, ListeningConfig
 from textless.dialogue.lslm.data import IGNORE, LSLMBatch, LSLMItem, collate
 from textless.dialogue.lslm.examples import read_lslm_examples
-from textless.dialogue.lslm.model import CONFIG_FILE, LSLM_ARTIFACT, FusionConfig, ListenSpeakLM, with_irq
+from textless.dialogue.lslm.model import CONFIG_FILE, IRQ, LSLM_ARTIFACT, FusionConfig, ListenSpeakLM, with_specials
 from textless.errors import ConfigError
 from textless.lm.model import UnitLM
 from textless.lm.train import lr_lambda, param_groups
@@ -186,10 +186,7 @@ class LSLMObjective(Objective):
             tokenizer = SpeechTokenizer.from_pretrained(cfg.units_tokenizer)
             channel = ListeningChannel(ListeningConfig(**{"frame_rate": tokenizer.frame_rate, **cfg.listening}))
             cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.output_dir) / PREPARED
-            self.train_items = prepare_split(cfg.train_data, cfg.train_split, tokenizer, channel,
-                                             cache / f"{cfg.train_split}.npz", cfg.progress and ctx.main)
-            self.valid_items = prepare_split(cfg.train_data, cfg.valid_split, tokenizer, channel,
-                                             cache / f"{cfg.valid_split}.npz") if cfg.valid_split else []
+            self.train_items, self.valid_items = self.prepare(tokenizer, channel, cache, cfg.progress and ctx.main)
         if not self.train_items:
             raise ConfigError(f"{cfg.train_data}: split {cfg.train_split!r} holds no example")
         if cfg.vanilla:  # zero features (the projection gets no gradient) and every utterance spoken to its end
@@ -210,10 +207,13 @@ class LSLMObjective(Objective):
                                          deduplicated=False)
             else:
                 lm = UnitLM.from_pretrained(cfg.init)
-            self.model = ListenSpeakLM(with_irq(lm), fusion)
+            self.model = ListenSpeakLM(with_specials(lm, self.specials), fusion)
         frame_units = UnitIdentity(tokenizer=tokenizer.identity(), vocab_size=tokenizer.num_units,
                                    frame_rate=tokenizer.frame_rate, deduplicated=False)
         self.model.lm.check_units(frame_units, where=f"frame-level units of {cfg.units_tokenizer!r}")
+        missing = [name for name in self.specials if name not in self.model.vocab.specials]
+        if missing:
+            raise ConfigError(f"the model's vocabulary has no {missing} token(s); start from a UnitLM or from scratch")
         if self.model.config.listen_dim != channel.dim:
             raise ConfigError(f"the model reads {self.model.config.listen_dim}-dim listening features, the listening "
                               f"channel gives {channel.dim}")
@@ -223,6 +223,19 @@ class LSLMObjective(Objective):
         self.items_per_step = cfg.batch_size * cfg.grad_accum * ctx.world
         self.seen = 0
         self._targets = self._step_targets = 0
+
+    #: special tokens the speaking LM needs
+    specials: tuple[str, ...] = (IRQ,)
+
+    def prepare(self, tokenizer: SpeechTokenizer, channel: ListeningChannel, cache: Path, progress: bool
+                ) -> tuple[list[LSLMItem], list[LSLMItem]]:
+        """(train items, valid items) of the configured data (`prepare_split`)."""
+        cfg = self.config
+        train = prepare_split(cfg.train_data, cfg.train_split, tokenizer, channel, cache / f"{cfg.train_split}.npz",
+                              progress)
+        valid = prepare_split(cfg.train_data, cfg.valid_split, tokenizer, channel,
+                              cache / f"{cfg.valid_split}.npz") if cfg.valid_split else []
+        return train, valid
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"model": self.model}
