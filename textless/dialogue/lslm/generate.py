@@ -17,7 +17,7 @@ listening features or with zeros in their place (the plain LM's view: LSLM's "va
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from textless.dialogue.interaction import LSLM_MU, LSLMScores, lslm_scores
 from textless.dialogue.lslm.data import IGNORE, LSLMItem, collate
 from textless.dialogue.lslm.model import IRQ, ListenSpeakLM
 from textless.lm.generation import filter_logits
+from textless.streaming import StreamingError, StreamingModule, StreamingState
 
 STOPS = ("irq", "eos", "length")
 
@@ -166,3 +167,110 @@ def plot_irq(result: ListenSpeakResult, prompt_frames: int, frame_rate: float, o
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# frame by frame, under the streaming protocol
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ListenSpeakState(StreamingState):
+    seed: int = 0
+    dim: int = 0
+    bos: int = 0
+    tokens: torch.Tensor = field(init=False)       # int64 [B]: each stream's token of its last frame (bos at first)
+    heard: torch.Tensor = field(init=False)        # float32 [B, D]: the listening frame its next position reads
+    stopped: torch.Tensor = field(init=False)      # bool [B]: said eos / irq (speaks silence from then on)
+    stop_frame: list[int | None] = field(init=False)
+    frames: list[int] = field(init=False)          # frames returned per stream
+    generators: list[torch.Generator] = field(init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.tokens = torch.full((self.batch_size,), self.bos, dtype=torch.long, device=self.device)
+        self.heard = torch.zeros(self.batch_size, self.dim, device=self.device)
+        self.stopped = torch.zeros(self.batch_size, dtype=torch.bool, device=self.device)
+        self.stop_frame = [None] * self.batch_size
+        self.frames = [0] * self.batch_size
+        self.generators = [torch.Generator(device=self.device).manual_seed(self.seed + b)
+                           for b in range(self.batch_size)]
+
+    def reset(self, mask: torch.Tensor) -> None:
+        super().reset(mask)
+        self.tokens = torch.where(mask, self.bos, self.tokens)
+        self.heard = torch.where(mask[:, None], 0.0, self.heard)
+        self.stopped = self.stopped & ~mask
+        for b in mask.nonzero()[:, 0].tolist():
+            self.stop_frame[b], self.frames[b] = None, 0
+
+
+class ListenSpeakGenerator(StreamingModule):
+    """One listening frame in, one speaking frame out (a session's generator; the model streams with it).
+
+    ``step(feature [B, D]) -> units int64 [B]``: step t returns each stream's unit of frame t, sampled at the position
+    that reads listening frame t - 1 (the one the previous step gave; zeros at t = 0) with its token of frame t - 1,
+    as in training: frame t never depends on listening frame t. A stream that says eos or irq has stopped: it returns
+    `silence_unit` from then on (``stop_frame`` records when) and its model is no longer stepped. ``irq_prob``: the
+    last step's p(irq) per stream. Sampling as `listen_and_speak`; stream b draws from a generator seeded seed + b.
+    """
+
+    def __init__(self, model: ListenSpeakLM, silence_unit: int, sampling: ListenSpeakSampling | None = None):
+        super().__init__()
+        lo, hi = model.vocab.unit_range
+        if not 0 <= silence_unit < hi - lo:
+            raise ValueError(f"silence_unit {silence_unit} is outside the model's units [0, {hi - lo})")
+        self.model = model
+        self.silence_unit = silence_unit
+        self.sampling = sampling or ListenSpeakSampling()
+        self.irq_prob: torch.Tensor | None = None
+
+    def _init_streaming_state(self, batch_size: int) -> ListenSpeakState:
+        return ListenSpeakState(batch_size, self.model.device, seed=self.sampling.seed,
+                                dim=self.model.config.listen_dim, bos=self.model.vocab.bos_id)
+
+    @torch.no_grad()
+    def step(self, feature: torch.Tensor) -> torch.Tensor:
+        state = self._require_streaming("ListenSpeakGenerator.step")
+        assert isinstance(state, ListenSpeakState)
+        feature = torch.as_tensor(feature, dtype=torch.float32, device=state.device)
+        if feature.shape != (state.batch_size, state.dim):
+            raise StreamingError(f"ListenSpeakGenerator.step takes listening features [{state.batch_size}, "
+                                 f"{state.dim}], got {tuple(feature.shape)}")
+        vocab = self.model.vocab
+        lo, hi = vocab.unit_range
+        run = state.exec_mask & ~state.stopped
+        self.model.set_exec_mask(run)
+        logits = self.model.step(state.tokens, state.heard).float()
+        self.model.set_exec_mask(state.exec_mask)
+        allowed = torch.zeros(vocab.size, dtype=torch.bool, device=state.device)
+        allowed[lo:hi] = True
+        allowed[[vocab.eos_id, vocab.specials[IRQ]]] = True
+        logits = logits.masked_fill(~allowed, -math.inf)
+        self.irq_prob = logits.softmax(dim=-1)[:, vocab.specials[IRQ]]
+        s = self.sampling
+        if s.temperature == 0:
+            tokens = logits.argmax(dim=-1)
+        else:
+            probs = filter_logits(logits, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p).softmax(dim=-1)
+            tokens = logits.argmax(dim=-1)
+            for b in run.nonzero()[:, 0].tolist():
+                tokens[b] = torch.multinomial(probs[b], 1, generator=state.generators[b])[0]
+        ends = run & ((tokens == vocab.eos_id) | (tokens == vocab.specials[IRQ]))
+        for b in ends.nonzero()[:, 0].tolist():
+            state.stop_frame[b] = state.frames[b]
+        state.stopped = state.stopped | ends
+        speaking = run & ~ends
+        units = torch.where(speaking, tokens - lo, self.silence_unit)
+        state.tokens = torch.where(speaking, tokens, state.tokens)
+        state.heard = torch.where(state.exec_mask[:, None], feature, state.heard)
+        for b in state.exec_mask.nonzero()[:, 0].tolist():
+            state.frames[b] += 1
+        return torch.where(state.exec_mask, units, -1)
+
+    @property
+    def stop_frames(self) -> list[int | None]:
+        """Per stream, the frame at which it said eos / irq (None: still speaking)."""
+        state = self._require_streaming("ListenSpeakGenerator.stop_frames")
+        assert isinstance(state, ListenSpeakState)
+        return list(state.stop_frame)
