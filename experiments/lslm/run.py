@@ -85,7 +85,7 @@ def evaluate(args, setting: str, data: Path, name: str, model: Path) -> dict:
     if not report.is_file():
         log(f"evaluating {setting} {name}")
         run_eval_lslm(LSLMEvalConfig(model=str(model), data=str(data), split="test", seed=args.seed, plots=0,
-                                     prompt_seconds=0.5), out)
+                                     prompt_seconds=0.5, cache_dir=str(args.work / f"{setting}_prepared")), out)
     return json.loads(report.read_text())
 
 
@@ -215,7 +215,7 @@ def run(args) -> int:
             tokenizer = SpeechTokenizer.from_pretrained("starter")
             channel = ListeningChannel(ListeningConfig(encoder="mfcc", frame_rate=tokenizer.frame_rate))
             plot_items = {"items": prepare_split(data, "test", tokenizer, channel,
-                                                 args.work / "command_vanilla_eval" / "prepared" / "test.npz"),
+                                                 args.work / "command_prepared" / "test.npz"),
                           "rate": tokenizer.frame_rate}
     log("step cost")
     cost = step_cost(args.cost_steps)

@@ -50,6 +50,7 @@ class LSLMEvalConfig:
     batch_size: int = 16
     mu: float = 0.5                     # s: a hit stops within [onset, onset + 2 mu]
     plots: int = 4                      # p(IRQ) plots of the first interrupted items
+    cache_dir: str | None = None        # prepared splits (null: <output>/prepared); shareable with train-lslm runs
     device: str = "cpu"
 
 
@@ -72,7 +73,8 @@ def run_eval_lslm(cfg: LSLMEvalConfig, output: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{cfg.model}: the model does not record its listening channel (config.listening)")
     channel = ListeningChannel(ListeningConfig(**listening))
     rate = tokenizer.frame_rate
-    items = prepare_split(cfg.data, cfg.split, tokenizer, channel, out / "prepared" / f"{cfg.split}.npz")
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else out / "prepared"
+    items = prepare_split(cfg.data, cfg.split, tokenizer, channel, cache / f"{cfg.split}.npz")
     if not items:
         raise ConfigError(f"{cfg.data}: split {cfg.split!r} holds no example")
     prompt = math.floor(cfg.prompt_seconds * rate)
