@@ -1,6 +1,7 @@
 """ListenSpeakGenerator (frame by frame == listen_and_speak; stops with IRQ and speaks silence after) and
 ListeningSession (audio in, audio out; piece sizes do not matter; the units equal the generator on offline features)."""
 
+import json
 import math
 
 import numpy as np
@@ -96,3 +97,30 @@ def test_session_units_are_the_generator_on_the_offline_features(parts):
     assert np.array_equal(audio, audio_again) and again.speech_units.tolist() == units
     with pytest.raises(StreamingError, match="closed"):
         session.feed(wav[:10])
+
+
+def test_textless_duplex_runs_a_listen_speak_model(parts, tmp_path):
+    import soundfile as sf
+
+    from textless.cli import main
+    from textless.tokenizers.bundle import SpeechTokenizer
+    from textless.tokenizers.encoders.mfcc import MFCCEncoder
+    from textless.tokenizers.kmeans import KMeans
+
+    channel, model, vocoder, wav = parts
+    encoder = MFCCEncoder()
+    kmeans = KMeans(k=K, backend="torch", max_iter=5, seed=0).fit(encoder.encode(torch.from_numpy(wav)).numpy())
+    SpeechTokenizer(encoder, kmeans, deduplicate=False).save_pretrained(tmp_path / "tok")
+    model.config.listening = {"encoder": "mfcc", "frame_rate": 100.0}
+    model.save_pretrained(tmp_path / "lslm")
+    vocoder.save_pretrained(tmp_path / "voc")
+    sf.write(tmp_path / "user.wav", wav, 16000, subtype="FLOAT")
+    out = tmp_path / "out"
+    assert main(["duplex", f"model={tmp_path / 'lslm'}", f"input={tmp_path / 'user.wav'}", f"output={out}",
+                 f"tokenizer={tmp_path / 'tok'}", f"vocoder={tmp_path / 'voc'}", "silence_units=[0]",
+                 "progress=false"]) == 0
+    stereo, rate = sf.read(out / "user.wav", always_2d=True)
+    assert rate == 8000 and stereo.shape[1] == 2
+    session = json.loads((out / "user.session.json").read_text())
+    assert session["frames"] == 98 and session["latency"]["model_frames"] == 0
+    assert session["latency"]["tokenizer"] == channel.latency

@@ -66,7 +66,8 @@ SPEAKERS = ("user", "model")
 
 @dataclass
 class DuplexSessionConfig:
-    model: str = ""                      # a DuplexLM directory (train-duplex's output_dir/final)
+    model: str = ""                      # a DuplexLM directory (train-duplex's output_dir/final), or a ListenSpeakLM
+    #                                      (train-lslm / train-duplex-s2s): it hears continuous features of the user
     input: str = ""                      # audio file, directory, manifest (.tsv/.jsonl), bundled:<split>, or a
     #                                      dialogue builder directory (manifest.jsonl with stereo files + timelines)
     channel: int | None = None           # the user's channel of multi-channel inputs (0 | 1); mono files as they are
@@ -89,6 +90,7 @@ class DuplexSessionConfig:
     #                                      true: model frame j on user frame j
     model_speech: str = "units"          # units | audio: the model's speech from its non-silence units or VAD
     silence_units: list[int] = field(default_factory=list)  # the tokenizer's silence units (default: learned)
+    silence_unit: int | None = None      # ListenSpeakLM: what it says once stopped (null: the lowest silence unit)
     vad: VADConfig = field(default_factory=VADConfig)  # the user's speech (inputs without timeline); model_speech=audio
     min_silence: float = 0.2             # seconds: speech segments closer than this are one IPU
     max_seconds: float | None = 3600.0   # longer inputs are reported and skipped (null: no limit)
@@ -149,8 +151,8 @@ def _channel(value: Any, default: int | None) -> int | None:
 class Parts:
     """What every session runs on."""
 
-    tokenizer: Any            # StreamingTokenizer
-    generator: Any            # DuplexGenerator | TDMGenerator
+    tokenizer: Any            # StreamingTokenizer | StreamingListener (what hears the user)
+    generator: Any            # DuplexGenerator | TDMGenerator | ListenSpeakGenerator
     vocoder: Any              # StreamingVocoder
     silence: list[int] | None
     record: dict[str, Any]    # what the outputs depend on (the resume record)
@@ -177,12 +179,15 @@ def load_parts(cfg: DuplexSessionConfig) -> Parts:
     from textless.dialogue.duplex.generate import DuplexGenerator, DuplexSampling, TDMGenerator
     from textless.dialogue.duplex.model import DuplexLM
     from textless.dialogue.duplex.session import frame_identity
+    from textless.dialogue.lslm.train import is_lslm_dir
     from textless.tokenizers.bundle import SpeechTokenizer
     from textless.tokenizers.streaming import StreamingTokenizer
     from textless.utils.runs import module_fingerprint
     from textless.vocoders import load_vocoder
     from textless.vocoders.streaming import StreamingVocoder
 
+    if is_lslm_dir(cfg.model):
+        return load_listening_parts(cfg)
     model = DuplexLM.from_pretrained(cfg.model, device=cfg.device)
     sampling = DuplexSampling(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, seed=cfg.seed)
     generator = (TDMGenerator if model.config.format == "tdm" else DuplexGenerator)(model, sampling)
@@ -215,6 +220,58 @@ def load_parts(cfg: DuplexSessionConfig) -> Parts:
               "compensate_latency": cfg.compensate_latency, "model_speech": cfg.model_speech, "silence_units": silence,
               "vad": cfg.vad.to_dict(), "min_silence": cfg.min_silence}
     return Parts(streaming_tokenizer, generator, streaming_vocoder, silence, record)
+
+
+def load_listening_parts(cfg: DuplexSessionConfig) -> Parts:
+    """A ListenSpeakLM's parts: its listening channel streamed, its generator, the streaming vocoder; the silence
+    units of the tokenizer that made its units (its stopped frames and its speech)."""
+    from textless.dialogue.duplex.session import frame_identity
+    from textless.dialogue.listening import ListeningChannel, ListeningConfig
+    from textless.dialogue.lslm.generate import ListenSpeakGenerator, ListenSpeakSampling
+    from textless.dialogue.lslm.model import ListenSpeakLM
+    from textless.tokenizers.bundle import SpeechTokenizer
+    from textless.utils.runs import module_fingerprint
+    from textless.vocoders import load_vocoder
+    from textless.vocoders.streaming import StreamingVocoder
+
+    model = ListenSpeakLM.from_pretrained(cfg.model, device=cfg.device)
+    if not model.config.listening:
+        raise ConfigError(f"{cfg.model}: the model does not record its listening channel (config.listening)")
+    channel = ListeningChannel(ListeningConfig(**{**model.config.listening, "left_context": cfg.left_context,
+                                                  "lookahead": cfg.lookahead}))
+    spec = cfg.tokenizer or "starter"
+    tokenizer = SpeechTokenizer.from_pretrained(spec, device=cfg.device)
+    units = frame_identity(tokenizer)
+    model.lm.check_units(units, where=f"tokenizer {spec!r}")
+    silence = _silence_units(cfg, tokenizer)
+    silence_unit = cfg.silence_unit if cfg.silence_unit is not None else min(silence)
+    sampling = ListenSpeakSampling(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, seed=cfg.seed)
+    generator = ListenSpeakGenerator(model, silence_unit, sampling)
+    vocoder = load_vocoder(cfg.vocoder, device=cfg.device, trust_pickle=cfg.trust_pickle)
+    vocoder.check_units(units, where=f"tokenizer {spec!r}", name=f"the vocoder {cfg.vocoder!r}")
+    speaker: Any = None
+    if vocoder.config.multispkr:
+        speaker = cfg.speaker if cfg.speaker is not None else (vocoder.config.speakers or [0])[0]
+    streaming_vocoder = StreamingVocoder(vocoder, speaker=speaker, lookahead=cfg.vocoder_lookahead)
+    listener = channel.streaming_listener()
+    record = {"model": module_fingerprint(model), "sampling": asdict(sampling), "silence_unit": silence_unit,
+              "listening": {**model.config.listening, "left_context": cfg.left_context, "lookahead": cfg.lookahead},
+              "vocoder": {"weights": module_fingerprint(vocoder.generator), "speaker": speaker,
+                          "context": streaming_vocoder.context, "lookahead": streaming_vocoder.lookahead},
+              "channel": cfg.channel, "tail_seconds": cfg.tail_seconds, "compensate_latency": cfg.compensate_latency,
+              "model_speech": cfg.model_speech, "silence_units": silence, "vad": cfg.vad.to_dict(),
+              "min_silence": cfg.min_silence}
+    return Parts(listener, generator, streaming_vocoder, silence if cfg.model_speech == "units" else None, record)
+
+
+def _open_session(parts: Parts):
+    from textless.dialogue.duplex.session import DuplexSession
+    from textless.dialogue.lslm.generate import ListenSpeakGenerator
+    from textless.dialogue.lslm.session import ListeningSession
+
+    if isinstance(parts.generator, ListenSpeakGenerator):
+        return ListeningSession(parts.tokenizer, parts.generator, parts.vocoder)
+    return DuplexSession(parts.tokenizer, parts.generator, parts.vocoder)
 
 
 def _silence_units(cfg: DuplexSessionConfig, tokenizer) -> list[int]:
@@ -251,7 +308,6 @@ def _user_channel(item: SessionInput, cfg: DuplexSessionConfig) -> tuple[torch.T
 def run_session(item: SessionInput, parts: Parts, cfg: DuplexSessionConfig) -> dict[str, Any]:
     """Run one session: returns its stereo audio [2, n] (float32, at the vocoder's rate), timeline, and record."""
     from textless.audio import resample
-    from textless.dialogue.duplex.session import DuplexSession
 
     raw, rate = _user_channel(item, cfg)
     given = _given_timeline(item)
@@ -261,9 +317,10 @@ def run_session(item: SessionInput, parts: Parts, cfg: DuplexSessionConfig) -> d
     user = resample(raw, rate, out_rate).numpy()
     feed = np.concatenate([feed, np.zeros(round(cfg.tail_seconds * in_rate), np.float32)])
     user = np.concatenate([user, np.zeros(round(cfg.tail_seconds * out_rate), np.float32)])
-    piece = st.hop if cfg.piece_seconds is None else max(1, round(cfg.piece_seconds * in_rate))
+    frame = round(in_rate / st.frame_rate)
+    piece = frame if cfg.piece_seconds is None else max(1, round(cfg.piece_seconds * in_rate))
     started = time.perf_counter()
-    with DuplexSession(st, parts.generator, voc) as session:
+    with _open_session(parts) as session:
         out = [session.feed(feed[i: i + piece]) for i in range(0, len(feed), piece)]
         out.append(session.close())
     compute = time.perf_counter() - started
@@ -300,7 +357,7 @@ def run_session(item: SessionInput, parts: Parts, cfg: DuplexSessionConfig) -> d
               "compute_seconds": compute, "real_time_factor": compute / seconds if seconds else None}
     units = {"user_units": session.user_units,
              "model_units": [f.tolist() for f in session.model_frames],
-             "model_streams": list(session.model.speak_names)}
+             "model_streams": list(session.speak_names)}
     return {"audio": np.stack([user, model]).astype(np.float32), "timeline": timeline, "record": record,
             "units": units}
 

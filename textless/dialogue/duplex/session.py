@@ -198,6 +198,11 @@ class DuplexSession:
         return self._closed
 
     @property
+    def speak_names(self) -> tuple[str, ...]:
+        """The model's speak streams (a model frame's order)."""
+        return tuple(self.model.speak_names)
+
+    @property
     def speech_units(self) -> np.ndarray:
         """int64 [M]: the units the vocoder voiced, one per model frame so far."""
         return np.asarray([f[self.speak_index] for f in self.model_frames], dtype=np.int64)
