@@ -98,3 +98,37 @@ def test_speaking_nll_with_and_without_listening(tmp_path):
     result = listen_and_speak(model, [units[:3]], [np.ones((30, D), np.float32)], [30])[0]
     path = plot_irq(result, 3, RATE, 0.1, tmp_path / "irq.png")
     assert path.stat().st_size > 1000
+
+
+def test_character_prefix_in_batches_and_generation():
+    from textless.dialogue.lslm.data import prefix_specials, prefix_tokens
+    from textless.dialogue.lslm.model import with_specials
+
+    torch.manual_seed(0)
+    lm = with_specials(UnitLM.from_scratch("tiny", UnitVocab.default(K), frame_rate=RATE).eval(),
+                       ["irq", *prefix_specials("characters")])
+    model = ListenSpeakLM(lm, FusionConfig(fusion="middle", listen_dim=D, prefix="characters")).eval()
+    torch.nn.init.normal_(model.projection.net[0].weight, std=0.5)
+    vocab = model.vocab
+    chars = prefix_tokens("Hi,  Yo!", vocab)
+    assert chars.tolist() == [vocab.specials[f"chr:{c}"] for c in "hi yo"]
+    listen = np.random.default_rng(0).normal(size=(30, D)).astype(np.float32)
+    item = LSLMItem("a", np.arange(6) % K, listen[:6], None, text="Hi,  Yo!")
+    batch = collate([item], vocab, RATE, prefix="characters")
+    assert batch.input_ids[0].tolist() == [*chars.tolist(), vocab.bos_id, *(item.units + vocab.offset).tolist()]
+    assert (batch.labels[0, :5] == IGNORE).all() and batch.labels[0, 5:].tolist() == [
+        *(item.units + vocab.offset).tolist(), vocab.eos_id]
+    assert batch.listen[0, :6].abs().sum() == 0 and torch.equal(batch.listen[0, 6:], torch.from_numpy(listen[:6]))
+    # greedy generation after a prefix and a prompt = the argmax of the teacher-forced forward on what it said
+    result = listen_and_speak(model, [np.arange(3) % K], [listen], [20], ListenSpeakSampling(temperature=0),
+                              prefixes=[chars])[0]
+    said = LSLMItem("b", result.units, listen, None, text="Hi,  Yo!")
+    forced = collate([said], vocab, RATE, prefix="characters")
+    logits = model(forced.input_ids, forced.listen)[0]
+    allowed = torch.zeros(vocab.size, dtype=torch.bool)
+    allowed[vocab.unit_range[0]:vocab.unit_range[1]] = True
+    allowed[[vocab.eos_id, vocab.specials["irq"]]] = True
+    best = logits.masked_fill(~allowed, -float("inf")).argmax(dim=-1)
+    start = len(chars)                                     # position of <bos>: it predicts frame 0
+    predicted = best[start + 3: start + len(result.units)] - vocab.offset
+    assert predicted.tolist() == result.units[3:].tolist()

@@ -15,6 +15,8 @@ from textless.audio import load_audio
 from textless.data.corpus import load_bundled_corpus
 from textless.dialogue.listening import ListeningChannel, ListeningConfig
 from textless.dialogue.lslm import ListenSpeakLM
+from textless.dialogue.lslm.data import LSLMItem
+from textless.dialogue.lslm.generate import ListenSpeakResult
 from textless.dialogue.lslm.train import LSLMObjective, LSLMTrainConfig, prepare_split, train_lslm
 from textless.errors import ConfigError
 from textless.tokenizers.bundle import SpeechTokenizer
@@ -197,3 +199,38 @@ def test_vanilla_is_the_plain_lm_trained_on_the_same_utterances(data, tmp_path):
     model = ListenSpeakLM.from_pretrained(run.final_model)
     assert all(torch.count_nonzero(p) == 0 for p in model.projection.parameters())  # it never heard anything
     assert (tmp_path / "c" / "train.npz").is_file() and not (tmp_path / "vanilla" / "prepared").exists()
+
+
+def test_character_prefix_training_and_intelligibility(data, tmp_path, monkeypatch):
+    from textless.jobs import eval_lslm
+    from textless.vocoders.model import UnitHiFiGANConfig, UnitVocoder
+
+    run = train_lslm(config(data, tmp_path / "tts", max_steps=2, prefix="characters"))
+    model = ListenSpeakLM.from_pretrained(run.final_model)
+    assert model.config.prefix == "characters" and "chr:a" in model.vocab.specials
+    with pytest.raises(ConfigError, match="prefix must be one of"):
+        train_lslm(config(data, tmp_path / "x", prefix="phones"))
+    config_ = UnitHiFiGANConfig(num_embeddings=16, embedding_dim=8, upsample_rates=[5, 4, 8],
+                                upsample_kernel_sizes=[9, 8, 16], upsample_initial_channel=8,
+                                resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1]], sampling_rate=16000)
+    UnitVocoder.from_config(config_, frame_rate=100.0).eval().save_pretrained(tmp_path / "voc")
+
+    class FakeASR:  # the first utterance heard right, the other one not at all
+        sample_rate = 16000
+
+        def __init__(self):
+            self.calls = []
+
+        def transcribe(self, wavs):
+            self.calls.append([len(w) for w in wavs])
+            return ["the first words"] + [""] * (len(wavs) - 1)
+
+    asr = FakeASR()
+    monkeypatch.setattr(eval_lslm, "load_asr", lambda spec, device: asr)
+    items = [LSLMItem("a", np.arange(10) % 16, np.zeros((10, 40), np.float32), None, text="The first words"),
+             LSLMItem("b", np.arange(8) % 16, np.zeros((8, 40), np.float32), None, text="two more")]
+    results = [ListenSpeakResult(i.units, "eos", len(i.units), np.zeros(0, np.float32), i.units) for i in items]
+    report = eval_lslm.intelligibility(results, items, eval_lslm.LSLMEvalConfig(vocoder=str(tmp_path / "voc"),
+                                                                               asr="fake"))
+    assert asr.calls == [[10 * 160, 8 * 160]]                 # 100 Hz frames voiced at 16 kHz
+    assert report["errors"] == 2 and report["reference_words"] == 5 and report["wer"] == pytest.approx(0.4)

@@ -9,7 +9,9 @@ end means not stopping). Scores (`interaction_scores`): an IRQ at frame n is a s
 [onset, onset + 2 mu]: TP / FN / FP / TN, precision, recall, F1 over all items, the clean ones and the noisy ones
 (noise in the listening channel). The cost to speaking (`speaking_nll`, nats per target token of the non-interrupted
 items, all / clean / noisy listening): with the listening features and with zeros in their place (the plain LM's
-view). Plots of p(IRQ) over time for the first ``plots`` interrupted items (LSLM Fig. 4). Writes
+view). With ``vocoder`` and ``asr``: the intelligibility of the speaking channel (`intelligibility`: WER of the ASR
+transcripts of the voiced non-interrupted generations against their texts; for a model with a character prefix).
+Plots of p(IRQ) over time for the first ``plots`` interrupted items (LSLM Fig. 4). Writes
 ``<output>/lslm_report.json``.
 """
 
@@ -21,7 +23,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from textless.audio import resample
 from textless.dialogue.listening import ListeningChannel, ListeningConfig
+from textless.dialogue.lslm.data import item_prefix
 from textless.dialogue.lslm.generate import (
     ListenSpeakSampling,
     interaction_scores,
@@ -33,8 +39,11 @@ from textless.dialogue.lslm.generate import (
 from textless.dialogue.lslm.model import ListenSpeakLM
 from textless.dialogue.lslm.train import prepare_split
 from textless.errors import ConfigError
+from textless.eval.asr import load_asr
+from textless.eval.wer import error_rate
 from textless.tokenizers.bundle import SpeechTokenizer
 from textless.utils.atomic import atomic_write_text
+from textless.vocoders import load_vocoder
 
 
 @dataclass
@@ -51,12 +60,34 @@ class LSLMEvalConfig:
     mu: float = 0.5                     # s: a hit stops within [onset, onset + 2 mu]
     plots: int = 4                      # p(IRQ) plots of the first interrupted items
     cache_dir: str | None = None        # prepared splits (null: <output>/prepared); shareable with train-lslm runs
+    vocoder: str | None = None          # with asr: voice the generated speech (e.g. starter) ...
+    asr: str | None = None              # ... and transcribe it (e.g. offline:whisper-base): WER against the text
+    speaker: str | None = None          # multi-speaker vocoder: its voice
     device: str = "cpu"
 
 
 def _scores(results: list, items: list, rate: float, mu: float) -> dict[str, Any]:
     scores = interaction_scores(results, [i.onset for i in items], rate, mu) if items else None
     return {"items": len(items)} | ({} if scores is None else asdict(scores))
+
+
+def intelligibility(results: list, items: list, cfg: LSLMEvalConfig) -> dict[str, Any]:
+    """WER of the ASR transcripts of the generated speech (voiced by `cfg.vocoder`) against the items' texts: how
+    intelligible the speaking channel is (LSLM's TTS WER; meaningful for a model with ``prefix=characters``, which
+    is told what to say; a speech continuation has no reference text)."""
+    vocoder = load_vocoder(cfg.vocoder, device=cfg.device)
+    asr = load_asr(cfg.asr, device=cfg.device)
+    speaker = cfg.speaker if cfg.speaker is not None else ((vocoder.config.speakers or [0])[0]
+                                                           if vocoder.config.multispkr else None)
+    kept = [(r, i) for r, i in zip(results, items, strict=True) if len(r.units)]
+    wavs = vocoder.synthesize([r.units for r, _ in kept], speakers=speaker, deduplicated=False) if kept else []
+    asr_rate = getattr(asr, "sample_rate", 16000)
+    audio = [resample(torch.from_numpy(w), vocoder.sample_rate, asr_rate).numpy() for w in wavs]
+    hypotheses = asr.transcribe(audio) if audio else []
+    wer = error_rate([i.text for _, i in kept], hypotheses)
+    return {"items": len(items), "voiced": len(kept), "vocoder": cfg.vocoder, "asr": cfg.asr,
+            "wer": wer.rate, "errors": wer.errors, "reference_words": wer.reference_tokens,
+            "transcripts": [{"id": i.id, "text": i.text, "asr": h} for (_, i), h in zip(kept, hypotheses)]}
 
 
 def run_eval_lslm(cfg: LSLMEvalConfig, output: str | Path) -> dict[str, Any]:
@@ -82,10 +113,11 @@ def run_eval_lslm(cfg: LSLMEvalConfig, output: str | Path) -> dict[str, Any]:
     results = []
     for start in range(0, len(items), cfg.batch_size):
         chunk = items[start:start + cfg.batch_size]
+        prefixes = [item_prefix(i, model.vocab, model.config.prefix) for i in chunk]
         results += listen_and_speak(model, [i.units[:prompt] for i in chunk], [i.listen for i in chunk],
                                     [len(i.units) for i in chunk],
                                     ListenSpeakSampling(sampling.temperature, sampling.top_k, sampling.top_p,
-                                                        sampling.seed + start))
+                                                        sampling.seed + start), prefixes=prefixes)
     def cost(kept: list) -> dict[str, Any]:
         return {"items": len(kept), "with_listening": speaking_nll(model, kept, rate) if kept else None,
                 "without_listening": speaking_nll(model, kept, rate, listening=False) if kept else None}
@@ -105,6 +137,9 @@ def run_eval_lslm(cfg: LSLMEvalConfig, output: str | Path) -> dict[str, Any]:
         "per_item": [{"id": i.id, "onset": i.onset, "noisy": i.noisy, "stop": r.stop, "stop_frame": r.stop_frame,
                       "stop_time": stop_time(r, rate)} for i, r in zip(items, results)],
     }
+    if cfg.asr and cfg.vocoder:
+        report["intelligibility"] = intelligibility([r for r, i in zip(results, items) if i.onset is None],
+                                                    spoken, cfg)
     plotted = 0
     for item, result in zip(items, results):
         if plotted < cfg.plots and item.onset is not None:

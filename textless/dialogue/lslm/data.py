@@ -10,7 +10,9 @@ falls inside the utterance (n = `irq_cut`), else all units then EOS. As token id
     input_ids = tokens[:-1], labels = tokens[1:]          (L each)
     listen[i] = listening frame i - 1 (zeros at i = 0)    (`listen_positions`: frame t is emitted having heard < t)
 
-A window of a longer stream (``end`` False: duplex S2S conversations) has no final marker; ``marks`` put special tokens
+Prefix (LSLM's TTS-conditioned setting, optional): ``prefix="characters"`` puts the characters of the item's text
+before ``<bos>`` as ``chr:<c>`` tokens (no labels, no listening), so the LM says a given sentence. A window of a
+longer stream (``end`` False: duplex S2S conversations) has no final marker; ``marks`` put special tokens
 in place of units at given frames (the duplex S2S agent's turn boundaries). Batches right-pad with ``pad`` (label -100, listening zeros). The loss is the NLL summed over labels (the engine's
 token-weighted mean).
 """
@@ -41,6 +43,7 @@ class LSLMItem:
     noisy: bool = False       # noise in the listening channel (for clean / noisy scores)
     end: bool = True          # the utterance ends here: its targets end with eos / irq (False: a window of a longer one)
     marks: tuple[tuple[int, str], ...] = ()  # (frame, special token name): the token there instead of the unit
+    text: str = ""            # what is said (the prefix of the TTS-conditioned setting)
 
 
 @dataclass
@@ -59,6 +62,29 @@ class LSLMBatch:
         return int((self.labels != IGNORE).sum())
 
 
+PREFIXES = ("none", "characters")
+CHARACTERS = "abcdefghijklmnopqrstuvwxyz' "
+
+
+def prefix_specials(prefix: str) -> tuple[str, ...]:
+    """The special tokens a prefix needs: ``chr:<c>`` per character of `CHARACTERS` (none: ())."""
+    if prefix not in PREFIXES:
+        raise ValueError(f"prefix must be one of {PREFIXES}, got {prefix!r}")
+    return () if prefix == "none" else tuple(f"chr:{c}" for c in CHARACTERS)
+
+
+def prefix_tokens(text: str, vocab: UnitVocab) -> np.ndarray:
+    """The character prefix of `text`: lower-cased, characters outside `CHARACTERS` dropped, runs of spaces merged,
+    each character's ``chr:<c>`` token. int64 [C]."""
+    chars = " ".join("".join(c for c in text.lower() if c in CHARACTERS).split())
+    return np.array([vocab.specials[f"chr:{c}"] for c in chars], np.int64)
+
+
+def item_prefix(item: LSLMItem, vocab: UnitVocab, prefix: str) -> np.ndarray:
+    """The prefix tokens of an item (empty for prefix "none")."""
+    return prefix_tokens(item.text, vocab) if prefix == "characters" else np.zeros(0, np.int64)
+
+
 def item_tokens(item: LSLMItem, vocab: UnitVocab, frame_rate: float, mu: float = LSLM_MU) -> np.ndarray:
     """<bos> + the item's target tokens (module docstring), int64 [L + 1]."""
     units = vocab.units_to_tokens(np.asarray(item.units, np.int64))
@@ -69,21 +95,25 @@ def item_tokens(item: LSLMItem, vocab: UnitVocab, frame_rate: float, mu: float =
     return np.concatenate([[vocab.bos_id], targets]).astype(np.int64)
 
 
-def collate(items: list[LSLMItem], vocab: UnitVocab, frame_rate: float, mu: float = LSLM_MU) -> LSLMBatch:
-    """Right-padded batch of `items` (module docstring)."""
+def collate(items: list[LSLMItem], vocab: UnitVocab, frame_rate: float, mu: float = LSLM_MU,
+            prefix: str = "none") -> LSLMBatch:
+    """Right-padded batch of `items` (module docstring); with a `prefix` (C tokens before ``<bos>``: no label,
+    listening zeros) the speaking sequence starts at position C."""
     tokens = [item_tokens(item, vocab, frame_rate, mu) for item in items]
-    length = max(len(t) for t in tokens) - 1
+    prefixes = [item_prefix(item, vocab, prefix) for item in items]
+    length = max(len(t) + len(c) for t, c in zip(tokens, prefixes, strict=True)) - 1
     dim = items[0].listen.shape[1]
     ids = torch.full((len(items), length), vocab.pad_id, dtype=torch.long)
     labels = torch.full((len(items), length), IGNORE, dtype=torch.long)
     listen = torch.zeros(len(items), length, dim)
-    for b, (item, t) in enumerate(zip(items, tokens, strict=True)):
-        n = len(t) - 1
+    for b, (item, t, c) in enumerate(zip(items, tokens, prefixes, strict=True)):
+        n, k = len(t) - 1, len(c)
         if item.listen.shape[0] < n - 1:
             raise ValueError(f"item {item.id}: {item.listen.shape[0]} listening frames for {len(item.units)} "
                              f"speaking frames")
-        ids[b, :n] = torch.from_numpy(t[:-1])
-        labels[b, :n] = torch.from_numpy(t[1:])
-        listen[b, :n] = listen_positions(torch.from_numpy(np.asarray(item.listen, np.float32))[None], n)[0]
+        sequence = np.concatenate([c, t])
+        ids[b, :k + n] = torch.from_numpy(sequence[:-1])
+        labels[b, k:k + n] = torch.from_numpy(t[1:])
+        listen[b, k:k + n] = listen_positions(torch.from_numpy(np.asarray(item.listen, np.float32))[None], n)[0]
     interrupted = torch.tensor([int(t[-1]) == vocab.specials[IRQ] for t in tokens])
     return LSLMBatch(ids, labels, listen, interrupted)

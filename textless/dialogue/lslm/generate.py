@@ -53,11 +53,13 @@ class ListenSpeakResult:
 @torch.no_grad()
 def listen_and_speak(model: ListenSpeakLM, prompts: list[np.ndarray], listen: list[np.ndarray],
                      max_frames: list[int], sampling: ListenSpeakSampling | None = None, *,
-                     stops: tuple[str, ...] = ("eos", IRQ), keep: tuple[str, ...] = ()) -> list[ListenSpeakResult]:
+                     stops: tuple[str, ...] = ("eos", IRQ), keep: tuple[str, ...] = (),
+                     prefixes: list[np.ndarray] | None = None) -> list[ListenSpeakResult]:
     """prompts: per stream the prompt's units [P_b]; listen: its listening features [F_b, D] (frames past F_b read
     zeros); max_frames: frames it may speak in all -> one result per stream (module docstring). `stops`: the special
     tokens that end a stream (default eos and irq; none: it speaks max_frames frames); `keep`: specials it may also
-    say as a frame's token and goes on (the duplex S2S turn markers)."""
+    say as a frame's token and goes on (the duplex S2S turn markers); `prefixes`: per stream the prefix tokens fed
+    before its ``<bos>`` (with listening zeros; `textless.dialogue.lslm.data.prefix_tokens`)."""
     sampling = sampling or ListenSpeakSampling()
     vocab, device = model.vocab, model.device
     b_size = len(prompts)
@@ -69,20 +71,23 @@ def listen_and_speak(model: ListenSpeakLM, prompts: list[np.ndarray], listen: li
     generators = [torch.Generator(device=device).manual_seed(sampling.seed + b) for b in range(b_size)]
     spoken = [vocab.units_to_tokens(np.asarray(p, np.int64)).tolist() for p in prompts]
     plen = [len(p) for p in spoken]
+    heads = [[int(t) for t in p] + [vocab.bos_id] for p in (prefixes or [np.zeros(0, np.int64)] * b_size)]
+    start = [len(h) - 1 for h in heads]     # the position of each stream's <bos>
     irq_probs: list[list[float]] = [[] for _ in range(b_size)]
     ended: list[str | None] = [None] * b_size
     dim = model.config.listen_dim
     frames = [torch.as_tensor(np.asarray(x, np.float32)) for x in listen]
-    horizon = max(max_frames) + 1
+    horizon = max(m + s for m, s in zip(max_frames, start, strict=True)) + 1
     with model.streaming(b_size):
-        for i in range(horizon):
+        for step in range(horizon):
             running = [b for b in range(b_size) if ended[b] is None]
             if not running:
                 break
             tokens = torch.full((b_size,), vocab.pad_id, dtype=torch.long)
             feats = torch.zeros(b_size, dim)
             for b in running:
-                tokens[b] = vocab.bos_id if i == 0 else spoken[b][i - 1]
+                i = step - start[b]             # the stream's position counted from its <bos>
+                tokens[b] = heads[b][step] if i <= 0 else spoken[b][i - 1]
                 if 1 <= i <= len(frames[b]):
                     feats[b] = frames[b][i - 1]
             mask = torch.zeros(b_size, dtype=torch.bool)
@@ -93,8 +98,9 @@ def listen_and_speak(model: ListenSpeakLM, prompts: list[np.ndarray], listen: li
             choice = filter_logits(logits, temperature=max(sampling.temperature, 1e-6), top_k=sampling.top_k,
                                    top_p=sampling.top_p).softmax(dim=-1)
             for b in running:
+                i = step - start[b]
                 if i < plen[b]:
-                    continue  # the prompt's frame i is given
+                    continue  # the prefix, <bos>, or the prompt's frame i: given
                 if len(spoken[b]) >= max_frames[b]:
                     ended[b] = "length"
                     continue
@@ -134,7 +140,8 @@ def speaking_nll(model: ListenSpeakLM, items: list[LSLMItem], frame_rate: float,
     their features (the plain LM's view)."""
     total, count = 0.0, 0
     for start in range(0, len(items), batch_size):
-        batch = collate(items[start:start + batch_size], model.vocab, frame_rate).to(model.device)
+        batch = collate(items[start:start + batch_size], model.vocab, frame_rate,
+                        prefix=model.config.prefix).to(model.device)
         logits = model(batch.input_ids, batch.listen if listening else torch.zeros_like(batch.listen))
         total += float(F.cross_entropy(logits.float().flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE,
                                        reduction="sum"))

@@ -68,6 +68,7 @@ class FusionConfig:
     adapter_dim: int = 256              # hidden width of the adapter
     user_weight: float = 1.0            # scale of the listening term
     listening: dict[str, Any] | None = field(default=None)  # the listening channel's config (what D means)
+    prefix: str = "none"                # what it reads before <bos>: none | characters (TTS-conditioned)
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:

@@ -13,7 +13,8 @@ units: LSLM's "pre-trained" rows of table 4), ``scratch:<preset>`` (a `textless.
 ``units_tokenizer``), or a saved `ListenSpeakLM` directory (continued). `with_irq` adds the IRQ token; the fusion
 (``fusion`` early / middle / late / sum, ``projection``, ``adapter_dim``, ``user_weight``) starts as the plain LM
 (zero-initialised last projection layer). ``freeze_lm`` trains the projection only (table 4's fixed rows).
-``vanilla`` trains the baseline without a listening channel (zero features, so the projection stays zero and the model
+``prefix=characters`` puts the sentence's characters before ``<bos>`` (LSLM's TTS-conditioned setting; the model
+records it). ``vanilla`` trains the baseline without a listening channel (zero features, so the projection stays zero and the model
 is the plain LM; every utterance ends with eos): its ``final/lm`` is a UnitLM that the LSLMs can start from.
 
 Loss: NLL summed over target tokens (units, eos / irq), token-weighted over the step. Validation: the same NLL on
@@ -41,7 +42,7 @@ from textless.audio import load_audio
 from textless.data.identity import UnitIdentity
 from textless.dialogue.interaction import LSLM_MU
 from textless.dialogue.listening import ListeningChannel, ListeningConfig
-from textless.dialogue.lslm.data import IGNORE, LSLMBatch, LSLMItem, collate
+from textless.dialogue.lslm.data import IGNORE, LSLMBatch, LSLMItem, collate, prefix_specials
 from textless.dialogue.lslm.examples import read_lslm_examples
 from textless.dialogue.lslm.model import CONFIG_FILE, IRQ, LSLM_ARTIFACT, FusionConfig, ListenSpeakLM, with_specials
 from textless.errors import ConfigError
@@ -74,6 +75,7 @@ class LSLMTrainConfig(TrainingConfig):
     freeze_lm: bool = False                # train the projection only
     vanilla: bool = False                  # the plain speaking LM baseline: no listening, no IRQ (LSLM's "Vanilla")
     cache_dir: str | None = None           # prepared splits (null: output_dir/prepared); runs may share one
+    prefix: str = "none"                   # none | characters: the sentence's characters before <bos> (LSLM's TTS)
     mu: float = LSLM_MU                    # s: IRQ target this long after the onset
     output_dir: str = "outputs/lslm"
     batch_size: int = 8                    # utterances per rank per micro-batch
@@ -114,7 +116,7 @@ def prepare_split(directory: str | Path, split: str, tokenizer: SpeechTokenizer,
         if feats.shape[0] < len(units):  # one frame short at most (rounding at the end): repeat the last one
             feats = np.concatenate([feats, np.repeat(feats[-1:], len(units) - feats.shape[0], axis=0)])
         items.append(LSLMItem(ex.id, units, feats[: len(units)].astype(np.float32), ex.onset,
-                              ex.noise_kind is not None))
+                              ex.noise_kind is not None, text=ex.text))
     if cache is not None:
         buffer = io.BytesIO()
         lengths = np.array([len(i.units) for i in items], np.int64)
@@ -129,7 +131,7 @@ def prepare_split(directory: str | Path, split: str, tokenizer: SpeechTokenizer,
 def _unpack(data: Any, examples: list) -> list[LSLMItem]:
     bounds = np.concatenate([[0], np.cumsum(data["lengths"])])
     units, listen = data["units"], data["listen"]
-    return [LSLMItem(e.id, units[a:b], listen[a:b], e.onset, e.noise_kind is not None)
+    return [LSLMItem(e.id, units[a:b], listen[a:b], e.onset, e.noise_kind is not None, text=e.text)
             for e, a, b in zip(examples, bounds[:-1], bounds[1:], strict=True)]
 
 
@@ -166,6 +168,10 @@ class LSLMObjective(Objective):
             raise ConfigError(f"init must be scratch:<preset>, a UnitLM directory or a ListenSpeakLM directory; "
                               f"{cfg.init!r} is none")
         FusionConfig(fusion=cfg.fusion, listen_dim=1, projection=cfg.projection, adapter_dim=cfg.adapter_dim)
+        try:
+            prefix_specials(cfg.prefix)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         ListeningConfig(**cfg.listening)
         if cfg.listening.get("trainable"):
             raise ConfigError("train-lslm trains with a frozen listening encoder (features prepared once); "
@@ -195,7 +201,7 @@ class LSLMObjective(Objective):
         self.frame_rate = tokenizer.frame_rate
         fusion = FusionConfig(fusion=cfg.fusion, listen_dim=channel.dim, projection=cfg.projection,
                               adapter_dim=cfg.adapter_dim, user_weight=cfg.user_weight,
-                              listening={**asdict(channel.config)})
+                              listening={**asdict(channel.config)}, prefix=cfg.prefix)
         if checkpoint is not None:
             self.model = ListenSpeakLM.from_pretrained(checkpoint / MODEL_DIR)
         elif is_lslm_dir(cfg.init):
@@ -207,7 +213,10 @@ class LSLMObjective(Objective):
                                          deduplicated=False)
             else:
                 lm = UnitLM.from_pretrained(cfg.init)
-            self.model = ListenSpeakLM(with_specials(lm, self.specials), fusion)
+            self.model = ListenSpeakLM(with_specials(lm, self.specials + prefix_specials(cfg.prefix)), fusion)
+        if self.model.config.prefix != cfg.prefix:
+            raise ConfigError(f"the model reads prefix {self.model.config.prefix!r}, the config asks for "
+                              f"{cfg.prefix!r}")
         frame_units = UnitIdentity(tokenizer=tokenizer.identity(), vocab_size=tokenizer.num_units,
                                    frame_rate=tokenizer.frame_rate, deduplicated=False)
         self.model.lm.check_units(frame_units, where=f"frame-level units of {cfg.units_tokenizer!r}")
@@ -275,7 +284,7 @@ class LSLMObjective(Objective):
             for p in range(first, first + cfg.batch_size):
                 epoch, i = divmod(p, n)
                 items.append(self.train_items[int(self._order(epoch)[i])])
-            yield collate(items, self.model.vocab, self.frame_rate, cfg.mu)
+            yield collate(items, self.model.vocab, self.frame_rate, cfg.mu, cfg.prefix)
             m += 1
 
     def batch_weight(self, batch: LSLMBatch) -> float:
@@ -306,7 +315,7 @@ class LSLMObjective(Objective):
         mine = self.valid_items[ctx.rank::ctx.world]
         for start in range(0, len(mine), self.config.batch_size):
             batch = collate(mine[start:start + self.config.batch_size], self.model.vocab, self.frame_rate,
-                            self.config.mu).to(self.device)
+                            self.config.mu, self.config.prefix).to(self.device)
             with ctx.autocast():
                 logits = self.model(batch.input_ids, batch.listen)
             nll = F.cross_entropy(logits.float().transpose(1, 2), batch.labels, ignore_index=IGNORE,
