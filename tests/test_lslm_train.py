@@ -234,3 +234,20 @@ def test_character_prefix_training_and_intelligibility(data, tmp_path, monkeypat
                                                                                asr="fake"))
     assert asr.calls == [[10 * 160, 8 * 160]]                 # 100 Hz frames voiced at 16 kHz
     assert report["errors"] == 2 and report["reference_words"] == 5 and report["wer"] == pytest.approx(0.4)
+
+
+def test_an_unreadable_example_is_reported_and_skipped(data, tmp_path, logs):
+    import shutil
+
+    directory, tok = data
+    copy = tmp_path / "copy"
+    shutil.copytree(directory.parent, copy)
+    (copy / "audio" / "2.listening.wav").write_bytes(b"not a wav")
+    tokenizer = SpeechTokenizer.from_pretrained(tok)
+    channel = ListeningChannel(ListeningConfig(encoder="mfcc", frame_rate=100.0))
+    items = prepare_split(copy / "data", "train", tokenizer, channel, tmp_path / "c.npz")
+    assert [i.id for i in items] == ["ex0", "ex1", "ex3", "ex4", "ex5"]
+    assert any("skipping example ex2" in line and "2.listening.wav" in line for line in logs)
+    cached = prepare_split(copy / "data", "train", tokenizer, channel, tmp_path / "c.npz")
+    assert [i.id for i in cached] == [i.id for i in items]
+    assert all(np.array_equal(a.units, b.units) for a, b in zip(items, cached, strict=True))

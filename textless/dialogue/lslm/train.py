@@ -45,7 +45,7 @@ from textless.dialogue.listening import ListeningChannel, ListeningConfig
 from textless.dialogue.lslm.data import IGNORE, LSLMBatch, LSLMItem, collate, prefix_specials
 from textless.dialogue.lslm.examples import read_lslm_examples
 from textless.dialogue.lslm.model import CONFIG_FILE, IRQ, LSLM_ARTIFACT, FusionConfig, ListenSpeakLM, with_specials
-from textless.errors import ConfigError
+from textless.errors import ConfigError, TextlessError
 from textless.lm.model import UnitLM
 from textless.lm.train import lr_lambda, param_groups
 from textless.lm.vocab import UnitVocab
@@ -96,7 +96,8 @@ class LSLMTrainConfig(TrainingConfig):
 def prepare_split(directory: str | Path, split: str, tokenizer: SpeechTokenizer, channel: ListeningChannel,
                   cache: Path | None = None, progress: bool = False) -> list[LSLMItem]:
     """The split's items: speaking units [T] and listening features [F, D] (F >= T, cut to T) of every example,
-    from `cache` when it holds exactly these (examples, tokenizer, listening channel), written there otherwise."""
+    from `cache` when it holds exactly these (examples, tokenizer, listening channel), written there otherwise. An
+    example whose audio cannot be read is reported and skipped."""
     examples = read_lslm_examples(directory, split)
     key = json.dumps({"examples": [(e.id, e.samples, e.onset) for e in examples],
                       "tokenizer": tokenizer.identity(), "listening": asdict(channel.config)}, sort_keys=True,
@@ -108,8 +109,12 @@ def prepare_split(directory: str | Path, split: str, tokenizer: SpeechTokenizer,
                 return _unpack(data, examples)
     items = []
     for ex in tqdm(examples, desc=f"prepare {split}", disable=not progress, unit="utt"):
-        speaking, _ = load_audio(ex.speaking, tokenizer.sample_rate)
-        listening, _ = load_audio(ex.listening, channel.sample_rate)
+        try:
+            speaking, _ = load_audio(ex.speaking, tokenizer.sample_rate)
+            listening, _ = load_audio(ex.listening, channel.sample_rate)
+        except (TextlessError, OSError, RuntimeError) as e:
+            logger.warning("skipping example %s of %s: %s", ex.id, directory, e)
+            continue
         units = tokenizer.frame_labels_batch([speaking])[0].astype(np.int64)
         feats, _ = channel(listening[None])
         feats = feats[0].numpy()
@@ -120,7 +125,7 @@ def prepare_split(directory: str | Path, split: str, tokenizer: SpeechTokenizer,
     if cache is not None:
         buffer = io.BytesIO()
         lengths = np.array([len(i.units) for i in items], np.int64)
-        np.savez(buffer, digest=np.array(digest), lengths=lengths,
+        np.savez(buffer, digest=np.array(digest), lengths=lengths, ids=np.array([i.id for i in items], dtype=str),
                  units=np.concatenate([i.units for i in items]) if items else np.zeros(0, np.int64),
                  listen=np.concatenate([i.listen for i in items]) if items else np.zeros((0, channel.dim), np.float32))
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -131,8 +136,10 @@ def prepare_split(directory: str | Path, split: str, tokenizer: SpeechTokenizer,
 def _unpack(data: Any, examples: list) -> list[LSLMItem]:
     bounds = np.concatenate([[0], np.cumsum(data["lengths"])])
     units, listen = data["units"], data["listen"]
-    return [LSLMItem(e.id, units[a:b], listen[a:b], e.onset, e.noise_kind is not None, text=e.text)
-            for e, a, b in zip(examples, bounds[:-1], bounds[1:], strict=True)]
+    ids = data["ids"] if "ids" in data.files else [e.id for e in examples]  # caches without ids skipped nothing
+    where = {str(i): (a, b) for i, a, b in zip(ids, bounds[:-1], bounds[1:], strict=True)}
+    return [LSLMItem(e.id, units[where[e.id][0]:where[e.id][1]], listen[where[e.id][0]:where[e.id][1]], e.onset,
+                     e.noise_kind is not None, text=e.text) for e in examples if e.id in where]
 
 
 def is_lslm_dir(path: str | Path) -> bool:
