@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,12 @@ from textless.dialogue.lslm.generate import ListenSpeakSampling, listen_and_spea
 from textless.dialogue.lslm.model import IRQ, ListenSpeakLM
 from textless.dialogue.lslm.train import LSLMObjective, LSLMTrainConfig
 from textless.dialogue.turn_taking import merge_ipus
-from textless.errors import ConfigError
+from textless.errors import ConfigError, TextlessError
 from textless.tokenizers.bundle import SpeechTokenizer
 from textless.training.engine import TrainHooks, TrainResult, end_process_group, train_objective
 from textless.utils.atomic import atomic_write_bytes
 
+logger = logging.getLogger(__name__)
 AGENT_BOS, AGENT_EOS = "agent_bos", "agent_eos"
 USER_CHANNEL, AGENT_CHANNEL = 0, 1
 
@@ -74,7 +76,8 @@ def prepare_conversations(directory: str | Path, split: str, tokenizer: SpeechTo
                           cache: Path | None = None, set: str = "normal") -> list[S2SConversation]:
     """Every conversation of the split / set: the agent channel's units, the user channel's features (cut to the
     units' length; one frame short at most is padded with the last one) and the agent's turns in frames
-    (``round(seconds * R)``); from `cache` when it holds exactly these."""
+    (``round(seconds * R)``); from `cache` when it holds exactly these. A conversation whose audio cannot be read is
+    reported and skipped."""
     conversations = read_duplex_s2s(directory, split, set)
     rate = tokenizer.frame_rate
     key = json.dumps({"conversations": [(c.id, c.samples, c.agent_turns) for c in conversations],
@@ -85,11 +88,17 @@ def prepare_conversations(directory: str | Path, split: str, tokenizer: SpeechTo
         with np.load(cache, allow_pickle=False) as data:
             if str(data["digest"]) == digest:
                 bounds = np.concatenate([[0], np.cumsum(data["lengths"])])
-                return [S2SConversation(c.id, data["units"][a:b], data["listen"][a:b], _frames(c.agent_turns, rate))
-                        for c, a, b in zip(conversations, bounds[:-1], bounds[1:], strict=True)]
+                ids = data["ids"] if "ids" in data.files else [c.id for c in conversations]
+                where = {str(i): (a, b) for i, a, b in zip(ids, bounds[:-1], bounds[1:], strict=True)}
+                return [S2SConversation(c.id, data["units"][slice(*where[c.id])], data["listen"][slice(*where[c.id])],
+                                        _frames(c.agent_turns, rate)) for c in conversations if c.id in where]
     out = []
     for conv in conversations:
-        audio = torch.from_numpy(conv.audio().astype(np.float32) / 32768.0)
+        try:
+            audio = torch.from_numpy(conv.audio().astype(np.float32) / 32768.0)
+        except (TextlessError, OSError, RuntimeError) as e:
+            logger.warning("skipping conversation %s of %s: %s", conv.id, directory, e)
+            continue
         if conv.sample_rate != tokenizer.sample_rate or conv.sample_rate != channel.sample_rate:
             raise ConfigError(f"{conv.stereo}: {conv.sample_rate} Hz; the tokenizer and listening channel read "
                               f"{tokenizer.sample_rate} / {channel.sample_rate} Hz")
@@ -102,6 +111,7 @@ def prepare_conversations(directory: str | Path, split: str, tokenizer: SpeechTo
     if cache is not None:
         buffer = io.BytesIO()
         np.savez(buffer, digest=np.array(digest), lengths=np.array([len(c.units) for c in out], np.int64),
+                 ids=np.array([c.id for c in out], dtype=str),
                  units=np.concatenate([c.units for c in out]) if out else np.zeros(0, np.int64),
                  listen=np.concatenate([c.listen for c in out]) if out else np.zeros((0, channel.dim), np.float32))
         cache.parent.mkdir(parents=True, exist_ok=True)
