@@ -127,3 +127,25 @@ def test_eval_duplex_scores_normal_and_impatient_sets(data, tmp_path, capsys):
         assert result["recording"]["first_response_answered"] == 1.0     # the recorded agent always answers
     assert main(["eval-duplex", f"output={out}", f"s2s.model={run.final_model}"]) == 2
     assert "s2s.data" in capsys.readouterr().err
+
+
+def test_an_unreadable_conversation_is_reported_and_skipped(data, tmp_path, logs):
+    import shutil
+
+    from textless.dialogue.duplex_s2s_data import read_duplex_s2s
+    from textless.dialogue.listening import ListeningChannel, ListeningConfig
+    from textless.dialogue.lslm.duplex_s2s import prepare_conversations
+
+    directory, tok = data
+    copy = tmp_path / "copy"
+    shutil.copytree(directory, copy)
+    broken = read_duplex_s2s(copy, "train")[1]
+    broken.stereo.write_bytes(b"not a wav")
+    tokenizer = SpeechTokenizer.from_pretrained(tok)
+    channel = ListeningChannel(ListeningConfig(encoder="mfcc", frame_rate=100.0))
+    convs = prepare_conversations(copy, "train", tokenizer, channel, tmp_path / "c.npz")
+    assert broken.id not in [c.id for c in convs] and len(convs) == 2
+    assert any(f"skipping conversation {broken.id}" in line for line in logs)
+    cached = prepare_conversations(copy, "train", tokenizer, channel, tmp_path / "c.npz")
+    assert [c.id for c in cached] == [c.id for c in convs] and all(
+        np.array_equal(a.units, b.units) for a, b in zip(convs, cached, strict=True))
