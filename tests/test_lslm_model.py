@@ -163,3 +163,18 @@ def test_config_errors_and_round_trip(tmp_path):
     assert torch.equal(loaded(ids, listen), model(ids, listen))
     with pytest.raises(ValueError, match="listening features have 5 dims"):
         model(ids, listen[..., :5])
+
+
+def test_input_scale_divides_by_the_training_rms_and_keeps_zero_at_zero(tmp_path):
+    model = _model("early")
+    ids, listen = _inputs(model)
+    features = torch.tensor([[3.0, 0.0, -4.0, 1.0, 2.0, 0.5], [4.0, 0.0, 3.0, -1.0, 2.0, 0.5]])
+    model.projection.scale_to(features)
+    rms = torch.tensor([12.5, 0.0, 12.5, 1.0, 4.0, 0.25]).sqrt()
+    expected = torch.where(rms > 0, 1 / rms.clamp_min(1e-8), torch.ones(6))  # an all-zero dimension keeps 1
+    torch.testing.assert_close(model.projection.input_scale, expected)
+    assert torch.equal(model(ids, torch.zeros_like(listen)), model.lm.model(input_ids=ids).logits)
+    scaled = model.projection.net(listen * expected)
+    torch.testing.assert_close(model.listen_term(listen), scaled.to(model.lm.dtype), rtol=0, atol=0)
+    loaded = ListenSpeakLM.from_pretrained(model.save_pretrained(tmp_path / "m"))
+    assert torch.equal(loaded.projection.input_scale, model.projection.input_scale)

@@ -133,6 +133,11 @@ def test_exact_resume_after_sigkill_and_the_saved_model(data, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
     assert model.config.fusion == "middle" and model.config.listening["encoder"] == "mfcc"
     assert "irq" in model.vocab.specials
+    directory, tok = data
+    train = prepare_split(directory, "train", SpeechTokenizer.from_pretrained(tok),
+                          ListeningChannel(ListeningConfig(encoder="mfcc", frame_rate=100.0)))
+    rms = torch.from_numpy(np.concatenate([i.listen for i in train])).pow(2).mean(dim=0).sqrt()
+    torch.testing.assert_close(model.projection.input_scale, 1 / rms)  # the training features' scale
     assert len(reference.valid_history["speak_nll"]) == 2 and resumed.extra["seen"] == N * 2
 
 

@@ -17,6 +17,8 @@ Frames must be at the LM's frame rate (frame-level units, not deduplicated).
 Projections (``projection``): ``linear`` (LSLM: "a simple linear layer") or ``adapter`` (Linear -> GELU -> Linear,
 as the duplex S2S modality adapter), both without biases and with the last layer zero-initialised: zero listening
 features give exactly the plain LM (x + 0 == x in floating point), and a fresh model IS the plain LM until trained.
+The features are first divided by a fixed per-dimension scale (`Projection.scale_to`: 1 / RMS over the training
+data, so raw MFCC or SSL features of any magnitude train alike; zero stays zero).
 
 Vocabulary. The speaking LM needs an ``irq`` special token (LSLM's interruption token; ``eos`` stays): `with_irq`
 adds it to a `UnitLM` (the id after the units; the embedding table grows only when that id is past its size, keeping
@@ -94,7 +96,8 @@ class FusionConfig:
 
 
 class Projection(nn.Module):
-    """features [..., D] -> [..., out]: bias-free linear or adapter, last layer zero-initialised (f(0) = 0)."""
+    """features [..., D] -> [..., out]: ``input_scale`` (a fixed per-dimension factor, 1 by default; `scale_to`
+    sets 1 / RMS of training features) then a bias-free linear or adapter, last layer zero-initialised (f(0) = 0)."""
 
     def __init__(self, kind: str, dim: int, out: int, hidden: int):
         super().__init__()
@@ -102,9 +105,16 @@ class Projection(nn.Module):
             nn.Linear(dim, hidden, bias=False), nn.GELU(), nn.Linear(hidden, out, bias=False)]
         nn.init.zeros_(layers[-1].weight)
         self.net = nn.Sequential(*layers)
+        self.register_buffer("input_scale", torch.ones(dim))
+
+    def scale_to(self, features: torch.Tensor) -> None:
+        """Divide every later input by the root mean square of `features` [N, D] per dimension (scaling only: zero
+        stays zero, so zero features still give the plain LM)."""
+        rms = features.float().pow(2).mean(dim=0).sqrt()
+        self.input_scale.copy_(torch.where(rms > 1e-8, 1.0 / rms.clamp_min(1e-8), torch.ones_like(rms)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(x * self.input_scale.to(x.dtype))
 
 
 def with_specials(lm: UnitLM, names: tuple[str, ...] | list[str]) -> UnitLM:
@@ -184,7 +194,7 @@ class ListenSpeakLM(StreamingContainer):
         if listen.shape[-1] != self.config.listen_dim:
             raise ValueError(f"listening features have {listen.shape[-1]} dims, the model reads "
                              f"{self.config.listen_dim}")
-        term = self.projection(listen.to(self.projection.net[0].weight.dtype))
+        term = self.projection(listen.to(self.projection.input_scale.dtype))
         return (self.config.user_weight * term).to(self.lm.dtype)
 
     def _add_to_block_input(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:

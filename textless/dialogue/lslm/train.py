@@ -12,7 +12,8 @@ Model (``init``): a saved `UnitLM` directory (the speaking LM, e.g. trained by `
 units: LSLM's "pre-trained" rows of table 4), ``scratch:<preset>`` (a `textless.lm.presets` preset on the units of
 ``units_tokenizer``), or a saved `ListenSpeakLM` directory (continued). `with_irq` adds the IRQ token; the fusion
 (``fusion`` early / middle / late / sum, ``projection``, ``adapter_dim``, ``user_weight``) starts as the plain LM
-(zero-initialised last projection layer). ``freeze_lm`` trains the projection only (table 4's fixed rows).
+(zero-initialised last projection layer; its input scale is 1 / RMS of the training features).
+``freeze_lm`` trains the projection only (table 4's fixed rows).
 ``prefix=characters`` puts the sentence's characters before ``<bos>`` (LSLM's TTS-conditioned setting; the model
 records it). ``vanilla`` trains the baseline without a listening channel (zero features, so the projection stays zero and the model
 is the plain LM; every utterance ends with eos): its ``final/lm`` is a UnitLM that the LSLMs can start from.
@@ -221,6 +222,9 @@ class LSLMObjective(Objective):
             else:
                 lm = UnitLM.from_pretrained(cfg.init)
             self.model = ListenSpeakLM(with_specials(lm, self.specials + prefix_specials(cfg.prefix)), fusion)
+            frames = torch.from_numpy(np.concatenate([i.listen for i in self.train_items]))
+            if frames.abs().sum() > 0:  # a vanilla run has zero features: keep the scale 1
+                self.model.projection.scale_to(frames)
         if self.model.config.prefix != cfg.prefix:
             raise ConfigError(f"the model reads prefix {self.model.config.prefix!r}, the config asks for "
                               f"{cfg.prefix!r}")
