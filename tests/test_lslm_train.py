@@ -144,7 +144,6 @@ def test_exact_resume_after_sigkill_and_the_saved_model(data, tmp_path):
 def test_config_errors(data, tmp_path):
     for kw, match in [({"train_data": ""}, "train_data is required"), ({"init": "nowhere"}, "init must be"),
                       ({"fusion": "cross"}, "fusion must be one of"),
-                      ({"listening": {"encoder": "mfcc", "trainable": True}}, "not supported yet"),
                       ({"max_steps": None}, "give max_steps")]:
         with pytest.raises(ConfigError, match=match):
             train_lslm(config(data, tmp_path / "x", **kw))
@@ -256,3 +255,58 @@ def test_an_unreadable_example_is_reported_and_skipped(data, tmp_path, logs):
     cached = prepare_split(copy / "data", "train", tokenizer, channel, tmp_path / "c.npz")
     assert [i.id for i in cached] == [i.id for i in items]
     assert all(np.array_equal(a.units, b.units) for a, b in zip(items, cached, strict=True))
+
+
+@pytest.fixture(scope="module")
+def hubert_data(data, tmp_path_factory):
+    """The same set with 50 Hz units of a tiny random HuBERT (a saved HF directory), the listening encoder to train."""
+    from transformers import HubertConfig, HubertModel
+
+    from textless.tokenizers.encoders.registry import load_encoder
+
+    root = tmp_path_factory.mktemp("hubert")
+    torch.manual_seed(0)
+    HubertModel(HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                             conv_dim=(32,) * 7, num_conv_pos_embeddings=16,
+                             num_conv_pos_embedding_groups=4)).save_pretrained(root / "hubert")
+    encoder = load_encoder(str(root / "hubert"), 2)
+    speech = [load_audio(item.path, SR)[0] for item in list(load_bundled_corpus("valid"))[:4]]
+    feats = torch.cat([encoder.encode(w) for w in speech]).numpy()
+    SpeechTokenizer(encoder, KMeans(k=16, backend="torch", max_iter=10, seed=0).fit(feats),
+                    deduplicate=False).save_pretrained(root / "tok")
+    return data[0], root / "tok", root / "hubert"
+
+
+def test_a_trainable_listening_encoder_trains_saves_and_resumes(hubert_data, tmp_path):
+    from textless.tokenizers.encoders.registry import load_encoder
+
+    directory, tok, hubert = hubert_data
+    listening = {"encoder": str(hubert), "layer": 2, "frame_rate": 50.0, "trainable": True}
+    kw = {"units_tokenizer": str(tok), "listening": listening, "max_steps": 4, "lr": 3e-3}
+    reference = train_lslm(config((directory, tok), tmp_path / "ref", **kw))
+    out = tmp_path / "killed"
+    cfg = config((directory, tok), out, **kw)
+    assert kill_after_checkpoint(cfg, 2, "textless.dialogue.lslm.train:train_lslm", tmp_path / "k.stderr") \
+        == -signal.SIGKILL
+    resumed = train_lslm(cfg)
+    assert resumed.resumed_from == 2 and resumed.history == reference.history
+    model = ListenSpeakLM.from_pretrained(out / "final")
+    assert model.config.listening["encoder"] == str((out / "final" / "listener").resolve())
+    trained = load_encoder(model.config.listening["encoder"], 2).model.state_dict()
+    again = load_encoder(str(reference.final_model / "listener"), 2).model.state_dict()
+    original = load_encoder(str(hubert), 2).model.state_dict()
+    assert all(torch.equal(trained[k], again[k]) for k in trained)          # exact resume, the encoder included
+    assert any(not torch.equal(trained[k], original[k]) for k in trained)   # and the encoder did train
+    with pytest.raises(ConfigError, match="differentiable forward"):
+        train_lslm(config((directory, tok), tmp_path / "mfcc", units_tokenizer=str(tok),
+                          listening={"encoder": "mfcc", "frame_rate": 50.0, "trainable": True}))
+
+
+def test_only_ssl_encoders_train_in_train_lslm(hubert_data, tmp_path, monkeypatch):
+    from textless.dialogue.lslm import train as train_module
+
+    directory, tok, hubert = hubert_data
+    monkeypatch.setattr(train_module, "TRAINABLE_ENCODERS", ())  # as for a Whisper encoder: no saver for it
+    with pytest.raises(ConfigError, match="trains SSL encoders .* not SSLEncoder"):
+        train_lslm(config((directory, tok), tmp_path / "w", units_tokenizer=str(tok),
+                          listening={"encoder": str(hubert), "layer": 2, "frame_rate": 50.0, "trainable": True}))

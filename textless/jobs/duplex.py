@@ -235,10 +235,8 @@ def load_listening_parts(cfg: DuplexSessionConfig) -> Parts:
     from textless.vocoders.streaming import StreamingVocoder
 
     model = ListenSpeakLM.from_pretrained(cfg.model, device=cfg.device)
-    if not model.config.listening:
-        raise ConfigError(f"{cfg.model}: the model does not record its listening channel (config.listening)")
-    channel = ListeningChannel(ListeningConfig(**{**model.config.listening, "left_context": cfg.left_context,
-                                                  "lookahead": cfg.lookahead}))
+    channel = ListeningChannel(ListeningConfig(**model.inference_listening(left_context=cfg.left_context,
+                                                                           lookahead=cfg.lookahead)))
     spec = cfg.tokenizer or "starter"
     tokenizer = SpeechTokenizer.from_pretrained(spec, device=cfg.device)
     units = frame_identity(tokenizer)

@@ -68,9 +68,7 @@ def run_eval_duplex_s2s(cfg: S2SEvalConfig, output: str | Path) -> dict[str, Any
     out = Path(output)
     model = ListenSpeakLM.from_pretrained(cfg.model, device=cfg.device)
     tokenizer = SpeechTokenizer.from_pretrained(cfg.units_tokenizer, device=cfg.device)
-    if not model.config.listening:
-        raise ConfigError(f"{cfg.model}: the model does not record its listening channel (config.listening)")
-    channel = ListeningChannel(ListeningConfig(**model.config.listening))
+    channel = ListeningChannel(ListeningConfig(**model.inference_listening()))
     silence = set(silence_units_of(cfg.units_tokenizer))
     rate = tokenizer.frame_rate
     vocab = model.vocab

@@ -99,10 +99,7 @@ def run_eval_lslm(cfg: LSLMEvalConfig, output: str | Path) -> dict[str, Any]:
     out = Path(output)
     model = ListenSpeakLM.from_pretrained(cfg.model, device=cfg.device)
     tokenizer = SpeechTokenizer.from_pretrained(cfg.units_tokenizer, device=cfg.device)
-    listening = dict(model.config.listening or {})
-    if not listening:
-        raise ConfigError(f"{cfg.model}: the model does not record its listening channel (config.listening)")
-    channel = ListeningChannel(ListeningConfig(**listening))
+    channel = ListeningChannel(ListeningConfig(**model.inference_listening()))
     rate = tokenizer.frame_rate
     cache = Path(cfg.cache_dir) if cfg.cache_dir else out / "prepared"
     items = prepare_split(cfg.data, cfg.split, tokenizer, channel, cache / f"{cfg.split}.npz")

@@ -44,6 +44,7 @@ class LSLMItem:
     end: bool = True          # the utterance ends here: its targets end with eos / irq (False: a window of a longer one)
     marks: tuple[tuple[int, str], ...] = ()  # (frame, special token name): the token there instead of the unit
     text: str = ""            # what is said (the prefix of the TTS-conditioned setting)
+    audio: np.ndarray | None = None  # float32 [S]: the listening audio (a trainable listening encoder reads it)
 
 
 @dataclass
@@ -52,10 +53,16 @@ class LSLMBatch:
     labels: torch.Tensor      # int64 [B, L], IGNORE on padding
     listen: torch.Tensor      # float32 [B, L, D]
     interrupted: torch.Tensor  # bool [B]: the target ends with IRQ
+    audio: torch.Tensor | None = None          # float32 [B, S]: listening audio (zero-padded), with_audio batches
+    audio_lengths: torch.Tensor | None = None  # int64 [B] samples
+    spans: torch.Tensor | None = None          # int64 [B, 2]: (position reading frame 0, frames read)
 
     def to(self, device: torch.device | str) -> LSLMBatch:
+        def move(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x.to(device)
+
         return LSLMBatch(self.input_ids.to(device), self.labels.to(device), self.listen.to(device),
-                         self.interrupted.to(device))
+                         self.interrupted.to(device), move(self.audio), move(self.audio_lengths), move(self.spans))
 
     @property
     def targets(self) -> int:
@@ -96,9 +103,11 @@ def item_tokens(item: LSLMItem, vocab: UnitVocab, frame_rate: float, mu: float =
 
 
 def collate(items: list[LSLMItem], vocab: UnitVocab, frame_rate: float, mu: float = LSLM_MU,
-            prefix: str = "none") -> LSLMBatch:
+            prefix: str = "none", with_audio: bool = False) -> LSLMBatch:
     """Right-padded batch of `items` (module docstring); with a `prefix` (C tokens before ``<bos>``: no label,
-    listening zeros) the speaking sequence starts at position C."""
+    listening zeros) the speaking sequence starts at position C. `with_audio`: also the items' listening audio and
+    where its frames go (``spans``: position C + 1 reads frame 0, for L - C - 1 frames), for features computed later
+    (`place_features`)."""
     tokens = [item_tokens(item, vocab, frame_rate, mu) for item in items]
     prefixes = [item_prefix(item, vocab, prefix) for item in items]
     length = max(len(t) + len(c) for t, c in zip(tokens, prefixes, strict=True)) - 1
@@ -116,4 +125,25 @@ def collate(items: list[LSLMItem], vocab: UnitVocab, frame_rate: float, mu: floa
         labels[b, k:k + n] = torch.from_numpy(t[1:])
         listen[b, k:k + n] = listen_positions(torch.from_numpy(np.asarray(item.listen, np.float32))[None], n)[0]
     interrupted = torch.tensor([int(t[-1]) == vocab.specials[IRQ] for t in tokens])
-    return LSLMBatch(ids, labels, listen, interrupted)
+    if not with_audio:
+        return LSLMBatch(ids, labels, listen, interrupted)
+    missing = [item.id for item in items if item.audio is None]
+    if missing:
+        raise ValueError(f"items {missing[:3]} carry no listening audio")
+    lengths = torch.tensor([len(item.audio) for item in items])
+    audio = torch.zeros(len(items), int(lengths.max()))
+    for b, item in enumerate(items):
+        audio[b, :len(item.audio)] = torch.from_numpy(np.asarray(item.audio, np.float32))
+    spans = torch.tensor([[len(c) + 1, len(t) - 2] for t, c in zip(tokens, prefixes, strict=True)])
+    return LSLMBatch(ids, labels, listen, interrupted, audio, lengths, spans)
+
+
+def place_features(features: torch.Tensor, spans: torch.Tensor, length: int) -> torch.Tensor:
+    """Listening features [B, F, D] -> the listening input [B, length, D] of a batch: row b's frames 0..n-1 at
+    positions s..s+n-1 for ``spans[b] = (s, n)`` (frames past F read zeros), zeros elsewhere (differentiable)."""
+    rows = []
+    for b, (start, count) in enumerate(spans.tolist()):
+        count = max(0, min(count, features.shape[1], length - start))
+        pad_after = length - start - count
+        rows.append(torch.nn.functional.pad(features[b, :count], (0, 0, start, pad_after)))
+    return torch.stack(rows)

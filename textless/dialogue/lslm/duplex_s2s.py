@@ -159,6 +159,9 @@ class DuplexS2SObjective(LSLMObjective):
 
     def check_config(self) -> None:
         super().check_config()
+        if self.config.listening.get("trainable"):
+            raise ConfigError("train-duplex-s2s trains with a frozen listening encoder (listening.trainable: "
+                              "train-lslm only)")
         if self.config.context < 2:
             raise ConfigError(f"context must be >= 2 frames, got {self.config.context}")
 

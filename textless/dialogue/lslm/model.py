@@ -28,7 +28,9 @@ Streaming: ``with model.streaming(B): model.step(tokens [B], listen [B, D]) -> l
 `UnitLM`'s KV cache underneath (staggered, reset and paused streams as `textless.lm.streaming`); equal to `forward`.
 
 Persistence: ``save_pretrained(dir)`` writes ``lm/`` (the `UnitLM` directory), ``fusion.safetensors`` and
-``config.json`` (versioned header + `FusionConfig`); `from_pretrained` reads them back.
+``config.json`` (versioned header + `FusionConfig`); `from_pretrained` reads them back. A listening encoder trained
+with the model (train-lslm ``listening.trainable``) is saved beside them (``listener/``, a Hugging Face directory)
+and ``config.listening.encoder`` names it relative to the directory; `from_pretrained` resolves it.
 """
 
 from __future__ import annotations
@@ -253,6 +255,13 @@ class ListenSpeakLM(StreamingContainer):
                 return self.lm.step(tokens)
         return self.lm.step(tokens) + term[:, 0].float()
 
+    def inference_listening(self, **overrides: Any) -> dict[str, Any]:
+        """The recorded listening channel's config (`ListeningConfig` fields) for running the model: its encoder
+        frozen (``trainable`` off), `overrides` applied."""
+        if not self.config.listening:
+            raise ConfigError("the model does not record its listening channel (config.listening)")
+        return {**self.config.listening, "trainable": False, **overrides}
+
     # ------------------------------------------------------------------------------------------------ persistence
     def save_pretrained(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """``lm/`` + ``fusion.safetensors`` + ``config.json``, atomically."""
@@ -273,6 +282,9 @@ class ListenSpeakLM(StreamingContainer):
             config = FusionConfig.from_dict(meta["fusion"])
         except (KeyError, TypeError, ConfigError) as e:
             raise FormatError(path / CONFIG_FILE, f"bad fusion config ({e})") from None
+        listening = config.listening or {}
+        if isinstance(listening.get("encoder"), str) and (path / listening["encoder"]).is_dir():
+            config.listening = {**listening, "encoder": str((path / listening["encoder"]).resolve())}
         model = cls(UnitLM.from_pretrained(path / LM_DIR), config)
         try:
             model.projection.load_state_dict(load_file(str(path / FUSION_WEIGHTS)))

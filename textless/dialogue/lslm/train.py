@@ -5,7 +5,9 @@ with probability 0.5 each, onsets; `read_lslm_examples`). Before training each s
 in ``<output_dir>/prepared/<split>.npz`` (reused when the same examples, tokenizer and listening channel come
 again): the speaking audio's frame-level units from ``units_tokenizer`` (the LM's units: same k-means, same frame
 rate, no deduplication) and the listening audio's features from the `ListeningChannel` of ``listening`` (a frozen
-encoder; any layer; MFCC as a baseline), pooled to the units' frame rate. Examples and targets:
+encoder; any layer; MFCC as a baseline), pooled to the units' frame rate. With ``listening.trainable`` (an SSL
+encoder: LSLM's "continued training", table 4) the features are recomputed from the listening audio in every step
+and the encoder trains with the LM; it is saved beside the model (``listener/``). Examples and targets:
 `textless.dialogue.lslm.data` (IRQ at ``mu`` after the onset, then nothing; else eos).
 
 Model (``init``): a saved `UnitLM` directory (the speaking LM, e.g. trained by ``textless train`` on frame-level
@@ -43,7 +45,7 @@ from textless.audio import load_audio
 from textless.data.identity import UnitIdentity
 from textless.dialogue.interaction import LSLM_MU
 from textless.dialogue.listening import ListeningChannel, ListeningConfig
-from textless.dialogue.lslm.data import IGNORE, LSLMBatch, LSLMItem, collate, prefix_specials
+from textless.dialogue.lslm.data import IGNORE, LSLMBatch, LSLMItem, collate, place_features, prefix_specials
 from textless.dialogue.lslm.examples import read_lslm_examples
 from textless.dialogue.lslm.model import CONFIG_FILE, IRQ, LSLM_ARTIFACT, FusionConfig, ListenSpeakLM, with_specials
 from textless.errors import ConfigError, TextlessError
@@ -51,6 +53,7 @@ from textless.lm.model import UnitLM
 from textless.lm.train import lr_lambda, param_groups
 from textless.lm.vocab import UnitVocab
 from textless.tokenizers.bundle import SpeechTokenizer
+from textless.tokenizers.encoders.ssl import SSLEncoder
 from textless.training.checkpoint import MODEL_DIR
 from textless.training.config import TrainingConfig
 from textless.training.engine import TrainHooks, TrainResult, end_process_group, train_objective
@@ -95,10 +98,11 @@ class LSLMTrainConfig(TrainingConfig):
 
 
 def prepare_split(directory: str | Path, split: str, tokenizer: SpeechTokenizer, channel: ListeningChannel,
-                  cache: Path | None = None, progress: bool = False) -> list[LSLMItem]:
+                  cache: Path | None = None, progress: bool = False, keep_audio: bool = False) -> list[LSLMItem]:
     """The split's items: speaking units [T] and listening features [F, D] (F >= T, cut to T) of every example,
     from `cache` when it holds exactly these (examples, tokenizer, listening channel), written there otherwise. An
-    example whose audio cannot be read is reported and skipped."""
+    example whose audio cannot be read is reported and skipped. `keep_audio`: the items also carry their listening
+    audio (a trainable listening encoder reads it; not cached)."""
     examples = read_lslm_examples(directory, split)
     key = json.dumps({"examples": [(e.id, e.samples, e.onset) for e in examples],
                       "tokenizer": tokenizer.identity(), "listening": asdict(channel.config)}, sort_keys=True,
@@ -107,7 +111,11 @@ def prepare_split(directory: str | Path, split: str, tokenizer: SpeechTokenizer,
     if cache is not None and cache.is_file():
         with np.load(cache, allow_pickle=False) as data:
             if str(data["digest"]) == digest:
-                return _unpack(data, examples)
+                items = _unpack(data, examples)
+                if keep_audio:
+                    paths = {e.id: e.listening for e in examples}
+                    items = [replace(i, audio=load_audio(paths[i.id], channel.sample_rate)[0].numpy()) for i in items]
+                return items
     items = []
     for ex in tqdm(examples, desc=f"prepare {split}", disable=not progress, unit="utt"):
         try:
@@ -117,21 +125,28 @@ def prepare_split(directory: str | Path, split: str, tokenizer: SpeechTokenizer,
             logger.warning("skipping example %s of %s: %s", ex.id, directory, e)
             continue
         units = tokenizer.frame_labels_batch([speaking])[0].astype(np.int64)
-        feats, _ = channel(listening[None])
-        feats = feats[0].numpy()
+        with torch.no_grad():
+            feats = channel(listening[None])[0][0].numpy()
         if feats.shape[0] < len(units):  # one frame short at most (rounding at the end): repeat the last one
             feats = np.concatenate([feats, np.repeat(feats[-1:], len(units) - feats.shape[0], axis=0)])
         items.append(LSLMItem(ex.id, units, feats[: len(units)].astype(np.float32), ex.onset,
                               ex.noise_kind is not None, text=ex.text))
     if cache is not None:
-        buffer = io.BytesIO()
-        lengths = np.array([len(i.units) for i in items], np.int64)
-        np.savez(buffer, digest=np.array(digest), lengths=lengths, ids=np.array([i.id for i in items], dtype=str),
-                 units=np.concatenate([i.units for i in items]) if items else np.zeros(0, np.int64),
-                 listen=np.concatenate([i.listen for i in items]) if items else np.zeros((0, channel.dim), np.float32))
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(cache, buffer.getvalue())
+        _write_cache(cache, digest, items, channel.dim)
+    if keep_audio:
+        paths = {e.id: e.listening for e in examples}
+        items = [replace(i, audio=load_audio(paths[i.id], channel.sample_rate)[0].numpy()) for i in items]
     return items
+
+
+def _write_cache(cache: Path, digest: str, items: list[LSLMItem], dim: int) -> None:
+    buffer = io.BytesIO()
+    lengths = np.array([len(i.units) for i in items], np.int64)
+    np.savez(buffer, digest=np.array(digest), lengths=lengths, ids=np.array([i.id for i in items], dtype=str),
+             units=np.concatenate([i.units for i in items]) if items else np.zeros(0, np.int64),
+             listen=np.concatenate([i.listen for i in items]) if items else np.zeros((0, dim), np.float32))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(cache, buffer.getvalue())
 
 
 def _unpack(data: Any, examples: list) -> list[LSLMItem]:
@@ -154,6 +169,32 @@ def is_lslm_dir(path: str | Path) -> bool:
 # ---------------------------------------------------------------------------------------------------------------------
 # objective
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+LISTENER_DIR = "listener"
+TRAINABLE_ENCODERS = (SSLEncoder,)
+
+
+class ListeningSpeaker(torch.nn.Module):
+    """The trained module when the listening encoder trains too: features from the batch's audio, then the LM."""
+
+    def __init__(self, model: ListenSpeakLM, channel: ListeningChannel):
+        super().__init__()
+        self.model, self.channel = model, channel
+
+    def forward(self, batch: LSLMBatch) -> torch.Tensor:
+        features, _ = self.channel(batch.audio, batch.audio_lengths)
+        listen = place_features(features, batch.spans, batch.input_ids.shape[1])
+        return self.model(batch.input_ids, listen)
+
+
+def save_ssl_encoder(encoder: SSLEncoder, directory: Path) -> None:
+    """A trained SSL encoder as a Hugging Face directory `load_encoder` reads back (weights, config, and the
+    preprocessor settings its features depend on)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    encoder.model.save_pretrained(directory)
+    (directory / "preprocessor_config.json").write_text(json.dumps(
+        {"do_normalize": encoder.normalize, "sampling_rate": encoder.sample_rate}) + "\n")
 
 
 class LSLMObjective(Objective):
@@ -181,9 +222,6 @@ class LSLMObjective(Objective):
         except ValueError as e:
             raise ConfigError(str(e)) from None
         ListeningConfig(**cfg.listening)
-        if cfg.listening.get("trainable"):
-            raise ConfigError("train-lslm trains with a frozen listening encoder (features prepared once); "
-                              "listening.trainable=true is not supported yet")
         for name in ("batch_size", "grad_accum"):
             if getattr(cfg, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
@@ -210,8 +248,14 @@ class LSLMObjective(Objective):
         fusion = FusionConfig(fusion=cfg.fusion, listen_dim=channel.dim, projection=cfg.projection,
                               adapter_dim=cfg.adapter_dim, user_weight=cfg.user_weight,
                               listening={**asdict(channel.config)}, prefix=cfg.prefix)
+        self.trainable = channel.config.trainable
+        if self.trainable and type(channel.encoder) not in TRAINABLE_ENCODERS:
+            raise ConfigError(f"listening.trainable: train-lslm trains SSL encoders (HuBERT / wav2vec2 / WavLM "
+                              f"directories), not {type(channel.encoder).__name__}")
         if checkpoint is not None:
             self.model = ListenSpeakLM.from_pretrained(checkpoint / MODEL_DIR)
+            if self.trainable:  # the encoder as trained so far
+                channel = ListeningChannel(ListeningConfig(**{**self.model.config.listening, "trainable": True}))
         elif is_lslm_dir(cfg.init):
             self.model = ListenSpeakLM.from_pretrained(cfg.init)
         else:
@@ -240,6 +284,8 @@ class LSLMObjective(Objective):
         if cfg.freeze_lm:
             self.model.lm.requires_grad_(False)
         self.model.train()
+        self.listener = channel
+        self.module: torch.nn.Module = ListeningSpeaker(self.model, channel) if self.trainable else self.model
         self.items_per_step = cfg.batch_size * cfg.grad_accum * ctx.world
         self.seen = 0
         self._targets = self._step_targets = 0
@@ -251,14 +297,15 @@ class LSLMObjective(Objective):
                 ) -> tuple[list[LSLMItem], list[LSLMItem]]:
         """(train items, valid items) of the configured data (`prepare_split`)."""
         cfg = self.config
+        audio = channel.config.trainable
         train = prepare_split(cfg.train_data, cfg.train_split, tokenizer, channel, cache / f"{cfg.train_split}.npz",
-                              progress)
-        valid = prepare_split(cfg.train_data, cfg.valid_split, tokenizer, channel,
-                              cache / f"{cfg.valid_split}.npz") if cfg.valid_split else []
+                              progress, keep_audio=audio)
+        valid = prepare_split(cfg.train_data, cfg.valid_split, tokenizer, channel, cache / f"{cfg.valid_split}.npz",
+                              keep_audio=audio) if cfg.valid_split else []
         return train, valid
 
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {"model": self.model}
+        return {"model": self.module}
 
     def configure_optimizers(self, modules: dict[str, torch.nn.Module]) -> dict[str, OptimizerSpec]:
         cfg = self.config
@@ -295,7 +342,7 @@ class LSLMObjective(Objective):
             for p in range(first, first + cfg.batch_size):
                 epoch, i = divmod(p, n)
                 items.append(self.train_items[int(self._order(epoch)[i])])
-            yield collate(items, self.model.vocab, self.frame_rate, cfg.mu, cfg.prefix)
+            yield collate(items, self.model.vocab, self.frame_rate, cfg.mu, cfg.prefix, self.trainable)
             m += 1
 
     def batch_weight(self, batch: LSLMBatch) -> float:
@@ -303,7 +350,8 @@ class LSLMObjective(Objective):
 
     def loss(self, phase: str, batch: LSLMBatch, scratch: dict[str, Any]) -> StepLoss:
         batch = batch.to(self.device)
-        logits = self.trained["model"](batch.input_ids, batch.listen)
+        logits = self.trained["model"](batch) if self.trainable else self.trained["model"](batch.input_ids,
+                                                                                           batch.listen)
         value = F.cross_entropy(logits.float().flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE,
                                 reduction="sum")
         self._targets += batch.targets
@@ -321,14 +369,14 @@ class LSLMObjective(Objective):
     def evaluate(self, ctx: Context, writer) -> dict[str, float] | None:
         if not self.valid_items:
             return None
-        self.model.eval()
+        self.module.eval()
         sums = [0.0, 0.0, 0.0, 0.0]  # nll, targets, clean nll, clean targets
         mine = self.valid_items[ctx.rank::ctx.world]
         for start in range(0, len(mine), self.config.batch_size):
             batch = collate(mine[start:start + self.config.batch_size], self.model.vocab, self.frame_rate,
-                            self.config.mu, self.config.prefix).to(self.device)
+                            self.config.mu, self.config.prefix, self.trainable).to(self.device)
             with ctx.autocast():
-                logits = self.model(batch.input_ids, batch.listen)
+                logits = self.module(batch) if self.trainable else self.model(batch.input_ids, batch.listen)
             nll = F.cross_entropy(logits.float().transpose(1, 2), batch.labels, ignore_index=IGNORE,
                                   reduction="none").sum(dim=1)
             counts = (batch.labels != IGNORE).sum(dim=1)
@@ -337,7 +385,7 @@ class LSLMObjective(Objective):
             sums[1] += float(counts.sum())
             sums[2] += float(nll[clean].sum())
             sums[3] += float(counts[clean].sum())
-        self.model.train()
+        self.module.train()
         total = ctx.sum(sums)
         return {"loss": total[0] / max(total[1], 1), "speak_nll": total[2] / max(total[3], 1)}
 
@@ -352,19 +400,34 @@ class LSLMObjective(Objective):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seen = int(state["seen"])
 
-    def _export(self, states: dict[str, dict[str, torch.Tensor]] | None) -> ListenSpeakLM:
+    def _export(self, states: dict[str, dict[str, torch.Tensor]] | None) -> None:
         if states is not None:
-            self.model.load_state_dict(states["model"])
-        return self.model
+            self.module.load_state_dict(states["model"])
+
+    def _save(self, directory: Path, overwrite: bool = False) -> None:
+        """The model, and a trained listening encoder beside it (``listener/``, named relative in its config)."""
+        model = self.model
+        if not self.trainable:
+            model.save_pretrained(directory, overwrite=overwrite)
+            return
+        listening = model.config.listening
+        model.config.listening = {**listening, "encoder": LISTENER_DIR}
+        try:
+            model.save_pretrained(directory, overwrite=overwrite)
+        finally:
+            model.config.listening = listening
+        save_ssl_encoder(self.listener.encoder, directory / LISTENER_DIR)
 
     def save_checkpoint_files(self, directory: Path, states) -> None:
-        self._export(states).save_pretrained(directory / MODEL_DIR)
+        self._export(states)
+        self._save(directory / MODEL_DIR)
 
     def save_final(self, directory: Path, states) -> Path:
-        model = self._export(states)
-        training = model.training
-        model.eval().save_pretrained(directory, overwrite=True)
-        model.train(training)
+        self._export(states)
+        training = self.module.training
+        self.module.eval()
+        self._save(directory, overwrite=True)
+        self.module.train(training)
         return directory
 
 
