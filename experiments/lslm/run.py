@@ -13,7 +13,7 @@ split (speaker independent). ``--train`` / 40 / ``--test`` utterances.
 Models (`textless train-lslm`, starter units at 50 Hz, frame level; MFCC listening features pooled to 50 Hz, frozen):
 a vanilla speaking LM (preset ``--preset`` from scratch, no listening, every utterance to its eos) for
 ``--vanilla-steps``, then each fusion initialised from the vanilla LM (LSLM's "+": load and continue) for
-``--steps`` (linear projection, lr 5e-4 as the paper, batch 8).
+``--steps`` (linear projection, its input divided by the training features' RMS, lr 5e-4 as the paper, batch 8).
 
 Scores (`textless eval-duplex lslm.*`, test split): LSLM precision / recall / F1 over all / clean / noisy listening
 (0.5 s teacher-forced prompt, then the model speaks up to the utterance's length, top-p 0.99); the speaking figure is
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", type=int, default=None, help="test utterances per setting (default 200)")
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--vanilla-steps", type=int, default=None, help="default 1200")
-    parser.add_argument("--steps", type=int, default=None, help="per fusion, from the vanilla LM; default 600")
+    parser.add_argument("--steps", type=int, default=None, help="per fusion, from the vanilla LM; default 1500")
     parser.add_argument("--cost-steps", type=int, default=None, help="timed steps per fusion; default 200")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     quick = {"work": Path("/tmp/lslm_quick"), "output": Path("/tmp/lslm_quick/lslm_experiment.json"), "train": 12,
              "test": 8, "vanilla_steps": 4, "steps": 4, "cost_steps": 5}
     full = {"work": REPO / "outputs" / "lslm_experiment", "output": RESULTS / "lslm_experiment.json", "train": 600,
-            "test": 200, "vanilla_steps": 1200, "steps": 600, "cost_steps": 200}
+            "test": 200, "vanilla_steps": 1200, "steps": 1500, "cost_steps": 200}
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
