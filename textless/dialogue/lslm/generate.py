@@ -6,7 +6,12 @@ frames, teacher-forced), after that each stream feeds what it sampled. The logit
 frame i among the units, ``eos`` and ``irq`` (temperature, top-k, top-p; LSLM samples with top-p 0.99 at temperature
 1); a stream stops at ``eos``, at ``irq`` (its stop frame is i: it spoke frames [0, i)) or after ``max_frames``
 frames, and is paused while the others go on. ``irq_prob`` [steps] is p(irq) at every position from P on (LSLM Fig. 4:
-`plot_irq`). Each stream draws from its own generator seeded ``seed + b``.
+`plot_irq`). Each stream draws from its own generator seeded ``seed + b``. Options: a prefix of tokens before ``<bos>``
+(the TTS-conditioned setting's characters), other stop tokens, and specials said as a frame's token without stopping
+(the duplex S2S turn markers).
+
+`ListenSpeakGenerator`: the same model frame by frame under the streaming protocol (a session's generator): one
+listening frame in, one speaking unit out, silence once it has stopped.
 
 Scores (`interaction_scores`): an item's stop time is its IRQ frame / R (None when it ended with eos or the frame
 budget), scored with `textless.dialogue.interaction.lslm_outcome` against its onset: TP / FN / FP / TN, precision,
@@ -29,8 +34,6 @@ from textless.dialogue.lslm.data import IGNORE, LSLMItem, collate
 from textless.dialogue.lslm.model import IRQ, ListenSpeakLM
 from textless.lm.generation import filter_logits
 from textless.streaming import StreamingError, StreamingModule, StreamingState
-
-STOPS = ("irq", "eos", "length")
 
 
 @dataclass
