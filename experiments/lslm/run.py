@@ -134,7 +134,7 @@ def plot(args, reports: dict, path: Path) -> None:
     for ax, fusion in zip(axes, FUSIONS, strict=True):
         model = ListenSpeakLM.from_pretrained(args.work / f"command_{fusion}" / "final")
         items = reports["items"]
-        item = next(i for i in items if i.onset is not None and not i.noisy)
+        item = next(i for i in items if i.onset is not None and i.onset >= 1.0 and not i.noisy)  # heard after the prompt
         rate = reports["rate"]
         prompt = int(0.5 * rate)
         result = listen_and_speak(model, [item.units[:prompt]], [item.listen], [len(item.units)],
@@ -146,8 +146,8 @@ def plot(args, reports: dict, path: Path) -> None:
         if result.stop == "irq":
             ax.axvline(result.stop_frame / rate, color="black", linestyle="--")
         ax.set_ylabel(f"{fusion}\np(IRQ)")
-    axes[0].set_title(f"command setting, test utterance {item.id}: interruption onset (red), [onset, onset + 1 s], "
-                      "IRQ sampled (dashed)", fontsize=8)
+    axes[0].set_title(f"command, {item.id} (first clean test item interrupted after 1 s): onset (red), "
+                      "[onset, onset + 1 s], IRQ (dashed)", fontsize=8)
     axes[-1].set_xlabel("seconds from the utterance's start")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
