@@ -168,10 +168,9 @@ class ListenSpeakLM(StreamingContainer):
             raise ConfigError("the speaking LM has no 'irq' token: wrap it with textless.dialogue.lslm.with_irq(lm)")
         self.lm = lm
         self.config = config
-        hf_config = lm.model.config
-        width = {"early": lm.model.get_input_embeddings().embedding_dim, "sum": None,
-                 "middle": hf_config.hidden_size, "late": lm.vocab.size}[config.fusion]
-        width = width or lm.model.get_input_embeddings().embedding_dim
+        embedding = lm.model.get_input_embeddings().embedding_dim
+        width = {"early": embedding, "sum": embedding, "middle": lm.model.config.hidden_size,
+                 "late": lm.vocab.size}[config.fusion]
         self.projection = Projection(config.projection, config.listen_dim, width, config.adapter_dim)
         self._term: torch.Tensor | None = None  # the listening term of the running call (middle fusion)
         if config.fusion == "middle":
