@@ -19,7 +19,10 @@ token-weighted mean).
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +31,7 @@ from textless.dialogue.interaction import LSLM_MU
 from textless.dialogue.interruptions import lslm_targets
 from textless.dialogue.lslm.model import IRQ, listen_positions
 from textless.lm.vocab import UnitVocab
+from textless.utils.atomic import atomic_write_bytes
 
 IGNORE = -100
 
@@ -147,3 +151,46 @@ def place_features(features: torch.Tensor, spans: torch.Tensor, length: int) -> 
         pad_after = length - start - count
         rows.append(torch.nn.functional.pad(features[b, :count], (0, 0, start, pad_after)))
     return torch.stack(rows)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# prepared streams: units + listening features, and their cache
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def units_and_features(tokenizer: Any, channel: Any, speaking: torch.Tensor, listening: torch.Tensor
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Frame-level units int64 [T] of `speaking` and listening features float32 [T, D] of `listening` (waveforms at
+    the tokenizer's / channel's rate, the same length): features cut to T; one frame short at most (rounding at
+    the end) is padded with the last one."""
+    units = tokenizer.frame_labels_batch([speaking])[0].astype(np.int64)
+    with torch.no_grad():
+        feats = channel(listening[None])[0][0].numpy()
+    if feats.shape[0] < len(units):
+        feats = np.concatenate([feats, np.repeat(feats[-1:], len(units) - feats.shape[0], axis=0)])
+    return units, feats[:len(units)].astype(np.float32)
+
+
+def write_prepared(path: Path, digest: str, rows: list[tuple[str, np.ndarray, np.ndarray]], dim: int) -> None:
+    """Cache (atomically) prepared rows (id, units [T], features [T, D]) under `digest` (what they were made from)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, digest=np.array(digest), lengths=np.array([len(u) for _, u, _ in rows], np.int64),
+             ids=np.array([i for i, _, _ in rows], dtype=str),
+             units=np.concatenate([u for _, u, _ in rows]) if rows else np.zeros(0, np.int64),
+             listen=np.concatenate([f for _, _, f in rows]) if rows else np.zeros((0, dim), np.float32))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_prepared(path: Path | None, digest: str, ids: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """{id: (units, features)} from a `write_prepared` cache made under `digest`; None when there is none (or it
+    was made from something else). A cache without ids (written before ids were kept) holds `ids` in order."""
+    if path is None or not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        if str(data["digest"]) != digest:
+            return None
+        bounds = np.concatenate([[0], np.cumsum(data["lengths"])])
+        held = data["ids"] if "ids" in data.files else ids
+        units, listen = data["units"], data["listen"]
+        return {str(i): (units[a:b], listen[a:b]) for i, a, b in zip(held, bounds[:-1], bounds[1:], strict=True)}

@@ -24,7 +24,6 @@ and latency, false alarms, first-response latency (`textless.dialogue.interactio
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -37,7 +36,7 @@ import torch
 from textless.dialogue.duplex_s2s_data import read_duplex_s2s
 from textless.dialogue.interaction import barge_in, false_alarms, first_response_latency
 from textless.dialogue.listening import ListeningChannel
-from textless.dialogue.lslm.data import LSLMItem
+from textless.dialogue.lslm.data import LSLMItem, read_prepared, units_and_features, write_prepared
 from textless.dialogue.lslm.generate import ListenSpeakSampling, listen_and_speak
 from textless.dialogue.lslm.model import IRQ, ListenSpeakLM
 from textless.dialogue.lslm.train import LSLMObjective, LSLMTrainConfig
@@ -45,7 +44,6 @@ from textless.dialogue.turn_taking import merge_ipus
 from textless.errors import ConfigError, TextlessError
 from textless.tokenizers.bundle import SpeechTokenizer
 from textless.training.engine import TrainHooks, TrainResult, end_process_group, train_objective
-from textless.utils.atomic import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 AGENT_BOS, AGENT_EOS = "agent_bos", "agent_eos"
@@ -84,39 +82,24 @@ def prepare_conversations(directory: str | Path, split: str, tokenizer: SpeechTo
                       "tokenizer": tokenizer.identity(), "listening": asdict(channel.config)}, sort_keys=True,
                      default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()
-    if cache is not None and cache.is_file():
-        with np.load(cache, allow_pickle=False) as data:
-            if str(data["digest"]) == digest:
-                bounds = np.concatenate([[0], np.cumsum(data["lengths"])])
-                ids = data["ids"] if "ids" in data.files else [c.id for c in conversations]
-                where = {str(i): (a, b) for i, a, b in zip(ids, bounds[:-1], bounds[1:], strict=True)}
-                return [S2SConversation(c.id, data["units"][slice(*where[c.id])], data["listen"][slice(*where[c.id])],
-                                        _frames(c.agent_turns, rate)) for c in conversations if c.id in where]
-    out = []
-    for conv in conversations:
-        try:
-            audio = torch.from_numpy(conv.audio().astype(np.float32) / 32768.0)
-        except (TextlessError, OSError, RuntimeError) as e:
-            logger.warning("skipping conversation %s of %s: %s", conv.id, directory, e)
-            continue
-        if conv.sample_rate != tokenizer.sample_rate or conv.sample_rate != channel.sample_rate:
-            raise ConfigError(f"{conv.stereo}: {conv.sample_rate} Hz; the tokenizer and listening channel read "
-                              f"{tokenizer.sample_rate} / {channel.sample_rate} Hz")
-        units = tokenizer.frame_labels_batch([audio[AGENT_CHANNEL]])[0].astype(np.int64)
-        feats = channel(audio[USER_CHANNEL][None])[0][0].numpy()
-        if feats.shape[0] < len(units):
-            feats = np.concatenate([feats, np.repeat(feats[-1:], len(units) - feats.shape[0], axis=0)])
-        out.append(S2SConversation(conv.id, units, feats[:len(units)].astype(np.float32),
-                                   _frames(conv.agent_turns, rate)))
-    if cache is not None:
-        buffer = io.BytesIO()
-        np.savez(buffer, digest=np.array(digest), lengths=np.array([len(c.units) for c in out], np.int64),
-                 ids=np.array([c.id for c in out], dtype=str),
-                 units=np.concatenate([c.units for c in out]) if out else np.zeros(0, np.int64),
-                 listen=np.concatenate([c.listen for c in out]) if out else np.zeros((0, channel.dim), np.float32))
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(cache, buffer.getvalue())
-    return out
+    cached = read_prepared(cache, digest, [c.id for c in conversations])
+    if cached is None:
+        rows = []
+        for conv in conversations:
+            try:
+                audio = torch.from_numpy(conv.audio().astype(np.float32) / 32768.0)
+            except (TextlessError, OSError, RuntimeError) as e:
+                logger.warning("skipping conversation %s of %s: %s", conv.id, directory, e)
+                continue
+            if conv.sample_rate != tokenizer.sample_rate or conv.sample_rate != channel.sample_rate:
+                raise ConfigError(f"{conv.stereo}: {conv.sample_rate} Hz; the tokenizer and listening channel read "
+                                  f"{tokenizer.sample_rate} / {channel.sample_rate} Hz")
+            rows.append((conv.id, *units_and_features(tokenizer, channel, audio[AGENT_CHANNEL], audio[USER_CHANNEL])))
+        if cache is not None:
+            write_prepared(cache, digest, rows, channel.dim)
+        cached = {i: (u, f) for i, u, f in rows}
+    return [S2SConversation(c.id, *cached[c.id], _frames(c.agent_turns, rate)) for c in conversations
+            if c.id in cached]
 
 
 def _frames(turns: list[tuple[float, float]], rate: float) -> list[tuple[int, int]]:

@@ -28,7 +28,6 @@ lr 5e-4, no weight decay, warm-up then cosine), gradient clipping, TensorBoard, 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from collections.abc import Iterator
@@ -45,7 +44,17 @@ from textless.audio import load_audio
 from textless.data.identity import UnitIdentity
 from textless.dialogue.interaction import LSLM_MU
 from textless.dialogue.listening import ListeningChannel, ListeningConfig
-from textless.dialogue.lslm.data import IGNORE, LSLMBatch, LSLMItem, collate, place_features, prefix_specials
+from textless.dialogue.lslm.data import (
+    IGNORE,
+    LSLMBatch,
+    LSLMItem,
+    collate,
+    place_features,
+    prefix_specials,
+    read_prepared,
+    units_and_features,
+    write_prepared,
+)
 from textless.dialogue.lslm.examples import read_lslm_examples
 from textless.dialogue.lslm.model import CONFIG_FILE, IRQ, LSLM_ARTIFACT, FusionConfig, ListenSpeakLM, with_specials
 from textless.errors import ConfigError, TextlessError
@@ -58,7 +67,6 @@ from textless.training.checkpoint import MODEL_DIR
 from textless.training.config import TrainingConfig
 from textless.training.engine import TrainHooks, TrainResult, end_process_group, train_objective
 from textless.training.objective import Context, Objective, OptimizerSpec, StepLoss
-from textless.utils.atomic import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 PREPARED = "prepared"
@@ -108,54 +116,26 @@ def prepare_split(directory: str | Path, split: str, tokenizer: SpeechTokenizer,
                       "tokenizer": tokenizer.identity(), "listening": asdict(channel.config)}, sort_keys=True,
                      default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()
-    if cache is not None and cache.is_file():
-        with np.load(cache, allow_pickle=False) as data:
-            if str(data["digest"]) == digest:
-                items = _unpack(data, examples)
-                if keep_audio:
-                    paths = {e.id: e.listening for e in examples}
-                    items = [replace(i, audio=load_audio(paths[i.id], channel.sample_rate)[0].numpy()) for i in items]
-                return items
-    items = []
-    for ex in tqdm(examples, desc=f"prepare {split}", disable=not progress, unit="utt"):
-        try:
-            speaking, _ = load_audio(ex.speaking, tokenizer.sample_rate)
-            listening, _ = load_audio(ex.listening, channel.sample_rate)
-        except (TextlessError, OSError, RuntimeError) as e:
-            logger.warning("skipping example %s of %s: %s", ex.id, directory, e)
-            continue
-        units = tokenizer.frame_labels_batch([speaking])[0].astype(np.int64)
-        with torch.no_grad():
-            feats = channel(listening[None])[0][0].numpy()
-        if feats.shape[0] < len(units):  # one frame short at most (rounding at the end): repeat the last one
-            feats = np.concatenate([feats, np.repeat(feats[-1:], len(units) - feats.shape[0], axis=0)])
-        items.append(LSLMItem(ex.id, units, feats[: len(units)].astype(np.float32), ex.onset,
-                              ex.noise_kind is not None, text=ex.text))
-    if cache is not None:
-        _write_cache(cache, digest, items, channel.dim)
+    cached = read_prepared(cache, digest, [e.id for e in examples])
+    if cached is None:
+        rows = []
+        for ex in tqdm(examples, desc=f"prepare {split}", disable=not progress, unit="utt"):
+            try:
+                speaking, _ = load_audio(ex.speaking, tokenizer.sample_rate)
+                listening, _ = load_audio(ex.listening, channel.sample_rate)
+            except (TextlessError, OSError, RuntimeError) as e:
+                logger.warning("skipping example %s of %s: %s", ex.id, directory, e)
+                continue
+            rows.append((ex.id, *units_and_features(tokenizer, channel, speaking, listening)))
+        if cache is not None:
+            write_prepared(cache, digest, rows, channel.dim)
+        cached = {i: (u, f) for i, u, f in rows}
+    items = [LSLMItem(e.id, *cached[e.id], e.onset, e.noise_kind is not None, text=e.text)
+             for e in examples if e.id in cached]
     if keep_audio:
         paths = {e.id: e.listening for e in examples}
         items = [replace(i, audio=load_audio(paths[i.id], channel.sample_rate)[0].numpy()) for i in items]
     return items
-
-
-def _write_cache(cache: Path, digest: str, items: list[LSLMItem], dim: int) -> None:
-    buffer = io.BytesIO()
-    lengths = np.array([len(i.units) for i in items], np.int64)
-    np.savez(buffer, digest=np.array(digest), lengths=lengths, ids=np.array([i.id for i in items], dtype=str),
-             units=np.concatenate([i.units for i in items]) if items else np.zeros(0, np.int64),
-             listen=np.concatenate([i.listen for i in items]) if items else np.zeros((0, dim), np.float32))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(cache, buffer.getvalue())
-
-
-def _unpack(data: Any, examples: list) -> list[LSLMItem]:
-    bounds = np.concatenate([[0], np.cumsum(data["lengths"])])
-    units, listen = data["units"], data["listen"]
-    ids = data["ids"] if "ids" in data.files else [e.id for e in examples]  # caches without ids skipped nothing
-    where = {str(i): (a, b) for i, a, b in zip(ids, bounds[:-1], bounds[1:], strict=True)}
-    return [LSLMItem(e.id, units[where[e.id][0]:where[e.id][1]], listen[where[e.id][0]:where[e.id][1]], e.onset,
-                     e.noise_kind is not None, text=e.text) for e in examples if e.id in where]
 
 
 def is_lslm_dir(path: str | Path) -> bool:
