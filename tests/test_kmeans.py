@@ -125,7 +125,10 @@ def test_trusted_km_bin_predicts_like_sklearn(tmp_path, dtype):
                                                                                           sk.cluster_centers_))
     assert model.metadata["source"] == "sklearn-pickle" and model.metadata["k"] == 6
     # converted once, the safe file keeps the dtype and the labels
-    out = convert_pickle(tmp_path / "km.bin", tmp_path / "km6.safetensors")
+    with pytest.raises(FormatError, match="arbitrary code"):  # no conversion without the caller's opt-in
+        convert_pickle(tmp_path / "km.bin", tmp_path / "km6.safetensors")
+    assert not (tmp_path / "km6.safetensors").exists()
+    out = convert_pickle(tmp_path / "km.bin", tmp_path / "km6.safetensors", trust_pickle=True)
     again = KMeans.load(out)
     assert again.exact_centroids.dtype == dtype
     np.testing.assert_array_equal(again.predict(x), expected)

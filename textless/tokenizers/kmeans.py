@@ -302,15 +302,16 @@ def _legacy_sklearn_modules() -> Iterator[None]:
 
 
 def _joblib_load_trusted(path: Path, trust_pickle: bool) -> Any:
-    """``joblib.load(path)``, refused (`FormatError`) unless `trust_pickle` is True: the explicit opt-in."""
-    if trust_pickle is True:  # the opt-in: nothing is unpickled on any other path
-        import joblib
+    """Unpickle `path` with joblib - only after the caller's explicit opt-in ``trust_pickle is True``; refused
+    (`FormatError`) otherwise."""
+    if trust_pickle is not True:
+        raise FormatError(path, "loading a pickle can run arbitrary code; pass trust_pickle=True only for a file you "
+                                "trust")
+    import joblib
 
-        with _legacy_sklearn_modules(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # InconsistentVersionWarning: expected for km.bin files from old sklearn
-            return joblib.load(path)
-    raise FormatError(path, "loading a pickle can run arbitrary code; pass trust_pickle=True only for a file you "
-                            "trust")
+    with _legacy_sklearn_modules(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # InconsistentVersionWarning: expected for km.bin files from old sklearn
+        return joblib.load(path)  # trust_pickle is True: checked above
 
 
 def load_sklearn_pickle(path: str | Path, *, trust_pickle: bool = False) -> Any:
@@ -345,9 +346,10 @@ def load_sklearn_pickle(path: str | Path, *, trust_pickle: bool = False) -> Any:
     return model
 
 
-def convert_pickle(src: str | Path, dst: str | Path) -> Path:
-    """``km.bin`` (trusted joblib pickle) -> safetensors at `dst`; returns `dst`."""
-    return KMeans.load(src, trust_pickle=True).save(dst)
+def convert_pickle(src: str | Path, dst: str | Path, *, trust_pickle: bool = False) -> Path:
+    """``km.bin`` (a joblib pickle) -> safetensors at `dst`; returns `dst`. Unpickles only with the caller's explicit
+    ``trust_pickle=True`` (`FormatError` otherwise)."""
+    return KMeans.load(src, trust_pickle=trust_pickle).save(dst)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -545,7 +547,7 @@ class KMeans:
                                         "pickle can run arbitrary code, so it is refused; " + _conversion_hint(path))
             raise FormatError(path, "not a k-means file (expected .safetensors with a 'centroids' tensor, a .npy "
                                     "[K, D] array, or - with trust_pickle=True - a joblib km.bin)")
-        model = load_sklearn_pickle(path, trust_pickle=True)
+        model = load_sklearn_pickle(path, trust_pickle=trust_pickle)
         centers = _check_centroids(path, model.cluster_centers_)
         meta = {"backend": "sklearn", "source": "sklearn-pickle", "source_file": path.name,
                 "sklearn_class": f"{type(model).__module__}.{type(model).__qualname__}",
