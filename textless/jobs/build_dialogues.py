@@ -28,18 +28,15 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import subprocess
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
-from tqdm import tqdm
 
 from textless.data.manifest import resolve_shard
 from textless.dialogue.builder import (
@@ -59,6 +56,7 @@ from textless.dialogue.timeline import InvalidTimelineError, read_timeline, time
 from textless.errors import ConfigError, TextlessError
 from textless.eval.builder.job import EngineSynthesizer
 from textless.eval.builder.tts import ENGINES, SAMPLE_RATE, SynthesisError, Voice
+from textless.jobs.shards import build_items, pooled, read_parts, write_part
 from textless.utils.atomic import atomic_path, atomic_write_text
 from textless.utils.runs import resume_or_record, run_digest
 from textless.utils.versioned import artifact
@@ -239,23 +237,7 @@ def build_one(cfg: BuildDialoguesConfig, voices: Sequence[Voice], sentences: Seq
                        "noise": mixed - built, "write": time.perf_counter() - mixed}}
 
 
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(cfg: BuildDialoguesConfig, voices: list[Voice], sentences: list[str], synth: Synthesizer) -> None:
-    _WORKER.update(cfg=cfg, voices=voices, sentences=sentences, synth=synth)
-
-
-def _worker_build(index: int) -> dict[str, Any]:
-    return build_one(_WORKER["cfg"], _WORKER["voices"], _WORKER["sentences"], _WORKER["synth"], index)
-
-
 # ------------------------------------------------------------------------------------------------------------- job
-def _add_stages(total: dict[str, float], stages: dict[str, float]) -> None:
-    for name, seconds in stages.items():
-        total[name] = total.get(name, 0.0) + seconds
-
-
 def build_dialogues(cfg: BuildDialoguesConfig, synth: Synthesizer | None = None) -> dict[str, Any]:
     """Build this rank's conversations of `cfg` (skipping complete ones) and, when every rank of this run is done,
     write manifest.jsonl and summary.json; returns the summary (this rank's, when another rank merges)."""
@@ -281,31 +263,10 @@ def build_dialogues(cfg: BuildDialoguesConfig, synth: Synthesizer | None = None)
     todo = [i for i in mine if cfg.overwrite or not is_complete(cfg, i)]
     logger.info(f"rank {rank}/{world}: {len(todo)} of {len(mine)} conversations to build "
                 f"({len(mine) - len(todo)} complete), {len(sentences)} sentences from {cfg.text}")
-    results: list[dict[str, Any]] = []
-    with tqdm(total=len(todo), desc="dialogues", unit="conv", disable=not cfg.progress) as bar:
-        if cfg.num_workers > 1 and len(todo) > 1:
-            with ProcessPoolExecutor(min(cfg.num_workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_init_worker, initargs=(cfg, voices, sentences, synth)) as pool:
-                for result in pool.map(_worker_build, todo):
-                    results.append(result)
-                    bar.update()
-        else:
-            for index in todo:
-                results.append(build_one(cfg, voices, sentences, synth, index))
-                bar.update()
-    failures = [r for r in results if "error" in r]
-    for failure in failures:
-        logger.warning(f"{failure['id']} failed and was skipped (voices {', '.join(failure['voices'])}): "
-                       f"{failure['error']}")
-    for result in results:
-        _add_stages(stages, result.get("stages", {}))
+    results = build_items(build_one, (cfg, voices, sentences, synth), todo, num_workers=cfg.num_workers,
+                          desc="dialogues", unit="conv", progress=cfg.progress)
     digest = run_digest(started_with)
-    part = {"run": digest, "rank": rank, "world_size": world, "built": len(results) - len(failures),
-            "skipped": len(mine) - len(todo), "failures": failures,
-            "audio_seconds": sum(r.get("audio_seconds", 0.0) for r in results),
-            "wall_seconds": time.perf_counter() - wall_start, "stages": stages}
-    parts = output / ".parts"
-    atomic_write_text(parts / f"rank-{rank:05d}-of-{world:05d}.json", json.dumps(part, indent=1) + "\n")
+    part = write_part(output, rank, world, digest, results, len(mine) - len(todo), wall_start, stages)
     merged = merge(cfg, voices, world, digest)
     return merged if merged is not None else part
 
@@ -315,31 +276,18 @@ def merge(cfg: BuildDialoguesConfig, voices: Sequence[Voice], world: int, digest
     this run (`digest`) are in ``.parts``; None when some rank is not done. Idempotent: a second merging rank writes
     the same manifest."""
     output = Path(cfg.output)
-    parts = []
-    for rank in range(world):
-        path = output / ".parts" / f"rank-{rank:05d}-of-{world:05d}.json"
-        part = json.loads(path.read_text()) if path.is_file() else None
-        if part is None or part["run"] != digest:
-            logger.info(f"waiting for rank {rank}: the last rank to finish writes {output / 'manifest.jsonl'}")
-            return None
-        parts.append(part)
+    parts = read_parts(output, world, digest, output / "manifest.jsonl")
+    if parts is None:
+        return None
     records = [manifest_record(cfg, voices, i, read_timeline(output / f"timelines/{conversation_id(i)}.json").duration)
                for i in range(cfg.num_conversations) if is_complete(cfg, i)]
     atomic_write_text(output / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    audio = sum(p["audio_seconds"] for p in parts)
-    wall = sum(p["wall_seconds"] for p in parts)
-    stages: dict[str, float] = {}
-    for part in parts:
-        _add_stages(stages, part["stages"])
     summary = {**DIALOGUE_BUILD.header(), "config": asdict(cfg), "world_size": world,
                "conversations": cfg.num_conversations, "complete": len(records),
-               "built": sum(p["built"] for p in parts), "skipped": sum(p["skipped"] for p in parts),
-               "failures": [f for p in parts for f in p["failures"]],
-               "audio_seconds": round(audio, 3), "total_audio_seconds": round(sum(r["duration"] for r in records), 3),
-               "wall_seconds": round(wall, 3), "real_time_factor": round(audio / wall, 2) if wall > 0 else None,
-               "stage_seconds": {k: round(v, 3) for k, v in sorted(stages.items())}}
+               **pooled(parts, sum(r["duration"] for r in records))}
     DIALOGUE_BUILD.write_json(output / "summary.json", summary)
     logger.info(f"wrote {output}: {len(records)} of {cfg.num_conversations} conversations, "
-                f"{summary['total_audio_seconds']:.1f} s of audio; this run built {audio:.1f} s in {wall:.1f} s "
+                f"{summary['total_audio_seconds']:.1f} s of audio; this run built {summary['audio_seconds']:.1f} s in "
+                f"{summary['wall_seconds']:.1f} s "
                 f"(real-time factor {summary['real_time_factor']})")
     return summary

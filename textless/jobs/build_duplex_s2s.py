@@ -52,16 +52,13 @@ import dataclasses
 import hashlib
 import json
 import logging
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
-from tqdm import tqdm
 
 from textless.data.manifest import resolve_shard
 from textless.dialogue.builder import SPEAKERS, DialogueEntry, Synthesizer, load_dialogues, load_sentences
@@ -84,6 +81,7 @@ from textless.eval.builder.job import EngineSynthesizer
 from textless.eval.builder.tts import SAMPLE_RATE, SynthesisError, Voice
 from textless.jobs.build_dialogues import FREE_VOICES, check_voices, parse_voice
 from textless.jobs.build_lslm import split_sentences
+from textless.jobs.shards import build_items, pooled, read_parts, write_part
 from textless.utils.atomic import atomic_path, atomic_write_text
 from textless.utils.runs import resume_or_record, run_digest
 from textless.utils.versioned import artifact
@@ -425,23 +423,7 @@ def build_one(cfg: BuildDuplexS2SConfig, sources: Sources, synth: Synthesizer | 
                        "write": time.perf_counter() - composed}}
 
 
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(cfg: BuildDuplexS2SConfig, sources: Sources, synth: Synthesizer | None) -> None:
-    _WORKER.update(cfg=cfg, sources=sources, synth=synth)
-
-
-def _worker_build(item: tuple[str, int]) -> dict[str, Any]:
-    return build_one(_WORKER["cfg"], _WORKER["sources"], _WORKER["synth"], *item)
-
-
 # ----------------------------------------------------------------------------------------------------------- job
-def _add_stages(total: dict[str, float], stages: dict[str, float]) -> None:
-    for name, seconds in stages.items():
-        total[name] = total.get(name, 0.0) + seconds
-
-
 def build_duplex_s2s(cfg: BuildDuplexS2SConfig, synth: Synthesizer | None = None) -> dict[str, Any]:
     """Build this rank's conversations of `cfg` (skipping complete ones) and, when every rank of this run is done,
     write manifest.jsonl and summary.json; returns the summary (this rank's, when another rank merges). `synth`: the
@@ -466,29 +448,10 @@ def build_duplex_s2s(cfg: BuildDuplexS2SConfig, synth: Synthesizer | None = None
     todo = [item for item in mine if cfg.overwrite or not is_complete(cfg, *item)]
     logger.info(f"rank {rank}/{world}: {len(todo)} of {len(mine)} conversations to build ({len(mine) - len(todo)} "
                 f"complete), source {cfg.source}")
-    results: list[dict[str, Any]] = []
-    with tqdm(total=len(todo), desc="duplex-s2s", unit="conv", disable=not cfg.progress) as bar:
-        if cfg.num_workers > 1 and len(todo) > 1:
-            with ProcessPoolExecutor(min(cfg.num_workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_init_worker, initargs=(cfg, sources, synth)) as pool:
-                for result in pool.map(_worker_build, todo):
-                    results.append(result)
-                    bar.update()
-        else:
-            for item in todo:
-                results.append(build_one(cfg, sources, synth, *item))
-                bar.update()
-    failures = [r for r in results if "error" in r]
-    for failure in failures:
-        logger.warning(f"{failure['id']} failed and was skipped: {failure['error']}")
-    for result in results:
-        _add_stages(stages, result.get("stages", {}))
+    results = build_items(build_one, (cfg, sources, synth), todo, num_workers=cfg.num_workers, desc="duplex-s2s",
+                          unit="conv", progress=cfg.progress)
     digest = run_digest(started_with)
-    part = {"run": digest, "rank": rank, "world_size": world, "built": len(results) - len(failures),
-            "skipped": len(mine) - len(todo), "failures": failures,
-            "audio_seconds": sum(r.get("audio_seconds", 0.0) for r in results),
-            "wall_seconds": time.perf_counter() - wall_start, "stages": stages}
-    atomic_write_text(output / ".parts" / f"rank-{rank:05d}-of-{world:05d}.json", json.dumps(part, indent=1) + "\n")
+    part = write_part(output, rank, world, digest, results, len(mine) - len(todo), wall_start, stages)
     merged = merge(cfg, sources, world, digest)
     return merged if merged is not None else part
 
@@ -508,23 +471,13 @@ def merge(cfg: BuildDuplexS2SConfig, sources: Sources, world: int, digest: str) 
     """Write manifest.jsonl (every complete conversation) and summary.json when every rank's statistics of this run
     (`digest`) are in ``.parts``; None when some rank is not done."""
     output = Path(cfg.output)
-    parts = []
-    for rank in range(world):
-        path = output / ".parts" / f"rank-{rank:05d}-of-{world:05d}.json"
-        part = json.loads(path.read_text()) if path.is_file() else None
-        if part is None or part["run"] != digest:
-            logger.info(f"waiting for rank {rank}: the last rank to finish writes {output / MANIFEST}")
-            return None
-        parts.append(part)
+    parts = read_parts(output, world, digest, output / MANIFEST)
+    if parts is None:
+        return None
     items = plan(cfg, sources)
     records = [r for split, i in items if is_complete(cfg, split, i) for which in conversation_sets(cfg, split)
                if (r := read_record(output, conversation_id(split, i), which)) is not None]
     atomic_write_text(output / MANIFEST, "".join(json.dumps(r) + "\n" for r in records))
-    audio = sum(p["audio_seconds"] for p in parts)
-    wall = sum(p["wall_seconds"] for p in parts)
-    stages: dict[str, float] = {}
-    for part in parts:
-        _add_stages(stages, part["stages"])
     splits: dict[str, dict[str, Any]] = {}
     for split in SPLITS:
         planned = sum(s == split for s, _ in items)
@@ -533,13 +486,10 @@ def merge(cfg: BuildDuplexS2SConfig, sources: Sources, world: int, digest: str) 
                                                             and r["set"] == which]) for which in sets}
     summary = {**DUPLEX_S2S_BUILD.header(), "config": asdict(cfg), "world_size": world, "source": cfg.source,
                "splits": splits, "conversations": len(items), "complete": sum(is_complete(cfg, *i) for i in items),
-               "records": len(records), "built": sum(p["built"] for p in parts),
-               "skipped": sum(p["skipped"] for p in parts), "failures": [f for p in parts for f in p["failures"]],
-               "audio_seconds": round(audio, 3), "total_audio_seconds": round(sum(r["seconds"] for r in records), 3),
-               "wall_seconds": round(wall, 3), "real_time_factor": round(audio / wall, 2) if wall > 0 else None,
-               "stage_seconds": {k: round(v, 3) for k, v in sorted(stages.items())}}
+               "records": len(records), **pooled(parts, sum(r["seconds"] for r in records))}
     DUPLEX_S2S_BUILD.write_json(output / "summary.json", summary)
     logger.info(f"wrote {output}: {summary['complete']} of {len(items)} conversations ({len(records)} records with "
-                f"the impatient copies), {summary['total_audio_seconds']:.1f} s; this run built {audio:.1f} s in "
-                f"{wall:.1f} s (real-time factor {summary['real_time_factor']})")
+                f"the impatient copies), {summary['total_audio_seconds']:.1f} s; this run built "
+                f"{summary['audio_seconds']:.1f} s in {summary['wall_seconds']:.1f} s (real-time factor "
+                f"{summary['real_time_factor']})")
     return summary

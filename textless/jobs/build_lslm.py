@@ -48,17 +48,14 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
 import soundfile as sf
-from tqdm import tqdm
 
 from textless.audio import load_audio
 from textless.data.manifest import resolve_shard
@@ -69,6 +66,7 @@ from textless.errors import ConfigError
 from textless.eval.builder.job import EngineSynthesizer
 from textless.eval.builder.tts import SAMPLE_RATE, SynthesisError, Voice
 from textless.jobs.build_dialogues import FREE_VOICES, check_voices, parse_voice
+from textless.jobs.shards import build_items, pooled, read_parts, write_part
 from textless.utils.atomic import atomic_path, atomic_write_text
 from textless.utils.runs import resume_or_record, run_digest
 from textless.utils.versioned import artifact
@@ -338,23 +336,7 @@ def build_one(cfg: BuildLSLMConfig, sources: Sources, synth: Synthesizer, split:
                        "write": time.perf_counter() - mixed}}
 
 
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(cfg: BuildLSLMConfig, sources: Sources, synth: Synthesizer) -> None:
-    _WORKER.update(cfg=cfg, sources=sources, synth=synth)
-
-
-def _worker_build(item: tuple[str, int]) -> dict[str, Any]:
-    return build_one(_WORKER["cfg"], _WORKER["sources"], _WORKER["synth"], *item)
-
-
 # ----------------------------------------------------------------------------------------------------------- job
-def _add_stages(total: dict[str, float], stages: dict[str, float]) -> None:
-    for name, seconds in stages.items():
-        total[name] = total.get(name, 0.0) + seconds
-
-
 def build_lslm(cfg: BuildLSLMConfig, synth: Synthesizer | None = None) -> dict[str, Any]:
     """Build this rank's examples of `cfg` (skipping complete ones) and, when every rank of this run is done, write
     examples.jsonl and summary.json; returns the summary (this rank's, when another rank merges). `synth`: the TTS
@@ -376,29 +358,10 @@ def build_lslm(cfg: BuildLSLMConfig, synth: Synthesizer | None = None) -> dict[s
     todo = [item for item in mine if cfg.overwrite or read_record(output, example_id(*item)) is None]
     logger.info(f"rank {rank}/{world}: {len(todo)} of {len(mine)} examples to build ({len(mine) - len(todo)} "
                 f"complete), setting {cfg.setting}, {len(sources.words)} interruption word(s)")
-    results: list[dict[str, Any]] = []
-    with tqdm(total=len(todo), desc="lslm", unit="ex", disable=not cfg.progress) as bar:
-        if cfg.num_workers > 1 and len(todo) > 1:
-            with ProcessPoolExecutor(min(cfg.num_workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_init_worker, initargs=(cfg, sources, synth)) as pool:
-                for result in pool.map(_worker_build, todo):
-                    results.append(result)
-                    bar.update()
-        else:
-            for item in todo:
-                results.append(build_one(cfg, sources, synth, *item))
-                bar.update()
-    failures = [r for r in results if "error" in r]
-    for failure in failures:
-        logger.warning(f"{failure['id']} failed and was skipped: {failure['error']}")
-    for result in results:
-        _add_stages(stages, result.get("stages", {}))
+    results = build_items(build_one, (cfg, sources, synth), todo, num_workers=cfg.num_workers, desc="lslm",
+                          unit="ex", progress=cfg.progress)
     digest = run_digest(started_with)
-    part = {"run": digest, "rank": rank, "world_size": world, "built": len(results) - len(failures),
-            "skipped": len(mine) - len(todo), "failures": failures,
-            "audio_seconds": sum(r.get("audio_seconds", 0.0) for r in results),
-            "wall_seconds": time.perf_counter() - wall_start, "stages": stages}
-    atomic_write_text(output / ".parts" / f"rank-{rank:05d}-of-{world:05d}.json", json.dumps(part, indent=1) + "\n")
+    part = write_part(output, rank, world, digest, results, len(mine) - len(todo), wall_start, stages)
     merged = merge(cfg, sources, world, digest)
     return merged if merged is not None else part
 
@@ -420,32 +383,18 @@ def merge(cfg: BuildLSLMConfig, sources: Sources, world: int, digest: str) -> di
     """Write examples.jsonl (every complete example) and summary.json when every rank's statistics of this run
     (`digest`) are in ``.parts``; None when some rank is not done."""
     output = Path(cfg.output)
-    parts = []
-    for rank in range(world):
-        path = output / ".parts" / f"rank-{rank:05d}-of-{world:05d}.json"
-        part = json.loads(path.read_text()) if path.is_file() else None
-        if part is None or part["run"] != digest:
-            logger.info(f"waiting for rank {rank}: the last rank to finish writes {output / MANIFEST}")
-            return None
-        parts.append(part)
+    parts = read_parts(output, world, digest, output / MANIFEST)
+    if parts is None:
+        return None
     records = [r for item in plan(cfg) if (r := read_record(output, example_id(*item))) is not None]
     atomic_write_text(output / MANIFEST, "".join(json.dumps(r) + "\n" for r in records))
-    audio = sum(p["audio_seconds"] for p in parts)
-    wall = sum(p["wall_seconds"] for p in parts)
-    stages: dict[str, float] = {}
-    for part in parts:
-        _add_stages(stages, part["stages"])
     summary = {**LSLM_BUILD.header(), "config": asdict(cfg), "world_size": world, "setting": cfg.setting,
                "words": sources.words, "noise_prob": cfg.mix.noise_prob, "interrupt_prob": cfg.mix.interrupt_prob,
                "splits": {s: _split_summary(cfg, sources, s, records) for s in SPLITS},
                "examples": len(plan(cfg)), "complete": len(records),
-               "built": sum(p["built"] for p in parts), "skipped": sum(p["skipped"] for p in parts),
-               "failures": [f for p in parts for f in p["failures"]],
-               "audio_seconds": round(audio, 3), "total_audio_seconds": round(sum(r["seconds"] for r in records), 3),
-               "wall_seconds": round(wall, 3), "real_time_factor": round(audio / wall, 2) if wall > 0 else None,
-               "stage_seconds": {k: round(v, 3) for k, v in sorted(stages.items())}}
+               **pooled(parts, sum(r["seconds"] for r in records))}
     LSLM_BUILD.write_json(output / "summary.json", summary)
     logger.info(f"wrote {output}: {len(records)} of {len(plan(cfg))} examples, {summary['total_audio_seconds']:.1f} s "
-                f"of speaking audio; this run built {audio:.1f} s in {wall:.1f} s "
+                f"of speaking audio; this run built {summary['audio_seconds']:.1f} s in {summary['wall_seconds']:.1f} s "
                 f"(real-time factor {summary['real_time_factor']})")
     return summary
