@@ -56,9 +56,9 @@ from textless.dialogue.timeline import InvalidTimelineError, read_timeline, time
 from textless.errors import ConfigError, TextlessError
 from textless.eval.builder.job import EngineSynthesizer
 from textless.eval.builder.tts import ENGINES, SAMPLE_RATE, SynthesisError, Voice
-from textless.jobs.shards import build_items, pooled, read_parts, write_part
 from textless.utils.atomic import atomic_path, atomic_write_text
 from textless.utils.runs import resume_or_record, run_digest
+from textless.utils.shards import build_items, pooled, read_parts, write_part
 from textless.utils.versioned import artifact
 
 logger = logging.getLogger(__name__)

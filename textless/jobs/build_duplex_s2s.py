@@ -81,9 +81,9 @@ from textless.eval.builder.job import EngineSynthesizer
 from textless.eval.builder.tts import SAMPLE_RATE, SynthesisError, Voice
 from textless.jobs.build_dialogues import FREE_VOICES, check_voices, parse_voice
 from textless.jobs.build_lslm import split_sentences
-from textless.jobs.shards import build_items, pooled, read_parts, write_part
 from textless.utils.atomic import atomic_path, atomic_write_text
 from textless.utils.runs import resume_or_record, run_digest
+from textless.utils.shards import build_items, pooled, read_parts, write_part
 from textless.utils.versioned import artifact
 
 logger = logging.getLogger(__name__)
