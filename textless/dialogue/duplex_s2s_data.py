@@ -14,7 +14,6 @@ an ``impatient`` copy of every conversation (the same draws, the silences before
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import soundfile as sf
 
 from textless.dialogue.timeline import Timeline, read_timeline
 from textless.errors import ConfigError, FormatError, TextlessError
+from textless.utils.jsonl import check_types, read_records
 
 MANIFEST = "manifest.jsonl"
 SPLITS = ("train", "valid", "test")
@@ -81,13 +81,7 @@ def _turns(path: Path, line: int, value: list, seconds: float) -> list[tuple[flo
 
 
 def _conversation(directory: Path, path: Path, line: int, record: Any) -> DuplexS2SConversation:
-    if not isinstance(record, dict):
-        raise FormatError(path, f"expected a JSON object, got {type(record).__name__}", line)
-    for key, types in _TYPES.items():
-        if key not in record:
-            raise FormatError(path, f"missing key '{key}'", line)
-        if not isinstance(record[key], types) or isinstance(record[key], bool):
-            raise FormatError(path, f"'{key}' has the wrong type ({type(record[key]).__name__})", line)
+    check_types(path, line, record, _TYPES)
     for key, allowed in (("split", SPLITS), ("set", SETS), ("source", SOURCES)):
         if record[key] not in allowed:
             raise FormatError(path, f"unknown {key} {record[key]!r} (one of {', '.join(allowed)})", line)
@@ -119,13 +113,7 @@ def read_duplex_s2s(directory: str | Path, split: str, set: str = "normal") -> l
         raise TextlessError(f"'{path}' does not exist: {directory} is not a set built by `textless build-duplex-s2s` "
                             f"(or its build has not finished)")
     out = []
-    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not text.strip():
-            continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise FormatError(path, f"invalid JSON ({err.msg})", line) from None
+    for line, record in read_records(path):
         conversation = _conversation(directory, path, line, record)
         if conversation.split == split and conversation.set == set:
             out.append(conversation)

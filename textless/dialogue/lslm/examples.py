@@ -10,12 +10,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from textless.errors import ConfigError, FormatError, TextlessError
+from textless.utils.jsonl import check_types, read_records
 
 SPLITS = ("train", "valid", "test")
 MANIFEST = "examples.jsonl"
@@ -56,13 +56,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
 
 
 def _example(directory: Path, path: Path, line: int, record: Any) -> LSLMExample:
-    if not isinstance(record, dict):
-        raise FormatError(path, f"expected a JSON object, got {type(record).__name__}", line)
-    for key, types in _TYPES.items():
-        if key not in record:
-            raise FormatError(path, f"missing key '{key}'", line)
-        if not isinstance(record[key], types) or isinstance(record[key], bool):
-            raise FormatError(path, f"'{key}' has the wrong type ({type(record[key]).__name__})", line)
+    check_types(path, line, record, _TYPES)
     cut, noise = record["interruption"], record["noise"]
     if (cut is None) != (record["onset"] is None):
         raise FormatError(path, "'onset' and 'interruption' must both be null or both be set", line)
@@ -97,13 +91,7 @@ def read_lslm_examples(directory: str | Path, split: str) -> list[LSLMExample]:
         raise TextlessError(f"'{path}' does not exist: {directory} is not a set built by `textless build-lslm` (or "
                             f"its build has not finished)")
     out = []
-    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not text.strip():
-            continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise FormatError(path, f"invalid JSON ({err.msg})", line) from None
+    for line, record in read_records(path):
         example = _example(directory, path, line, record)
         if example.split not in SPLITS:
             raise FormatError(path, f"unknown split {example.split!r}", line)
