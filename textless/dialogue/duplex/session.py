@@ -63,7 +63,7 @@ from textless.tokenizers.streaming import StreamingTokenizer
 from textless.vocoders.model import UnitVocoder
 from textless.vocoders.streaming import StreamingVocoder
 
-__all__ = ["DuplexSession", "FrameCallback", "SessionLatency", "frame_identity"]
+__all__ = ["DuplexSession", "FrameCallback", "SessionLatency", "StreamingParts", "frame_identity", "streaming_vocoder"]
 
 AUDIO_STREAM = "speak"  # the speak stream the vocoder voices (native layouts)
 
@@ -109,7 +109,56 @@ def frame_identity(tokenizer: SpeechTokenizer) -> UnitIdentity:
                         frame_rate=tokenizer.frame_rate, deduplicated=False, bpe=False)
 
 
-class DuplexSession:
+def streaming_vocoder(vocoder: StreamingVocoder | UnitVocoder, speaker: Any = None) -> StreamingVocoder:
+    """A `UnitVocoder` streamed exactly (a multi-speaker one with `speaker`, default its first), or the given
+    `StreamingVocoder` (which has its speaker already: `speaker` must be None)."""
+    if isinstance(vocoder, StreamingVocoder):
+        if speaker is not None:
+            raise ConfigError("speaker= goes with a UnitVocoder; a StreamingVocoder has its speaker already")
+        return vocoder
+    if vocoder.config.multispkr and speaker is None:
+        speaker = (vocoder.config.speakers or [0])[0]
+    return StreamingVocoder(vocoder, speaker=speaker)
+
+
+class StreamingParts:
+    """The lifetime of a session's streaming parts: every part streams one stream from `_start` until `_stop`
+    (`close`, or leaving the session's ``with`` block); a part can serve one session at a time."""
+
+    _parts: tuple = ()
+    _closed = False
+
+    def _start(self, *parts: Any) -> None:
+        self._parts, self._closed = parts, False
+        started = []
+        try:
+            for part in parts:
+                part.streaming_forever(1)
+                started.append(part)
+        except BaseException:
+            for part in started:
+                part.stop_streaming()
+            raise
+
+    def _check_open(self, what: str) -> None:
+        if self._closed:
+            name = type(self).__name__
+            raise StreamingError(f"{name}.{what}: the session is closed (start a new {name})")
+
+    def _stop(self) -> None:
+        self._closed = True
+        for part in self._parts:
+            part.stop_streaming()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._closed:
+            self._stop()
+
+
+class DuplexSession(StreamingParts):
     """One conversation: user audio in, model audio out (see the module docstring).
 
     Args:
@@ -129,13 +178,7 @@ class DuplexSession:
                  speaker: Any = None, on_frame: FrameCallback | None = None):
         self.tokenizer = tokenizer if isinstance(tokenizer, StreamingTokenizer) else StreamingTokenizer(tokenizer)
         self.generator = _generator(model, sampling)
-        if not isinstance(vocoder, StreamingVocoder):
-            if vocoder.config.multispkr and speaker is None:
-                speaker = (vocoder.config.speakers or [0])[0]
-            vocoder = StreamingVocoder(vocoder, speaker=speaker)
-        elif speaker is not None:
-            raise ConfigError("speaker= goes with a UnitVocoder; a StreamingVocoder has its speaker already")
-        self.vocoder = vocoder
+        self.vocoder = streaming_vocoder(vocoder, speaker)
         self.on_frame = on_frame
         self.model: DuplexLM = self.generator.model
         where = f"the streaming tokenizer ({self.tokenizer.tokenizer.identity().get('name')})"
@@ -165,17 +208,7 @@ class DuplexSession:
         self.user_units: list[int] = []                 # the labels fed, in order
         self.model_frames: list[np.ndarray] = []        # int64 [n_speak] per model frame
         self._pending: list[int] = []                   # TDM: user units of the chunk being filled
-        self._closed = False
-        parts = (self.tokenizer, self.generator, self.vocoder)
-        started = []
-        try:
-            for part in parts:
-                part.streaming_forever(1)
-                started.append(part)
-        except BaseException:
-            for part in started:
-                part.stop_streaming()
-            raise
+        self._start(self.tokenizer, self.generator, self.vocoder)
 
     # ------------------------------------------------------------------------------------------------ geometry
     @property
@@ -280,23 +313,6 @@ class DuplexSession:
         if self.on_frame is not None:
             self.on_frame(user, frame, audio)
         return audio
-
-    # ------------------------------------------------------------------------------------------------ lifetime
-    def _check_open(self, what: str) -> None:
-        if self._closed:
-            raise StreamingError(f"DuplexSession.{what}: the session is closed (start a new DuplexSession)")
-
-    def _stop(self) -> None:
-        self._closed = True
-        for part in (self.tokenizer, self.generator, self.vocoder):
-            part.stop_streaming()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if not self._closed:
-            self._stop()
 
 
 def _generator(model: DuplexLM | DuplexGenerator | TDMGenerator, sampling: DuplexSampling | None

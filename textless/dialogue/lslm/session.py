@@ -15,22 +15,21 @@ says irq (or eos) it speaks silence (``silence_unit``) to the end: ``stop_frame`
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import torch
 
-from textless.dialogue.duplex.session import SessionLatency
+from textless.dialogue.duplex.session import SessionLatency, StreamingParts, streaming_vocoder
 from textless.dialogue.listening import ListeningChannel, StreamingListener
 from textless.dialogue.lslm.generate import ListenSpeakGenerator, ListenSpeakSampling
 from textless.dialogue.lslm.model import ListenSpeakLM
 from textless.errors import ConfigError
-from textless.streaming import StreamingError
 from textless.vocoders.model import UnitVocoder
 from textless.vocoders.streaming import StreamingVocoder
 
 
-class ListeningSession:
+class ListeningSession(StreamingParts):
     """One conversation: user audio in, model audio out (see the module docstring).
 
     Args:
@@ -58,26 +57,13 @@ class ListeningSession:
         if self.listener.frame_rate != (self.model.lm.frame_rate or self.listener.frame_rate):
             raise ConfigError(f"the listener gives {self.listener.frame_rate} Hz frames, the model speaks "
                               f"{self.model.lm.frame_rate} Hz units")
-        if not isinstance(vocoder, StreamingVocoder):
-            if vocoder.config.multispkr and speaker is None:
-                speaker = (vocoder.config.speakers or [0])[0]
-            vocoder = StreamingVocoder(vocoder, speaker=speaker)
-        self.vocoder = vocoder
-        self.latency = SessionLatency(self.listener.frame_rate, self.listener.latency, 0, vocoder.latency_frames)
+        self.vocoder = streaming_vocoder(vocoder, speaker)
+        self.latency = SessionLatency(self.listener.frame_rate, self.listener.latency, 0, self.vocoder.latency_frames)
         self.user_units: list[int] = []
         self.model_frames: list[np.ndarray] = []
         self.irq_probs: list[float] = []
-        self._closed = False
         self._stop_frame: int | None = None
-        started = []
-        try:
-            for part in (self.listener, self.generator, self.vocoder):
-                part.streaming_forever(1)
-                started.append(part)
-        except BaseException:
-            for part in started:
-                part.stop_streaming()
-            raise
+        self._start(self.listener, self.generator, self.vocoder)
 
     @property
     def sample_rate(self) -> int:
@@ -128,19 +114,3 @@ class ListeningSession:
             audio = self.vocoder.step(torch.tensor([unit], dtype=torch.long, device=self.vocoder.vocoder.device))
             pieces.append(audio[0].float().cpu().numpy())
         return np.concatenate(pieces)
-
-    def _check_open(self, what: str) -> None:
-        if self._closed:
-            raise StreamingError(f"ListeningSession.{what}: the session is closed (start a new one)")
-
-    def _stop(self) -> None:
-        self._closed = True
-        for part in (self.listener, self.generator, self.vocoder):
-            part.stop_streaming()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if not self._closed:
-            self._stop()
