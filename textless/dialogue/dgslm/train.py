@@ -277,9 +277,33 @@ def _config_with(base: dict[str, Any], overrides: dict[str, Any]) -> DGSLMConfig
 
 
 class WindowObjective(Objective):
-    """What the two-channel window trainers (train-dialogue, train-duplex) share: frames counted per step
-    (``self._frames``, added by ``loss``) for the throughput and ``frames_seen``, windows per step, and each rank's
-    share of the validation windows."""
+    """What the two-channel window trainers (train-dialogue, train-duplex) share: the optimisation settings' checks,
+    reading the two-channel datasets, frames counted per step (``self._frames``, added by ``loss``) for the
+    throughput and ``frames_seen``, windows per step, and each rank's share of the validation windows."""
+
+    def check_optimization(self) -> None:
+        """`ConfigError` for a bad schedule, learning rates, warmup, clipping, decay, betas or budget."""
+        cfg = self.config
+        if cfg.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
+        if cfg.lr <= 0 or not 0 <= cfg.warmup_init_lr <= cfg.lr or not 0 <= cfg.min_lr <= cfg.lr:
+            raise ConfigError(f"need lr > 0 and warmup_init_lr, min_lr in [0, lr]; got lr={cfg.lr} "
+                              f"warmup_init_lr={cfg.warmup_init_lr} min_lr={cfg.min_lr}")
+        if cfg.warmup_steps < 0 or cfg.clip < 0 or cfg.weight_decay < 0:
+            raise ConfigError("warmup_steps, clip and weight_decay must be >= 0")
+        if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
+            raise ConfigError(f"betas must be two numbers in [0, 1), got {list(cfg.betas)}")
+        if cfg.max_steps is None and (cfg.schedule == "cosine" or cfg.max_seconds is None):
+            raise ConfigError("give max_steps (or, with schedule=inverse_sqrt, max_seconds)")
+
+    def read_data(self, needs: str) -> None:
+        """``train_data`` / ``valid_data``: the configured two-channel datasets (`needs`: why two, for the error)."""
+        cfg = self.config
+        self.train_data = read_dialogues(cfg.train_dataset)
+        self.valid_data = read_dialogues(cfg.valid_dataset) if cfg.valid_dataset else None
+        for data, path in ((self.train_data, cfg.train_dataset), (self.valid_data, cfg.valid_dataset)):
+            if data is not None and len(data.channels) != 2:
+                raise ConfigError(f"dialogue dataset '{path}' has {len(data.channels)} channels; {needs}")
 
     def after_step(self, ctx: Context, step: int, total_weight: float) -> None:
         self._step_frames, self._frames = self._frames * ctx.world, 0
@@ -331,27 +355,13 @@ class DialogueObjective(WindowObjective):
         if cfg.edge_weight < 0 or cfg.duration_weight < 0 or cfg.edge_weight + cfg.duration_weight == 0:
             raise ConfigError(f"need edge_weight, duration_weight >= 0, not both 0; got {cfg.edge_weight}, "
                               f"{cfg.duration_weight}")
-        if cfg.schedule not in SCHEDULES:
-            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
-        if cfg.lr <= 0 or not 0 <= cfg.warmup_init_lr <= cfg.lr or not 0 <= cfg.min_lr <= cfg.lr:
-            raise ConfigError(f"need lr > 0 and warmup_init_lr, min_lr in [0, lr]; got lr={cfg.lr} "
-                              f"warmup_init_lr={cfg.warmup_init_lr} min_lr={cfg.min_lr}")
-        if cfg.warmup_steps < 0 or cfg.clip < 0 or cfg.weight_decay < 0:
-            raise ConfigError("warmup_steps, clip and weight_decay must be >= 0")
-        if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
-            raise ConfigError(f"betas must be two numbers in [0, 1), got {list(cfg.betas)}")
-        if cfg.max_steps is None and (cfg.schedule == "cosine" or cfg.max_seconds is None):
-            raise ConfigError("give max_steps (or, with schedule=inverse_sqrt, max_seconds)")
+        self.check_optimization()
 
     # -- setup --------------------------------------------------------------------------------------------------
     def build(self, ctx: Context, checkpoint: Path | None, state: dict[str, Any] | None) -> None:
         cfg = self.config
         self.ctx, self.device = ctx, ctx.device
-        self.train_data = read_dialogues(cfg.train_dataset)
-        self.valid_data = read_dialogues(cfg.valid_dataset) if cfg.valid_dataset else None
-        for data, path in ((self.train_data, cfg.train_dataset), (self.valid_data, cfg.valid_dataset)):
-            if data is not None and len(data.channels) != 2:
-                raise ConfigError(f"dialogue dataset '{path}' has {len(data.channels)} channels; dGSLM models two")
+        self.read_data("dGSLM models two")
         if state is not None:  # nested keys only one side has are not compared by the engine
             old = (state.get("config") or {}).get("model") or {}
             runs.refuse(f"checkpoint {checkpoint}", runs.differences({"model": old}, {"model": dict(cfg.model)},

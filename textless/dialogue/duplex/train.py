@@ -79,9 +79,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from textless.dialogue.data import DialogueDataset, read_dialogues
+from textless.dialogue.data import DialogueDataset
 from textless.dialogue.dgslm.train import (
-    SCHEDULES,
     WindowObjective,
     WindowStream,
     all_windows,
@@ -527,28 +526,13 @@ class DuplexObjective(WindowObjective):
             raise ConfigError(f"eval_batches must be >= 1 (or null), got {cfg.eval_batches}")
         if cfg.min_silence < 0:
             raise ConfigError(f"min_silence must be >= 0 seconds, got {cfg.min_silence}")
-        if cfg.schedule not in SCHEDULES:
-            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
-        if cfg.lr <= 0 or not 0 <= cfg.warmup_init_lr <= cfg.lr or not 0 <= cfg.min_lr <= cfg.lr:
-            raise ConfigError(f"need lr > 0 and warmup_init_lr, min_lr in [0, lr]; got lr={cfg.lr} "
-                              f"warmup_init_lr={cfg.warmup_init_lr} min_lr={cfg.min_lr}")
-        if cfg.warmup_steps < 0 or cfg.clip < 0 or cfg.weight_decay < 0:
-            raise ConfigError("warmup_steps, clip and weight_decay must be >= 0")
-        if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
-            raise ConfigError(f"betas must be two numbers in [0, 1), got {list(cfg.betas)}")
-        if cfg.max_steps is None and (cfg.schedule == "cosine" or cfg.max_seconds is None):
-            raise ConfigError("give max_steps (or, with schedule=inverse_sqrt, max_seconds)")
+        self.check_optimization()
 
     # -- setup --------------------------------------------------------------------------------------------------
     def build(self, ctx: Context, checkpoint: Path | None, state: dict[str, Any] | None) -> None:
         cfg = self.config
         self.ctx, self.device = ctx, ctx.device
-        self.train_data = read_dialogues(cfg.train_dataset)
-        self.valid_data = read_dialogues(cfg.valid_dataset) if cfg.valid_dataset else None
-        for data, path in ((self.train_data, cfg.train_dataset), (self.valid_data, cfg.valid_dataset)):
-            if data is not None and len(data.channels) != 2:
-                raise ConfigError(f"dialogue dataset '{path}' has {len(data.channels)} channels; a duplex LM "
-                                  f"models two")
+        self.read_data("a duplex LM models two")
         if state is not None:  # nested keys only one side has are not compared by the engine
             old = state.get("config") or {}
             recorded = {k: old.get(k) or {} for k in ("model", "streams")}
