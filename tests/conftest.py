@@ -38,3 +38,15 @@ def require_tts(available: bool, reason: str) -> None:
     if os.environ.get("TEXTLESS_REQUIRE_TTS") == "1":
         pytest.fail(f"{reason} (TEXTLESS_REQUIRE_TTS=1: the engines should have been installed by .ci/run)")
     pytest.skip(reason)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test (``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny models and
+    small windows run many times slower with 2 threads on a loaded 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -46,13 +46,7 @@ CHUNK = 4         # the TDM model's chunk (frames)
 SECONDS = 1.5     # recordings are cut to this
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny models run many times slower with 2 threads on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

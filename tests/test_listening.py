@@ -30,13 +30,7 @@ TINY_SSL = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2,
             "conv_dim": (32,) * 7, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: small windows run many times slower with 2 threads on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

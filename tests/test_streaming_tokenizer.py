@@ -20,14 +20,7 @@ from textless.tokenizers.encoders.mfcc import MFCCEncoder
 from textless.tokenizers.kmeans import KMeans
 from textless.tokenizers.streaming import StreamingTokenizer, exact_reach
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: small windows run many times slower with 2 threads on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -22,14 +22,7 @@ from textless.vocoders.model import UnitVocoder
 from textless.vocoders.presets import UPSAMPLING, GeneratorOverrides, generator_config
 from textless.vocoders.streaming import StreamingVocoder, receptive_field_sides
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these small convolutions run 100x slower with 2 threads on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(**kw) -> UnitHiFiGANConfig:

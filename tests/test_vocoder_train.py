@@ -77,13 +77,7 @@ class TinyDiscriminator(nn.Module):
 register_discriminator("test-tiny", TinyDiscriminator)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models: one thread is faster and immune to other processes on a shared 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------------------ corpora
