@@ -117,6 +117,7 @@ def prepare_split(directory: str | Path, split: str, tokenizer: SpeechTokenizer,
                      default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()
     cached = read_prepared(cache, digest, [e.id for e in examples])
+    heard: dict[str, np.ndarray] = {}  # listening audio read while preparing (keep_audio)
     if cached is None:
         rows = []
         for ex in tqdm(examples, desc=f"prepare {split}", disable=not progress, unit="utt"):
@@ -127,6 +128,8 @@ def prepare_split(directory: str | Path, split: str, tokenizer: SpeechTokenizer,
                 logger.warning("skipping example %s of %s: %s", ex.id, directory, e)
                 continue
             rows.append((ex.id, *units_and_features(tokenizer, channel, speaking, listening)))
+            if keep_audio:
+                heard[ex.id] = listening.numpy()
         if cache is not None:
             write_prepared(cache, digest, rows, channel.dim)
         cached = {i: (u, f) for i, u, f in rows}
@@ -134,7 +137,8 @@ def prepare_split(directory: str | Path, split: str, tokenizer: SpeechTokenizer,
              for e in examples if e.id in cached]
     if keep_audio:
         paths = {e.id: e.listening for e in examples}
-        items = [replace(i, audio=load_audio(paths[i.id], channel.sample_rate)[0].numpy()) for i in items]
+        items = [replace(i, audio=heard[i.id] if i.id in heard else load_audio(paths[i.id], channel.sample_rate)[0]
+                         .numpy()) for i in items]
     return items
 
 
@@ -269,6 +273,7 @@ class LSLMObjective(Objective):
         self.items_per_step = cfg.batch_size * cfg.grad_accum * ctx.world
         self.seen = 0
         self._targets = self._step_targets = 0
+        self._epoch_order: tuple[int | None, np.ndarray | None] = (None, None)
 
     #: special tokens the speaking LM needs
     specials: tuple[str, ...] = (IRQ,)
@@ -311,7 +316,11 @@ class LSLMObjective(Objective):
         return self.config.grad_accum
 
     def _order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.config.seed, epoch]).permutation(len(self.train_items))
+        """The item permutation of `epoch` (drawn once per epoch)."""
+        if self._epoch_order[0] != epoch:
+            self._epoch_order = (epoch, np.random.default_rng([self.config.seed, epoch]).permutation(
+                len(self.train_items)))
+        return self._epoch_order[1]
 
     def batches(self, start: int) -> Iterator[LSLMBatch]:
         cfg, ctx, n = self.config, self.ctx, len(self.train_items)
